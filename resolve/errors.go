@@ -1,0 +1,77 @@
+package resolve
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// More errors, alongside those declared with the interfaces. Each may be
+// wrapped; test with errors.Is.
+var (
+	// ErrUnsupported means the backend lacks the asked-for ability, such as
+	// a Cache asked to Watch a backend that is not a Watcher.
+	ErrUnsupported = errors.New("resolve: not supported by this backend")
+	// ErrInvalid means an argument was malformed: an empty service name, an
+	// Endpoint without a usable address, or a bad static table.
+	ErrInvalid = errors.New("resolve: invalid argument")
+)
+
+// Error records the operation and the service that failed, in the manner
+// of net.OpError. Backends return it so that callers can log one line that
+// says what was asked, and still test the cause with errors.Is.
+type Error struct {
+	// Op is the operation: "resolve", "register" or "watch".
+	Op string
+	// Service is the service ID as the backend saw it (case-folded).
+	Service string
+	// Err is the cause, such as ErrNotFound or a context error.
+	Err error
+}
+
+func (e *Error) Error() string {
+	if e == nil {
+		return "<nil>"
+	}
+	var b strings.Builder
+	b.WriteString("resolve ")
+	b.WriteString(e.Op)
+	if e.Service != "" {
+		b.WriteByte(' ')
+		b.WriteString(e.Service)
+	}
+	b.WriteString(": ")
+	if e.Err == nil {
+		b.WriteString("<nil>")
+	} else {
+		b.WriteString(e.Err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap returns the cause, for errors.Is and errors.As.
+func (e *Error) Unwrap() error { return e.Err }
+
+// opError wraps err in an *Error unless it already is one, so that stacked
+// resolvers (a Cache over a backend) do not nest the same context twice.
+func opError(op, service string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := err.(*Error); ok {
+		return err
+	}
+	return &Error{Op: op, Service: service, Err: err}
+}
+
+// serviceKey returns the case-folded form under which backends store a
+// service. strings.ToLower returns its argument unchanged, without
+// allocating, when it holds no upper-case letter: the common case.
+func serviceKey(op, service string) (string, error) {
+	if service == "" {
+		return "", &Error{Op: op, Err: errEmptyService}
+	}
+	return strings.ToLower(service), nil
+}
+
+var errEmptyService = fmt.Errorf("%w: empty service name", ErrInvalid)

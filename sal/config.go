@@ -1,0 +1,126 @@
+package sal
+
+import (
+	"context"
+	"crypto"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/roamnet/roam/resolve"
+)
+
+// Config configures a Host. The zero value of every field but Resolver is a
+// sensible default. NewHost copies the Config; later changes to it have no
+// effect, and the Host never modifies it.
+type Config struct {
+	// Resolver maps service IDs to endpoints. Required. If it is also a
+	// resolve.Registrar, Listen registers the Host's endpoint with it. The
+	// Host puts a resolve.Cache in front of it unless it already is one.
+	Resolver resolve.Resolver
+
+	// ListenAddr is the local UDP address; default "0.0.0.0:0".
+	ListenAddr string
+
+	// ListenPacket opens the Host's sockets (at start and on every later rebind);
+	// nil means UDP sockets. Tests give it the sockets of an in-memory network.
+	ListenPacket func(ctx context.Context, network, address string) (net.PacketConn, error)
+
+	// Key is the Host's identity: the key its services prove they hold and
+	// that self-certifying service IDs name. If nil, an Ed25519 key is
+	// generated, so the Host has a new identity each time it starts.
+	Key crypto.Signer
+
+	// RequireAuthentication makes dials fail with ErrUnauthenticated when
+	// neither the service ID nor the resolver pins a key for the service.
+	// By default such flows are encrypted but not authenticated, and
+	// Conn.Authenticated reports false.
+	RequireAuthentication bool
+
+	// AdvertiseAddr is the endpoint Listen registers. If zero, the Host's
+	// LocalAddr is registered; an unspecified IP there means "this
+	// machine", which in-process resolvers need and remote registries
+	// replace with the address they observe.
+	AdvertiseAddr netip.AddrPort
+
+	// EndpointTimeout bounds the attempt on one endpoint when a service has
+	// several, before the dial fails over to the next. The last endpoint
+	// gets whatever remains of the dial's context. If zero, 2 s.
+	EndpointTimeout time.Duration
+
+	// OpenTimeout bounds how long a listening Host waits for a new stream's
+	// SAL header, so that silent peers cannot pin streams. If zero, 10 s.
+	OpenTimeout time.Duration
+
+	// IdleConnTimeout is how long a connection to a peer stays open after
+	// its last flow closed, so that a further flow costs no handshake. If
+	// zero, 30 s.
+	IdleConnTimeout time.Duration
+
+	// Backlog is how many accepted flows wait per Listener before new ones
+	// are refused with ErrBusy. If zero, 256.
+	Backlog int
+
+	// Cache configures the resolve.Cache in front of Resolver.
+	Cache resolve.CacheConfig
+
+	// QUIC overrides quic-go's settings. The Host copies it and sets what it
+	// needs (keep-alives, stream limits) where the caller left zero.
+	QUIC *quic.Config
+
+	// Logger receives diagnostics. If nil, nothing is logged.
+	Logger *slog.Logger
+}
+
+func (c *Config) listenAddr() string {
+	if c.ListenAddr == "" {
+		return "0.0.0.0:0"
+	}
+	return c.ListenAddr
+}
+
+func durationOr(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+func (c *Config) endpointTimeout() time.Duration { return durationOr(c.EndpointTimeout, 2*time.Second) }
+func (c *Config) openTimeout() time.Duration     { return durationOr(c.OpenTimeout, 10*time.Second) }
+func (c *Config) idleConnTimeout() time.Duration {
+	return durationOr(c.IdleConnTimeout, 30*time.Second)
+}
+
+func (c *Config) backlog() int {
+	if c.Backlog <= 0 {
+		return 256
+	}
+	return c.Backlog
+}
+
+func (c *Config) quicConfig() *quic.Config {
+	var q quic.Config
+	if c.QUIC != nil {
+		q = *c.QUIC
+	}
+	if q.MaxIncomingStreams == 0 {
+		// One stream per flow: the default of 100 would cap a peer at 100
+		// concurrent flows.
+		q.MaxIncomingStreams = 1 << 16
+	}
+	if q.KeepAlivePeriod == 0 {
+		// Keeps NAT mappings and the idle timer alive while flows are quiet.
+		q.KeepAlivePeriod = 10 * time.Second
+	}
+	return &q
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Logger
+}

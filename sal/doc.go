@@ -1,0 +1,49 @@
+// Package sal is roam's service access layer: programs dial services by
+// name instead of IP addresses, and get flows that are plain net.Conns.
+//
+// A Host owns one UDP socket, a TLS 1.3 identity and a resolver. Dial and
+// Listen take service IDs:
+//
+//	mem := resolve.NewMemory()                       // or any resolve.Resolver
+//	server, _ := sal.NewHost(sal.Config{Resolver: mem})
+//	l, _ := server.Listen(ctx, "echo.demo")          // registers the endpoint
+//	client, _ := sal.NewHost(sal.Config{Resolver: mem})
+//	c, _ := client.Dial(ctx, "echo.demo")            // a *sal.Conn, a net.Conn
+//
+// # Service IDs
+//
+// A service ID is a DNS-style name ("echo.demo"; case-folded; at most 253
+// bytes), optionally led by a key label that makes it self-certifying:
+// "rk--<fingerprint>.echo.demo" names the SHA-256 of the service's public
+// key, so a dialer checks the peer whatever a resolver says. The Host's key
+// is the key of every service it serves (Host.ServiceID builds the
+// self-certifying form). When neither the ID nor the resolver pins a key,
+// the flow is encrypted but not authenticated: Conn.Authenticated reports
+// false, and Config.RequireAuthentication turns such dials into errors.
+//
+// # Flows and connections
+//
+// Flows to the same peer share one QUIC connection, one stream per flow.
+// A flow begins with a small SAL header naming the service and a flow ID;
+// the listening Host answers before any data moves, so a dial to a service
+// that is not served at the reached Host fails at the dialer. The service
+// table (Host.Table) decides per service, by longest label-suffix match,
+// whether to resolve, use fixed endpoints, or drop. When a service has
+// several endpoints, new flows are spread across them and a dial fails over
+// to the next endpoint when one does not answer within
+// Config.EndpointTimeout.
+//
+// Host.DialContext has net.Dialer's shape, for http.Transport.DialContext
+// and grpc.WithContextDialer; a Listener is a net.Listener, for http.Serve.
+//
+// # Errors
+//
+// Methods return *OpError, which wraps the cause and implements net.Error.
+// Targets for errors.Is: ErrInvalidServiceID (with *ServiceIDError for
+// errors.As), resolve.ErrNotFound (unknown service), ErrDropped,
+// ErrUnreachable, ErrNoListener, ErrBusy, ErrRefused, ErrProtocol (the peer
+// sent garbage), ErrKeyMismatch, ErrUnauthenticated, ErrAlreadyListening,
+// ErrNoResolver, ErrBadNetwork, net.ErrClosed (a closed Conn, Listener or
+// Host), os.ErrDeadlineExceeded (a Conn deadline), and context errors. Errors
+// of quic-go (*quic.StreamError, *quic.ApplicationError, ...) pass through.
+package sal

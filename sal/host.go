@@ -1,0 +1,356 @@
+package sal
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/quic-go/quic-go"
+	"github.com/roamnet/roam/resolve"
+)
+
+// QUIC error codes roam uses when it closes a connection or a stream.
+const (
+	codeNoError    quic.ApplicationErrorCode = 0x0
+	codeHostClosed quic.ApplicationErrorCode = 0x1 // the Host is shutting down
+	codeIdle       quic.ApplicationErrorCode = 0x2 // no flow used the connection for IdleConnTimeout
+
+	streamClosed   quic.StreamErrorCode = 0x10 // Close: the reader is gone
+	streamRejected quic.StreamErrorCode = 0x11 // the flow was refused
+	streamProtocol quic.StreamErrorCode = 0x12 // the SAL header was malformed
+)
+
+// A Host is one end of roam: it dials services and listens on them. It owns
+// one UDP socket (one quic.Transport), a TLS 1.3 identity, a service table
+// and a resolver. Flows to the same peer share one QUIC connection, one
+// stream per flow; the connection opens on first use and closes after
+// Config.IdleConnTimeout without flows.
+//
+// A Host is safe for concurrent use.
+type Host struct {
+	cfg      Config
+	log      *slog.Logger
+	id       *identity
+	selfID   ServiceID // rk--<fingerprint>: how this Host names itself as a dialer
+	pconn    net.PacketConn
+	local    netip.AddrPort
+	tr       *quic.Transport
+	quicConf *quic.Config
+	resolver resolve.Resolver // the cache in front of backend
+	backend  resolve.Resolver
+	ownCache *resolve.Cache // closed with the Host when the Host made it
+	table    ServiceTable
+
+	ctx    context.Context // ends when the Host closes
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu        sync.Mutex
+	closed    bool
+	peers     map[netip.AddrPort]*peer // connections this Host dialed
+	inbound   map[*quic.Conn]struct{}  // connections peers dialed
+	listeners map[string]*Listener     // by ServiceID.LookupName
+	qln       *quic.Listener           // started by the first Listen
+	spread    map[string]uint32        // per-service round-robin position
+}
+
+// NewHost opens the Host's socket and returns it ready to dial and listen.
+func NewHost(cfg Config) (*Host, error) {
+	if cfg.Resolver == nil {
+		return nil, ErrNoResolver
+	}
+	id, err := newIdentity(cfg.Key)
+	if err != nil {
+		return nil, fmt.Errorf("sal: identity: %w", err)
+	}
+	selfID, err := NewServiceID("", id.fp)
+	if err != nil {
+		return nil, err
+	}
+	listen := cfg.ListenPacket
+	if listen == nil {
+		var lc net.ListenConfig
+		listen = lc.ListenPacket
+	}
+	pconn, err := listen(context.Background(), "udp", cfg.listenAddr())
+	if err != nil {
+		return nil, &OpError{Op: "listen", Err: err}
+	}
+	local, err := addrPortOf(pconn.LocalAddr())
+	if err != nil {
+		pconn.Close()
+		return nil, err
+	}
+	h := &Host{
+		cfg:       cfg,
+		log:       cfg.logger(),
+		id:        id,
+		selfID:    selfID,
+		pconn:     pconn,
+		local:     local,
+		tr:        &quic.Transport{Conn: pconn},
+		quicConf:  cfg.quicConfig(),
+		peers:     make(map[netip.AddrPort]*peer),
+		inbound:   make(map[*quic.Conn]struct{}),
+		listeners: make(map[string]*Listener),
+		spread:    make(map[string]uint32),
+	}
+	if c, ok := cfg.Resolver.(*resolve.Cache); ok {
+		h.resolver, h.backend = c, c.Unwrap()
+	} else {
+		h.ownCache = resolve.NewCache(cfg.Resolver, cfg.Cache)
+		h.resolver, h.backend = h.ownCache, cfg.Resolver
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.log.Debug("host started", "addr", local, "key", id.fp)
+	return h, nil
+}
+
+// LocalAddr returns the address of the Host's UDP socket.
+func (h *Host) LocalAddr() netip.AddrPort { return h.local }
+
+// Key returns the fingerprint of the Host's public key: the key that its
+// services prove they hold.
+func (h *Host) Key() resolve.Fingerprint { return h.id.fp }
+
+// ServiceID returns the self-certifying ID of a service this Host serves:
+// name with the Host's key, so dialers can check the peer whatever a
+// resolver says.
+func (h *Host) ServiceID(name string) (ServiceID, error) { return NewServiceID(name, h.id.fp) }
+
+// Table returns the Host's service table, which decides for each dial
+// whether to resolve, use fixed endpoints, or drop.
+func (h *Host) Table() *ServiceTable { return &h.table }
+
+// Resolver returns the resolver the Host dials through (the cache in front
+// of Config.Resolver).
+func (h *Host) Resolver() resolve.Resolver { return h.resolver }
+
+// Close closes every listener, flow and connection of the Host and its
+// socket. Peers see their flows end with an error.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	listeners := make([]*Listener, 0, len(h.listeners))
+	for _, l := range h.listeners {
+		listeners = append(listeners, l)
+	}
+	peers := h.peers
+	h.peers = nil
+	inbound := h.inbound
+	h.inbound = nil
+	qln := h.qln
+	h.mu.Unlock()
+
+	var errs []error
+	for _, l := range listeners {
+		errs = append(errs, l.Close())
+	}
+	h.cancel()
+	if qln != nil {
+		errs = append(errs, qln.Close())
+	}
+	for _, p := range peers {
+		if p.conn != nil {
+			p.conn.CloseWithError(codeHostClosed, "host closed")
+		}
+	}
+	for c := range inbound {
+		c.CloseWithError(codeHostClosed, "host closed")
+	}
+	errs = append(errs, h.tr.Close())
+	if err := h.pconn.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		errs = append(errs, err)
+	}
+	if h.ownCache != nil {
+		errs = append(errs, h.ownCache.Close())
+	}
+	h.wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (h *Host) isClosed() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.closed
+}
+
+// DialContext dials a service in the form net.Dialer.DialContext takes, so
+// that a Host drops into http.Transport.DialContext or
+// grpc.WithContextDialer. network is "sal", "tcp", "tcp4", "tcp6" or "";
+// address is "service" or "service:port" (the port is ignored: a service
+// ID names the service, whichever port carries it).
+func (h *Host) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	switch network {
+	case "", "sal", "tcp", "tcp4", "tcp6":
+	default:
+		return nil, &OpError{Op: "dial", Service: address, Err: fmt.Errorf("%w %q", ErrBadNetwork, network)}
+	}
+	service := address
+	if host, _, err := net.SplitHostPort(address); err == nil {
+		service = host
+	}
+	c, err := h.Dial(ctx, service)
+	if err != nil {
+		return nil, err // never a typed nil inside the interface
+	}
+	return c, nil
+}
+
+// Dial opens a flow to a service. The service table decides where the
+// service is; when it has several endpoints, successive flows are spread
+// across them, and a dial fails over to the next endpoint when one does not
+// answer within Config.EndpointTimeout. Once Dial returns, ctx no longer
+// governs the flow.
+func (h *Host) Dial(ctx context.Context, service string) (*Conn, error) {
+	id, err := ParseServiceID(service)
+	if err != nil {
+		return nil, &OpError{Op: "dial", Service: service, Err: err}
+	}
+	return h.DialService(ctx, id)
+}
+
+// DialService is Dial for a parsed service ID.
+func (h *Host) DialService(ctx context.Context, id ServiceID) (*Conn, error) {
+	op := &OpError{Op: "dial", Service: id.String()}
+	if h.isClosed() {
+		op.Err = net.ErrClosed
+		return nil, op
+	}
+	eps, err := h.endpoints(ctx, id)
+	if err != nil {
+		op.Err = err
+		return nil, op
+	}
+	var errs []error
+	for i, ep := range eps {
+		c, err := h.dialEndpoint(ctx, id, ep, i == len(eps)-1)
+		if err == nil {
+			return c, nil
+		}
+		h.log.Debug("dial attempt failed", "service", id, "endpoint", ep.Addr, "err", err)
+		op.Endpoint = ep.Addr
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			errs = []error{contextErr(ctx)}
+			break
+		}
+	}
+	if len(errs) == 1 {
+		op.Err = errs[0]
+	} else {
+		op.Endpoint = netip.AddrPort{}
+		op.Err = fmt.Errorf("all %d endpoints failed: %w", len(eps), errors.Join(errs...))
+	}
+	return nil, op
+}
+
+// endpoints applies the service table and orders the result so that
+// successive dials start at successive endpoints.
+func (h *Host) endpoints(ctx context.Context, id ServiceID) ([]resolve.Endpoint, error) {
+	rule, _ := h.table.Lookup(id)
+	var eps []resolve.Endpoint
+	switch rule.Action {
+	case ActionDrop:
+		return nil, ErrDropped
+	case ActionEndpoints:
+		eps = rule.Endpoints
+	default:
+		var err error
+		if eps, err = h.resolver.Resolve(ctx, id.LookupName()); err != nil {
+			if ctx.Err() != nil {
+				return nil, contextErr(ctx)
+			}
+			return nil, err
+		}
+		if len(eps) == 0 {
+			return nil, resolve.ErrNotFound
+		}
+	}
+	if len(eps) == 1 {
+		return eps, nil
+	}
+	h.mu.Lock()
+	if len(h.spread) > 4096 { // bound the memory of services dialed once
+		clear(h.spread)
+	}
+	start := int(h.spread[id.LookupName()] % uint32(len(eps)))
+	h.spread[id.LookupName()]++
+	h.mu.Unlock()
+	ordered := make([]resolve.Endpoint, 0, len(eps))
+	ordered = append(ordered, eps[start:]...)
+	return append(ordered, eps[:start]...), nil
+}
+
+func (h *Host) dialEndpoint(ctx context.Context, id ServiceID, ep resolve.Endpoint, last bool) (*Conn, error) {
+	pin, pinned := id.Key()
+	if !pinned && !ep.Key.IsZero() {
+		pin, pinned = ep.Key, true
+	}
+	if !pinned && h.cfg.RequireAuthentication {
+		return nil, ErrUnauthenticated
+	}
+	if !last {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.cfg.endpointTimeout())
+		defer cancel()
+	}
+	p, err := h.getPeer(ctx, dialable(ep.Addr))
+	if err != nil {
+		return nil, err
+	}
+	if pinned && p.key != pin {
+		h.releasePeer(p)
+		return nil, fmt.Errorf("%w: peer holds %s, want %s", ErrKeyMismatch, p.key, pin)
+	}
+	c, err := h.openFlow(ctx, p, id, pinned)
+	if err != nil {
+		h.releasePeer(p)
+		return nil, err
+	}
+	return c, nil
+}
+
+// dialable maps an unspecified IP to loopback: like net.Dial, an
+// endpoint of 0.0.0.0 or :: means this machine.
+func dialable(ap netip.AddrPort) netip.AddrPort {
+	if !ap.Addr().IsUnspecified() {
+		return ap
+	}
+	if ap.Addr().Is4() {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), ap.Port())
+	}
+	return netip.AddrPortFrom(netip.IPv6Loopback(), ap.Port())
+}
+
+func addrPortOf(a net.Addr) (netip.AddrPort, error) {
+	if u, ok := a.(*net.UDPAddr); ok {
+		ap := u.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("sal: socket address %q is not ip:port: %w", a, err)
+	}
+	return ap, nil
+}
+
+// contextErr returns why ctx ended. context.DeadlineExceeded reports
+// Timeout() == true, so an OpError wrapping it does too.
+func contextErr(ctx context.Context) error { return context.Cause(ctx) }
+
+func newFlowID() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return binary.BigEndian.Uint64(b[:])
+}

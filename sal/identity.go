@@ -1,0 +1,116 @@
+package sal
+
+import (
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/roamnet/roam/resolve"
+)
+
+// alpn names roam's protocol in the TLS handshake, so that a roam Host never
+// mistakes another QUIC application for a peer, nor is mistaken for one.
+const alpn = "roam/1"
+
+// identity is a Host's TLS identity. A service's key is the key of the Host
+// that serves it: what a pin names is the SHA-256 of this public key.
+type identity struct {
+	cert tls.Certificate
+	fp   resolve.Fingerprint
+}
+
+// newIdentity wraps key (generating an Ed25519 key when nil) in a
+// self-signed certificate. Peers never check the certificate's chain or
+// names, only the key inside it: TLS 1.3's CertificateVerify proves the
+// peer holds the private key, and the fingerprint is then compared with
+// whatever the service ID or the resolver pins.
+func newIdentity(key crypto.Signer) (*identity, error) {
+	if key == nil {
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		key = priv
+	}
+	fp, err := resolve.FingerprintOf(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: keyLabelPrefix + fp.String()},
+		NotBefore:    time.Now().Add(-time.Hour),
+		// The certificate is only a carrier for the key; its lifetime
+		// means nothing, so it must never be what ends a flow.
+		NotAfter:    time.Now().Add(100 * 365 * 24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, fmt.Errorf("sal: self-signed certificate: %w", err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	return &identity{
+		cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf},
+		fp:   fp,
+	}, nil
+}
+
+// verifyAnyKey accepts any certificate whose key parses; identity is
+// checked per flow against the pins (see Host.checkPeer), because one QUIC
+// connection carries flows to several services with different pins.
+func verifyAnyKey(rawCerts [][]byte, _ [][]*x509.Certificate) error {
+	if len(rawCerts) == 0 {
+		return errors.New("sal: peer sent no certificate")
+	}
+	if _, err := x509.ParseCertificate(rawCerts[0]); err != nil {
+		return fmt.Errorf("sal: peer certificate: %w", err)
+	}
+	return nil
+}
+
+func (id *identity) serverTLS() *tls.Config {
+	return &tls.Config{
+		MinVersion:            tls.VersionTLS13,
+		Certificates:          []tls.Certificate{id.cert},
+		NextProtos:            []string{alpn},
+		ClientAuth:            tls.RequireAnyClientCert, // the dialer's key names it to the listener
+		VerifyPeerCertificate: verifyAnyKey,
+	}
+}
+
+func (id *identity) clientTLS() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{id.cert},
+		NextProtos:   []string{alpn},
+		ServerName:   "roam",
+		// Chains and names are meaningless for self-certifying keys; the
+		// key itself is verified in VerifyPeerCertificate and per flow.
+		InsecureSkipVerify:    true,
+		VerifyPeerCertificate: verifyAnyKey,
+	}
+}
+
+// peerFingerprint returns the fingerprint of the key the peer proved it holds.
+func peerFingerprint(cs tls.ConnectionState) (resolve.Fingerprint, error) {
+	if len(cs.PeerCertificates) == 0 {
+		return resolve.Fingerprint{}, errors.New("sal: peer sent no certificate")
+	}
+	return resolve.FingerprintOf(cs.PeerCertificates[0].PublicKey)
+}

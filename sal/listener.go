@@ -1,0 +1,383 @@
+package sal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/sal/internal/wire"
+)
+
+// Listener accepts the flows that peers open to one service. It implements
+// net.Listener, so it works with http.Serve.
+type Listener struct {
+	h       *Host
+	service ServiceID
+	name    string // key in Host.listeners
+	queue   chan *Conn
+	done    chan struct{}
+	reg     resolve.Registration
+
+	mu       sync.Mutex
+	closed   bool
+	reserved int // queue slots promised to flows whose Reply is being written
+}
+
+// Listen starts accepting flows to service and, when the Host's resolver is
+// a resolve.Registrar, registers the Host's endpoint for it until the
+// Listener is closed. One Host may listen on several services, but on each
+// only once. A self-certifying ID must carry this Host's own key.
+func (h *Host) Listen(ctx context.Context, service string) (*Listener, error) {
+	id, err := ParseServiceID(service)
+	if err != nil {
+		return nil, &OpError{Op: "listen", Service: service, Err: err}
+	}
+	return h.ListenService(ctx, id)
+}
+
+// ListenService is Listen for a parsed service ID.
+func (h *Host) ListenService(ctx context.Context, id ServiceID) (*Listener, error) {
+	op := func(err error) error { return &OpError{Op: "listen", Service: id.String(), Err: err} }
+	if key, ok := id.Key(); ok && key != h.id.fp {
+		return nil, op(fmt.Errorf("%w: the ID names key %s, this Host holds %s", ErrKeyMismatch, key, h.id.fp))
+	}
+	l := &Listener{
+		h:       h,
+		service: id,
+		name:    id.LookupName(),
+		queue:   make(chan *Conn, h.cfg.backlog()),
+		done:    make(chan struct{}),
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, op(net.ErrClosed)
+	}
+	if _, dup := h.listeners[l.name]; dup {
+		h.mu.Unlock()
+		return nil, op(ErrAlreadyListening)
+	}
+	if h.qln == nil {
+		qln, err := h.tr.Listen(h.id.serverTLS(), h.quicConf)
+		if err != nil {
+			h.mu.Unlock()
+			return nil, op(err)
+		}
+		h.qln = qln
+		h.wg.Add(1)
+		go h.acceptConns(qln)
+	}
+	h.listeners[l.name] = l
+	h.mu.Unlock()
+
+	if reg, ok := h.backend.(resolve.Registrar); ok {
+		r, err := reg.Register(ctx, l.name, resolve.Endpoint{Addr: h.advertiseAddr(), Key: h.id.fp})
+		if err != nil {
+			l.Close()
+			return nil, op(err)
+		}
+		l.mu.Lock()
+		l.reg = r
+		closed := l.closed
+		l.mu.Unlock()
+		if closed { // closed while registering
+			r.Close()
+		}
+	}
+	h.log.Debug("listening", "service", id, "addr", h.local)
+	return l, nil
+}
+
+func (h *Host) advertiseAddr() netip.AddrPort {
+	if h.cfg.AdvertiseAddr.IsValid() {
+		return h.cfg.AdvertiseAddr
+	}
+	return h.local
+}
+
+// Accept waits for the next flow. It implements net.Listener.
+func (l *Listener) Accept() (net.Conn, error) {
+	c, err := l.AcceptContext(context.Background())
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// AcceptContext waits for the next flow or for ctx to end.
+func (l *Listener) AcceptContext(ctx context.Context) (*Conn, error) {
+	select {
+	case c := <-l.queue:
+		l.mu.Lock()
+		l.reserved--
+		l.mu.Unlock()
+		return c, nil
+	case <-l.done:
+		return nil, &OpError{Op: "accept", Service: l.service.String(), Err: net.ErrClosed}
+	case <-ctx.Done():
+		return nil, &OpError{Op: "accept", Service: l.service.String(), Err: contextErr(ctx)}
+	}
+}
+
+// Close stops accepting, withdraws the registration, and ends the flows
+// that were waiting to be accepted. Flows already accepted go on.
+func (l *Listener) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	close(l.done)
+	reg := l.reg
+	l.mu.Unlock()
+
+	l.h.mu.Lock()
+	if l.h.listeners[l.name] == l {
+		delete(l.h.listeners, l.name)
+	}
+	l.h.mu.Unlock()
+
+	var err error
+	if reg != nil {
+		err = reg.Close()
+	}
+	for {
+		select {
+		case c := <-l.queue:
+			c.s.CancelWrite(streamRejected)
+			c.Close()
+		default:
+			return err
+		}
+	}
+}
+
+// Addr returns the service's address. It implements net.Listener.
+func (l *Listener) Addr() net.Addr { return Addr{Service: l.service, Endpoint: l.h.local} }
+
+// Service returns the service the Listener accepts flows for.
+func (l *Listener) Service() ServiceID { return l.service }
+
+// reserve promises the caller a slot in the accept queue, so that the Reply
+// "ok" is only sent for a flow that will be delivered.
+func (l *Listener) reserve() wire.Status {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.closed:
+		return wire.StatusUnavailable
+	case l.reserved >= cap(l.queue):
+		return wire.StatusBusy
+	}
+	l.reserved++
+	return wire.StatusOK
+}
+
+func (l *Listener) unreserve() {
+	l.mu.Lock()
+	l.reserved--
+	l.mu.Unlock()
+}
+
+// deliver hands an accepted flow to Accept. The queue has room: the slot
+// was reserved. A Listener closed meanwhile ends the flow instead.
+func (l *Listener) deliver(c *Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		l.reserved--
+		c.s.CancelWrite(streamRejected)
+		c.Close()
+		return
+	}
+	l.queue <- c
+}
+
+func (h *Host) acceptConns(qln *quic.Listener) {
+	defer h.wg.Done()
+	for {
+		qc, err := qln.Accept(h.ctx)
+		if err != nil {
+			return
+		}
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			qc.CloseWithError(codeHostClosed, "host closed")
+			continue
+		}
+		h.inbound[qc] = struct{}{}
+		h.wg.Add(1)
+		h.mu.Unlock()
+		go h.serveConn(qc)
+	}
+}
+
+// serveConn accepts the streams a peer opens on one connection.
+func (h *Host) serveConn(qc *quic.Conn) {
+	defer h.wg.Done()
+	defer func() {
+		h.mu.Lock()
+		delete(h.inbound, qc)
+		h.mu.Unlock()
+	}()
+	key, err := peerFingerprint(qc.ConnectionState().TLS)
+	if err != nil {
+		qc.CloseWithError(codeNoError, "bad peer certificate")
+		return
+	}
+	remoteID, _ := NewServiceID("", key)
+	remoteEP, _ := addrPortOf(qc.RemoteAddr())
+	remote := Addr{Service: remoteID, Endpoint: remoteEP}
+	for {
+		s, err := qc.AcceptStream(h.ctx)
+		if err != nil {
+			return
+		}
+		h.wg.Add(1)
+		go h.serveStream(qc, s, key, remote)
+	}
+}
+
+// serveStream reads a new stream's SAL header and hands the flow to its
+// Listener, answering the dialer either way.
+func (h *Host) serveStream(qc *quic.Conn, s *quic.Stream, key resolve.Fingerprint, remote Addr) {
+	defer h.wg.Done()
+	reject := func(st wire.Status, code quic.StreamErrorCode) {
+		if b, err := wire.AppendReply(nil, wire.Reply{Status: st}); err == nil {
+			s.SetWriteDeadline(time.Now().Add(h.cfg.openTimeout()))
+			s.Write(b)
+		}
+		s.CancelRead(code)
+		s.Close() // the reply, then FIN: the dialer reads the status first
+	}
+	s.SetReadDeadline(time.Now().Add(h.cfg.openTimeout()))
+	open, err := wire.ReadOpen(s)
+	if err != nil {
+		h.log.Debug("bad SAL header", "peer", remote.Endpoint, "err", err)
+		if errors.Is(err, wire.ErrMalformed) {
+			reject(wire.StatusBadRequest, streamProtocol)
+		} else {
+			s.CancelRead(streamProtocol)
+			s.CancelWrite(streamProtocol)
+		}
+		return
+	}
+	id, err := ParseServiceID(open.Service)
+	if err != nil {
+		h.log.Debug("bad service ID in SAL header", "peer", remote.Endpoint, "err", err)
+		reject(wire.StatusBadRequest, streamProtocol)
+		return
+	}
+	if k, ok := id.Key(); ok && k != h.id.fp {
+		reject(wire.StatusRefused, streamRejected)
+		return
+	}
+	h.mu.Lock()
+	l := h.listeners[id.LookupName()]
+	h.mu.Unlock()
+	if l == nil {
+		reject(wire.StatusNoListener, streamRejected)
+		return
+	}
+	if st := l.reserve(); st != wire.StatusOK {
+		reject(st, streamRejected)
+		return
+	}
+	b, _ := wire.AppendReply(nil, wire.Reply{Status: wire.StatusOK})
+	s.SetWriteDeadline(time.Now().Add(h.cfg.openTimeout()))
+	if _, err := s.Write(b); err != nil {
+		l.unreserve()
+		s.CancelRead(streamProtocol)
+		s.CancelWrite(streamProtocol)
+		return
+	}
+	s.SetDeadline(time.Time{})
+	local := Addr{Service: id, Endpoint: h.local}
+	l.deliver(newConn(s, qc, id, open.FlowID, local, remote, key, true, func() {}))
+}
+
+// openFlow opens a stream on p's connection and runs the SAL header
+// exchange, bounded by ctx.
+func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed bool) (*Conn, error) {
+	s, err := p.conn.OpenStreamSync(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, contextErr(ctx)
+		}
+		return nil, err
+	}
+	flowID := newFlowID()
+	hdr, err := wire.AppendOpen(nil, wire.Open{FlowID: flowID, Service: id.String()})
+	if err != nil {
+		s.CancelWrite(streamProtocol)
+		s.CancelRead(streamProtocol)
+		return nil, err
+	}
+
+	// The exchange obeys ctx: a deadline bounds it directly, a
+	// cancellation cuts it short through a past deadline.
+	var mu sync.Mutex
+	exchanged := false
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !exchanged {
+			s.SetDeadline(aLongTimeAgo)
+		}
+	})
+	if dl, ok := ctx.Deadline(); ok {
+		s.SetDeadline(dl)
+	}
+	var reply wire.Reply
+	if _, err = s.Write(hdr); err == nil {
+		reply, err = wire.ReadReply(s)
+	}
+	mu.Lock()
+	exchanged = true
+	mu.Unlock()
+	stop()
+	s.SetDeadline(time.Time{})
+
+	if err == nil && reply.Status != wire.StatusOK {
+		err = statusError(reply.Status)
+	}
+	if err != nil {
+		s.CancelWrite(streamRejected)
+		s.CancelRead(streamRejected)
+		switch {
+		case ctx.Err() != nil:
+			return nil, contextErr(ctx)
+		case errors.Is(err, wire.ErrMalformed):
+			return nil, fmt.Errorf("%w: %w", ErrProtocol, err)
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+			return nil, fmt.Errorf("%w: peer ended the stream before its SAL reply", ErrProtocol)
+		}
+		return nil, err
+	}
+	local := Addr{Service: h.selfID, Endpoint: h.local}
+	remote := Addr{Service: id, Endpoint: p.addr}
+	return newConn(s, p.conn, id, flowID, local, remote, p.key, authed, func() { h.releasePeer(p) }), nil
+}
+
+func statusError(st wire.Status) error {
+	switch st {
+	case wire.StatusNoListener, wire.StatusUnavailable:
+		return ErrNoListener
+	case wire.StatusBusy:
+		return ErrBusy
+	case wire.StatusRefused:
+		return ErrRefused
+	case wire.StatusBadRequest:
+		return fmt.Errorf("%w: peer says our header was malformed", ErrProtocol)
+	}
+	return fmt.Errorf("%w: unknown status %d", ErrProtocol, st)
+}

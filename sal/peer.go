@@ -1,0 +1,163 @@
+package sal
+
+import (
+	"context"
+	"errors"
+	"net"
+	"time"
+
+	"net/netip"
+
+	"github.com/quic-go/quic-go"
+	"github.com/roamnet/roam/resolve"
+)
+
+// peer is a QUIC connection this Host dialed, shared by every flow to the
+// same endpoint.
+type peer struct {
+	addr  netip.AddrPort
+	ready chan struct{} // closed when the dial has finished; then conn or err is set
+
+	// Set before ready is closed, read-only after.
+	conn *quic.Conn
+	key  resolve.Fingerprint
+	err  error
+
+	// Guarded by Host.mu.
+	flows int         // live flows, plus dials holding the peer
+	idle  *time.Timer // closes the connection once flows has been 0 for IdleConnTimeout
+	gone  bool        // removed from Host.peers
+}
+
+// getPeer returns the connection to addr, dialing it if there is none.
+// Concurrent callers share one dial. The caller holds a reference on the
+// returned peer and must give it back with releasePeer.
+func (h *Host) getPeer(ctx context.Context, addr netip.AddrPort) (*peer, error) {
+	for {
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			return nil, net.ErrClosed
+		}
+		p := h.peers[addr]
+		if p == nil {
+			p = &peer{addr: addr, ready: make(chan struct{}), flows: 1}
+			h.peers[addr] = p
+			h.mu.Unlock()
+			h.dialPeer(ctx, p)
+			if p.err != nil {
+				return nil, p.err
+			}
+			return p, nil
+		}
+		p.flows++
+		if p.idle != nil {
+			p.idle.Stop()
+			p.idle = nil
+		}
+		h.mu.Unlock()
+
+		select {
+		case <-p.ready:
+		case <-ctx.Done():
+			h.releasePeer(p)
+			return nil, contextErr(ctx)
+		}
+		if p.err == nil && p.conn.Context().Err() == nil {
+			return p, nil
+		}
+		h.releasePeer(p)
+		if ctx.Err() != nil {
+			return nil, contextErr(ctx)
+		}
+		if p.err != nil && !errors.Is(p.err, context.Canceled) && !errors.Is(p.err, context.DeadlineExceeded) {
+			return nil, p.err
+		}
+		// The shared dial failed only because the context of the caller
+		// that ran it ended, or the connection has died since: dial again
+		// on our own context.
+		h.dropPeer(p)
+	}
+}
+
+func (h *Host) dialPeer(ctx context.Context, p *peer) {
+	defer close(p.ready)
+	conn, err := h.tr.Dial(ctx, net.UDPAddrFromAddrPort(p.addr), h.id.clientTLS(), h.quicConf)
+	if err == nil {
+		p.key, err = peerFingerprint(conn.ConnectionState().TLS)
+		if err != nil {
+			conn.CloseWithError(codeNoError, "bad peer certificate")
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			err = contextErr(ctx)
+		}
+		p.err = &unreachableError{addr: p.addr, err: err}
+		h.dropPeer(p)
+		return
+	}
+	p.conn = conn
+	h.log.Debug("connected", "peer", p.addr, "key", p.key)
+	// Forget the peer as soon as its connection dies, so the next flow
+	// dials afresh instead of failing on a dead connection.
+	context.AfterFunc(conn.Context(), func() { h.dropPeer(p) })
+	h.mu.Lock()
+	closed := h.closed
+	h.mu.Unlock()
+	if closed { // Close ran while we dialed and could not see this conn
+		conn.CloseWithError(codeHostClosed, "host closed")
+	}
+}
+
+// releasePeer gives back a reference taken by getPeer.
+func (h *Host) releasePeer(p *peer) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p.flows--
+	if p.flows > 0 || p.gone || p.conn == nil {
+		return
+	}
+	p.idle = time.AfterFunc(h.cfg.idleConnTimeout(), func() {
+		h.mu.Lock()
+		if p.flows > 0 || p.gone {
+			h.mu.Unlock()
+			return
+		}
+		h.removePeerLocked(p)
+		h.mu.Unlock()
+		p.conn.CloseWithError(codeIdle, "idle")
+	})
+}
+
+func (h *Host) dropPeer(p *peer) {
+	h.mu.Lock()
+	h.removePeerLocked(p)
+	h.mu.Unlock()
+}
+
+func (h *Host) removePeerLocked(p *peer) {
+	if p.gone {
+		return
+	}
+	p.gone = true
+	if p.idle != nil {
+		p.idle.Stop()
+		p.idle = nil
+	}
+	if h.peers[p.addr] == p {
+		delete(h.peers, p.addr)
+	}
+}
+
+// unreachableError reports a connection that could not be established.
+type unreachableError struct {
+	addr netip.AddrPort
+	err  error
+}
+
+func (e *unreachableError) Error() string {
+	return ErrUnreachable.Error() + ": " + e.addr.String() + ": " + e.err.Error()
+}
+
+func (e *unreachableError) Unwrap() []error { return []error{ErrUnreachable, e.err} }
