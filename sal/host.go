@@ -284,8 +284,9 @@ func (h *Host) endpoints(ctx context.Context, id ServiceID) ([]resolve.Endpoint,
 	if len(h.spread) > 4096 { // bound the memory of services dialed once
 		clear(h.spread)
 	}
-	start := int(h.spread[id.LookupName()] % uint32(len(eps)))
-	h.spread[id.LookupName()]++
+	name := id.LookupName()
+	start := int(h.spread[name] % uint32(len(eps)))
+	h.spread[name]++
 	h.mu.Unlock()
 	ordered := make([]resolve.Endpoint, 0, len(eps))
 	ordered = append(ordered, eps[start:]...)

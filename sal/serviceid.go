@@ -64,7 +64,8 @@ type ServiceID struct {
 // name.
 //
 // Errors wrap ErrInvalidServiceID and are *ServiceIDError values that
-// describe the first problem found, scanning from the left.
+// describe the first problem met scanning from the left; a label's length
+// and key form are checked once its last byte has been read.
 func ParseServiceID(s string) (ServiceID, error) {
 	return parseServiceID(s, true)
 }
