@@ -256,17 +256,10 @@ func (c *Cache) answerFor(key string, eps []Endpoint, err error) (*answer, bool)
 		if err == nil {
 			err = ErrNotFound // a backend that answered nothing
 		}
-		return &answer{err: asOpError(key, err), expires: c.now().Add(c.negTTL)}, c.negTTL > 0
+		return &answer{err: asError("resolve", key, err), expires: c.now().Add(c.negTTL)}, c.negTTL > 0
 	default:
-		return &answer{err: asOpError(key, err)}, false
+		return &answer{err: asError("resolve", key, err)}, false
 	}
-}
-
-func asOpError(key string, err error) error {
-	if e := (*Error)(nil); errors.As(err, &e) {
-		return err
-	}
-	return &Error{Op: "resolve", Service: key, Err: err}
 }
 
 // lifetime is how long an answer of eps may be served without a watch.

@@ -52,13 +52,10 @@ func (e *Error) Error() string {
 // Unwrap returns the cause, for errors.Is and errors.As.
 func (e *Error) Unwrap() error { return e.Err }
 
-// opError wraps err in an *Error unless it already is one, so that stacked
-// resolvers (a Cache over a backend) do not nest the same context twice.
-func opError(op, service string, err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := err.(*Error); ok {
+// asError wraps err in an *Error unless it already holds one, so that
+// stacked resolvers (a Cache over a backend) do not say the same twice.
+func asError(op, service string, err error) error {
+	if e := (*Error)(nil); errors.As(err, &e) {
 		return err
 	}
 	return &Error{Op: op, Service: service, Err: err}
