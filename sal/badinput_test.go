@@ -210,7 +210,7 @@ func TestGarbageToListener(t *testing.T) {
 	for _, garbage := range [][]byte{
 		[]byte("GET / HTTP/1.1\r\n\r\n"),
 		{1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 3, 'a', '_', 'b', 0, 0}, // bad service ID
-		{1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0},                       // empty service
+		{1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0},                      // empty service
 	} {
 		s, err := qc.OpenStreamSync(testCtx(t))
 		require.NoError(t, err)
