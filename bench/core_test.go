@@ -78,8 +78,8 @@ type quicPair struct {
 	addr     net.Addr
 }
 
-func newQUICPair(tb testing.TB) *quicPair {
-	serverTLS, clientTLS := benchTLS(tb)
+func newQUICPair(tb testing.TB, mutual bool) *quicPair {
+	serverTLS, clientTLS := benchTLS(tb, mutual)
 	sc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(tb, err)
 	cc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -114,7 +114,7 @@ func BenchmarkThroughput(b *testing.B) {
 	require.NoError(b, err)
 	defer rc.Close()
 
-	qp := newQUICPair(b)
+	qp := newQUICPair(b, false)
 	quicGot := make(chan struct{}, 1)
 	go func() {
 		c, err := qp.ln.Accept(ctx)
@@ -156,8 +156,10 @@ func BenchmarkThroughput(b *testing.B) {
 }
 
 // BenchmarkFirstDial compares the first flow to a service whose endpoint is
-// cached (QUIC handshake plus the SAL header exchange) with a raw quic-go
-// dial (handshake only).
+// cached with a raw quic-go dial, in two forms: the common one where only
+// the server has a certificate, and mutual TLS, which is what roam does (the
+// dialer proves its key, so the listener knows who dials). The difference
+// between the two baselines is the price of that client authentication.
 func BenchmarkFirstDial(b *testing.B) {
 	ctx := context.Background()
 	rp := newRoamPair(b)
@@ -170,18 +172,19 @@ func BenchmarkFirstDial(b *testing.B) {
 			c.Close()
 		}
 	}()
-	qp := newQUICPair(b)
-	go func() {
-		for {
-			c, err := qp.ln.Accept(ctx)
-			if err != nil {
-				return
+	qp := newQUICPair(b, false)
+	mp := newQUICPair(b, true)
+	for _, p := range []*quicPair{qp, mp} {
+		go func() {
+			for {
+				if _, err := p.ln.Accept(ctx); err != nil {
+					return
+				}
 			}
-			_ = c
-		}
-	}()
+		}()
+	}
 
-	var roamT, quicT time.Duration
+	var roamT, quicT, mtlsT time.Duration
 	roamDial := func() {
 		client, err := sal.NewHost(sal.Config{Resolver: rp.client.Resolver(), ListenAddr: "127.0.0.1:0"})
 		require.NoError(b, err)
@@ -194,13 +197,13 @@ func BenchmarkFirstDial(b *testing.B) {
 		c.Close()
 		client.Close()
 	}
-	quicDial := func() {
+	quicDial := func(p *quicPair, total *time.Duration) {
 		uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		require.NoError(b, err)
 		tr := &quic.Transport{Conn: uc}
 		start := time.Now()
-		c, err := tr.Dial(ctx, qp.addr, qp.tlsConf, nil)
-		quicT += time.Since(start)
+		c, err := tr.Dial(ctx, p.addr, p.tlsConf, nil)
+		*total += time.Since(start)
 		require.NoError(b, err)
 		c.CloseWithError(0, "")
 		tr.Close()
@@ -208,19 +211,25 @@ func BenchmarkFirstDial(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if i%2 == 0 {
-			roamDial()
-			quicDial()
-		} else {
-			quicDial()
-			roamDial()
+		// Rotate the order so that no system always runs first.
+		for j := range 3 {
+			switch (i + j) % 3 {
+			case 0:
+				roamDial()
+			case 1:
+				quicDial(qp, &quicT)
+			case 2:
+				quicDial(mp, &mtlsT)
+			}
 		}
 	}
 	b.StopTimer()
 	n := float64(b.N)
 	b.ReportMetric(float64(roamT.Microseconds())/n, "roam-µs")
 	b.ReportMetric(float64(quicT.Microseconds())/n, "quic-µs")
+	b.ReportMetric(float64(mtlsT.Microseconds())/n, "quic-mtls-µs")
 	b.ReportMetric(roamT.Seconds()/quicT.Seconds(), "ratio")
+	b.ReportMetric(roamT.Seconds()/mtlsT.Seconds(), "ratio-mtls")
 	b.ReportMetric(0, "ns/op")
 }
 

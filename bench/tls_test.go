@@ -14,7 +14,8 @@ import (
 
 // benchTLS returns the TLS configs of the raw quic-go baseline: an Ed25519
 // self-signed certificate like a roam Host's, so both pay the same crypto.
-func benchTLS(tb testing.TB) (server, client *tls.Config) {
+// mutual makes the client prove a key too, as a roam dialer does.
+func benchTLS(tb testing.TB, mutual bool) (server, client *tls.Config) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	require.NoError(tb, err)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
@@ -23,5 +24,9 @@ func benchTLS(tb testing.TB) (server, client *tls.Config) {
 	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv}
 	server = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"bench"}, MinVersion: tls.VersionTLS13}
 	client = &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"bench"}, MinVersion: tls.VersionTLS13}
+	if mutual {
+		server.ClientAuth = tls.RequireAnyClientCert
+		client.Certificates = server.Certificates
+	}
 	return server, client
 }

@@ -165,12 +165,14 @@ func rawQUICServer(t *testing.T, reply []byte) netip.AddrPort {
 				return
 			}
 			go func() {
-				s, err := c.AcceptStream(ctx)
-				if err != nil {
-					return
+				for {
+					s, err := c.AcceptStream(ctx)
+					if err != nil {
+						return
+					}
+					s.Write(reply)
+					s.Close()
 				}
-				s.Write(reply)
-				s.Close()
 			}()
 		}
 	}()
@@ -191,7 +193,16 @@ func TestGarbageFromPeer(t *testing.T) {
 			client := newHost(t, Config{Resolver: resolve.NewStatic(map[string][]netip.AddrPort{"evil.demo": {addr}})})
 			ctx, cancel := context.WithTimeout(context.Background(), quick)
 			defer cancel()
-			_, err := client.Dial(ctx, "evil.demo")
+			// The first flow on a connection is optimistic, so the error
+			// comes from Read; a further flow waits for its Reply in Dial.
+			c, err := client.Dial(ctx, "evil.demo")
+			require.NoError(t, err)
+			defer c.Close()
+			_, err = c.Read(make([]byte, 1))
+			require.ErrorIs(t, err, ErrProtocol)
+			var op *OpError
+			require.ErrorAs(t, err, &op)
+			_, err = client.Dial(ctx, "evil.demo")
 			require.ErrorIs(t, err, ErrProtocol)
 		})
 	}
@@ -203,7 +214,7 @@ func TestGarbageToListener(t *testing.T) {
 	require.NoError(t, err)
 	tr := &quic.Transport{Conn: mustListenUDP(t)}
 	defer tr.Close()
-	qc, err := tr.Dial(testCtx(t), net.UDPAddrFromAddrPort(server.LocalAddr()), id.clientTLS(), nil)
+	qc, err := tr.Dial(testCtx(t), net.UDPAddrFromAddrPort(server.LocalAddr()), id.clientTLS(""), nil)
 	require.NoError(t, err)
 	defer qc.CloseWithError(0, "")
 
@@ -242,7 +253,7 @@ func TestSilentStreamTimesOut(t *testing.T) {
 	require.NoError(t, err)
 	tr := &quic.Transport{Conn: mustListenUDP(t)}
 	defer tr.Close()
-	qc, err := tr.Dial(testCtx(t), net.UDPAddrFromAddrPort(server.LocalAddr()), id.clientTLS(), nil)
+	qc, err := tr.Dial(testCtx(t), net.UDPAddrFromAddrPort(server.LocalAddr()), id.clientTLS(""), nil)
 	require.NoError(t, err)
 	defer qc.CloseWithError(0, "")
 	s, err := qc.OpenStreamSync(testCtx(t))
@@ -259,7 +270,7 @@ func TestWrongALPNIsRefused(t *testing.T) {
 	server, _, _ := pair(t, "alpn.demo")
 	id, err := newIdentity(nil)
 	require.NoError(t, err)
-	conf := id.clientTLS()
+	conf := id.clientTLS("")
 	conf.NextProtos = []string{"h3"}
 	ctx, cancel := context.WithTimeout(context.Background(), quick)
 	defer cancel()

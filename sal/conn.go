@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,16 @@ type Conn struct {
 	closed atomic.Bool
 
 	bytesRead, bytesWritten atomic.Uint64
+
+	// An optimistic flow (the first on a connection dialed for its
+	// service) returns from Dial before its Reply arrives; awaitReply
+	// reads it in the background and closes replyDone, and Read waits for
+	// that. nil replyDone means the Reply was read in Dial.
+	replyDone chan struct{}
+	replyErr  error     // set before replyDone is closed
+	replyRead bool      // guarded by dmu: the stream now carries only data
+	readDL    time.Time // guarded by dmu: applied to the stream once replyRead
+	rdl       *deadline // the read deadline, for waiting on replyDone
 }
 
 // FlowStats describes a flow. RTT figures are those of the QUIC connection
@@ -81,7 +92,46 @@ func newConn(s *quic.Stream, qconn *quic.Conn, service ServiceID, flowID uint64,
 		release: release,
 	}
 	c.ctx, c.cancel = context.WithCancelCause(qconn.Context())
+	c.rdl = newDeadline()
+	c.replyRead = true
 	return c
+}
+
+// awaitReply reads an optimistic flow's Reply. It sets no deadline on the
+// stream: the user's read deadline must not cut a Reply in half, so it is
+// held back (readDL) until the Reply is in.
+func (c *Conn) awaitReply() {
+	err := readReply(c.s)
+	if err != nil {
+		c.replyErr = err
+		c.s.CancelRead(streamRejected)
+		c.s.CancelWrite(streamRejected)
+	}
+	c.dmu.Lock()
+	c.replyRead = true
+	c.s.SetReadDeadline(c.readDL)
+	c.dmu.Unlock()
+	close(c.replyDone)
+}
+
+// waitReply blocks Read until an optimistic flow's Reply is in.
+func (c *Conn) waitReply() error {
+	if c.replyDone == nil {
+		return nil
+	}
+	select {
+	case <-c.replyDone:
+		return c.replyErr
+	default:
+	}
+	select {
+	case <-c.replyDone:
+		return c.replyErr
+	case <-c.rdl.wait():
+		return os.ErrDeadlineExceeded
+	case <-c.ctx.Done():
+		return net.ErrClosed
+	}
 }
 
 // Read reads data from the flow. At the end of the peer's data it returns
@@ -89,6 +139,9 @@ func newConn(s *quic.Stream, qconn *quic.Conn, service ServiceID, flowID uint64,
 func (c *Conn) Read(b []byte) (int, error) {
 	if c.closed.Load() {
 		return 0, c.opError("read", net.ErrClosed)
+	}
+	if err := c.waitReply(); err != nil {
+		return 0, c.opError("read", err)
 	}
 	n, err := c.s.Read(b)
 	c.bytesRead.Add(uint64(n))
@@ -180,7 +233,14 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	if c.closed.Load() {
 		return c.opError("set deadline", net.ErrClosed)
 	}
-	return c.s.SetReadDeadline(t)
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.readDL = t
+	c.rdl.set(t)
+	if c.replyRead {
+		return c.s.SetReadDeadline(t)
+	}
+	return nil
 }
 
 // SetWriteDeadline sets the deadline for Write calls, pending ones included.
@@ -216,6 +276,9 @@ func (c *Conn) Authenticated() bool { return c.authed }
 func (c *Conn) Context() context.Context { return c.ctx }
 
 func (c *Conn) opError(op string, err error) error {
+	if c.replyDone != nil && isClosedChan(c.replyDone) && c.replyErr != nil {
+		err = c.replyErr // what the peer said is why the stream failed
+	}
 	if c.closed.Load() {
 		// Whatever quic-go reports after Close (a cancelled stream, or the
 		// past deadline that unblocked a Write) means "closed" to the caller.

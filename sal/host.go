@@ -306,7 +306,7 @@ func (h *Host) dialEndpoint(ctx context.Context, id ServiceID, ep resolve.Endpoi
 		ctx, cancel = context.WithTimeout(ctx, h.cfg.endpointTimeout())
 		defer cancel()
 	}
-	p, err := h.getPeer(ctx, dialable(ep.Addr))
+	p, fresh, err := h.getPeer(ctx, dialable(ep.Addr), id)
 	if err != nil {
 		return nil, err
 	}
@@ -314,7 +314,10 @@ func (h *Host) dialEndpoint(ctx context.Context, id ServiceID, ep resolve.Endpoi
 		h.releasePeer(p)
 		return nil, fmt.Errorf("%w: peer holds %s, want %s", ErrKeyMismatch, p.key, pin)
 	}
-	c, err := h.openFlow(ctx, p, id, pinned)
+	// On a connection dialed for this very service, the handshake has
+	// already told us the peer serves it (see alpnNoListener): the flow
+	// opens without waiting for the Reply, which Read takes later.
+	c, err := h.openFlow(ctx, p, id, pinned, fresh && p.sni == id.String())
 	if err != nil {
 		h.releasePeer(p)
 		return nil, err

@@ -19,6 +19,12 @@ import (
 // mistakes another QUIC application for a peer, nor is mistaken for one.
 const alpn = "roam/1"
 
+// alpnNoListener is the only protocol a listening Host offers to a
+// handshake whose SNI names a service it does not serve. Nothing matches
+// it, so the handshake fails with TLS's no_application_protocol alert, which
+// the dialer reads as ErrNoListener without spending a round trip on a flow.
+const alpnNoListener = "roam/1-no-listener"
+
 // identity is a Host's TLS identity. A service's key is the key of the Host
 // that serves it: what a pin names is the SHA-256 of this public key.
 type identity struct {
@@ -94,12 +100,18 @@ func (id *identity) serverTLS() *tls.Config {
 	}
 }
 
-func (id *identity) clientTLS() *tls.Config {
+// clientTLS returns the dialing side's config. serverName, the service
+// the connection is dialed for, travels in the ClientHello's SNI, as a
+// hostname does in HTTPS: it lets the listening Host refuse a service it
+// does not serve during the handshake, and so lets the first flow on a
+// connection skip its own round trip. Like an HTTPS hostname without ECH,
+// it is visible on the wire.
+func (id *identity) clientTLS(serverName string) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{id.cert},
 		NextProtos:   []string{alpn},
-		ServerName:   "roam",
+		ServerName:   serverName,
 		// Chains and names are meaningless for self-certifying keys; the
 		// key itself is verified in VerifyPeerCertificate and per flow.
 		InsecureSkipVerify:    true,

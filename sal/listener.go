@@ -2,10 +2,12 @@ package sal
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"net/netip"
 	"sync"
 	"time"
@@ -65,7 +67,7 @@ func (h *Host) ListenService(ctx context.Context, id ServiceID) (*Listener, erro
 		return nil, op(ErrAlreadyListening)
 	}
 	if h.qln == nil {
-		qln, err := h.tr.Listen(h.id.serverTLS(), h.quicConf)
+		qln, err := h.tr.Listen(h.serverTLS(), h.quicConf)
 		if err != nil {
 			h.mu.Unlock()
 			return nil, op(err)
@@ -93,6 +95,35 @@ func (h *Host) ListenService(ctx context.Context, id ServiceID) (*Listener, erro
 	}
 	h.log.Debug("listening", "service", id, "addr", h.local)
 	return l, nil
+}
+
+// serverTLS is the identity's server config plus an SNI check: a handshake
+// for a service this Host does not serve fails (see alpnNoListener).
+// Handshakes without a parseable service in the SNI go ahead; their flows'
+// headers decide.
+func (h *Host) serverTLS() *tls.Config {
+	conf := h.id.serverTLS()
+	refuse := conf.Clone()
+	refuse.NextProtos = []string{alpnNoListener}
+	conf.GetConfigForClient = func(chi *tls.ClientHelloInfo) (*tls.Config, error) {
+		id, err := ParseServiceID(chi.ServerName)
+		if err != nil {
+			return nil, nil
+		}
+		if k, ok := id.Key(); ok && k != h.id.fp {
+			// Let the handshake finish: the dialer then sees our key and
+			// reports the more telling ErrKeyMismatch.
+			return nil, nil
+		}
+		h.mu.Lock()
+		serves := h.listeners[id.LookupName()] != nil
+		h.mu.Unlock()
+		if serves {
+			return nil, nil
+		}
+		return refuse, nil
+	}
+	return conf
 }
 
 func (h *Host) advertiseAddr() netip.AddrPort {
@@ -278,7 +309,7 @@ func (h *Host) serveStream(qc *quic.Conn, s *quic.Stream, key resolve.Fingerprin
 		return
 	}
 	if k, ok := id.Key(); ok && k != h.id.fp {
-		reject(wire.StatusRefused, streamRejected)
+		reject(wire.StatusNoListener, streamRejected)
 		return
 	}
 	h.mu.Lock()
@@ -305,9 +336,10 @@ func (h *Host) serveStream(qc *quic.Conn, s *quic.Stream, key resolve.Fingerprin
 	l.deliver(newConn(s, qc, id, open.FlowID, local, remote, key, true, func() {}))
 }
 
-// openFlow opens a stream on p's connection and runs the SAL header
-// exchange, bounded by ctx.
-func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed bool) (*Conn, error) {
+// openFlow opens a stream on p's connection and writes the flow's Open,
+// bounded by ctx. Unless optimistic, it also waits for the Reply; an
+// optimistic flow takes its Reply in the background (see Conn.awaitReply).
+func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, optimistic bool) (*Conn, error) {
 	s, err := p.conn.OpenStreamSync(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -337,9 +369,9 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed bool)
 	if dl, ok := ctx.Deadline(); ok {
 		s.SetDeadline(dl)
 	}
-	var reply wire.Reply
-	if _, err = s.Write(hdr); err == nil {
-		reply, err = wire.ReadReply(s)
+	_, err = s.Write(hdr)
+	if err == nil && !optimistic {
+		err = readReply(s)
 	}
 	mu.Lock()
 	exchanged = true
@@ -347,25 +379,41 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed bool)
 	stop()
 	s.SetDeadline(time.Time{})
 
-	if err == nil && reply.Status != wire.StatusOK {
-		err = statusError(reply.Status)
-	}
 	if err != nil {
 		s.CancelWrite(streamRejected)
 		s.CancelRead(streamRejected)
-		switch {
-		case ctx.Err() != nil:
+		if _, hasDeadline := ctx.Deadline(); ctx.Err() != nil || hasDeadline && errors.Is(err, os.ErrDeadlineExceeded) {
+			// The stream's deadline is ctx's and may fire a hair earlier.
+			<-ctx.Done()
 			return nil, contextErr(ctx)
-		case errors.Is(err, wire.ErrMalformed):
-			return nil, fmt.Errorf("%w: %w", ErrProtocol, err)
-		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-			return nil, fmt.Errorf("%w: peer ended the stream before its SAL reply", ErrProtocol)
 		}
 		return nil, err
 	}
 	local := Addr{Service: h.selfID, Endpoint: h.local}
 	remote := Addr{Service: id, Endpoint: p.addr}
-	return newConn(s, p.conn, id, flowID, local, remote, p.key, authed, func() { h.releasePeer(p) }), nil
+	c := newConn(s, p.conn, id, flowID, local, remote, p.key, authed, func() { h.releasePeer(p) })
+	if optimistic {
+		c.replyDone = make(chan struct{})
+		c.replyRead = false // no one else has c yet
+		go c.awaitReply()
+	}
+	return c, nil
+}
+
+// readReply reads a flow's Reply and turns anything but "ok" into an error.
+func readReply(s io.Reader) error {
+	reply, err := wire.ReadReply(s)
+	switch {
+	case errors.Is(err, wire.ErrMalformed):
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("%w: peer ended the stream before its SAL reply", ErrProtocol)
+	case err != nil:
+		return err
+	case reply.Status != wire.StatusOK:
+		return statusError(reply.Status)
+	}
+	return nil
 }
 
 func statusError(st wire.Status) error {

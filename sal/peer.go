@@ -3,6 +3,7 @@ package sal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 // same endpoint.
 type peer struct {
 	addr  netip.AddrPort
+	sni   string        // the service the connection was dialed for
 	ready chan struct{} // closed when the dial has finished; then conn or err is set
 
 	// Set before ready is closed, read-only after.
@@ -29,26 +31,27 @@ type peer struct {
 	gone  bool        // removed from Host.peers
 }
 
-// getPeer returns the connection to addr, dialing it if there is none.
-// Concurrent callers share one dial. The caller holds a reference on the
-// returned peer and must give it back with releasePeer.
-func (h *Host) getPeer(ctx context.Context, addr netip.AddrPort) (*peer, error) {
+// getPeer returns the connection to addr, dialing it for service if there
+// is none; fresh reports whether this call dialed it. Concurrent callers
+// share one dial. The caller holds a reference on the returned peer and
+// must give it back with releasePeer.
+func (h *Host) getPeer(ctx context.Context, addr netip.AddrPort, service ServiceID) (p *peer, fresh bool, err error) {
 	for {
 		h.mu.Lock()
 		if h.closed {
 			h.mu.Unlock()
-			return nil, net.ErrClosed
+			return nil, false, net.ErrClosed
 		}
 		p := h.peers[addr]
 		if p == nil {
-			p = &peer{addr: addr, ready: make(chan struct{}), flows: 1}
+			p = &peer{addr: addr, sni: service.String(), ready: make(chan struct{}), flows: 1}
 			h.peers[addr] = p
 			h.mu.Unlock()
 			h.dialPeer(ctx, p)
 			if p.err != nil {
-				return nil, p.err
+				return nil, false, p.err
 			}
-			return p, nil
+			return p, true, nil
 		}
 		p.flows++
 		if p.idle != nil {
@@ -61,17 +64,17 @@ func (h *Host) getPeer(ctx context.Context, addr netip.AddrPort) (*peer, error) 
 		case <-p.ready:
 		case <-ctx.Done():
 			h.releasePeer(p)
-			return nil, contextErr(ctx)
+			return nil, false, contextErr(ctx)
 		}
 		if p.err == nil && p.conn.Context().Err() == nil {
-			return p, nil
+			return p, false, nil
 		}
 		h.releasePeer(p)
 		if ctx.Err() != nil {
-			return nil, contextErr(ctx)
+			return nil, false, contextErr(ctx)
 		}
 		if p.err != nil && !errors.Is(p.err, context.Canceled) && !errors.Is(p.err, context.DeadlineExceeded) {
-			return nil, p.err
+			return nil, false, p.err
 		}
 		// The shared dial failed only because the context of the caller
 		// that ran it ended, or the connection has died since: dial again
@@ -82,7 +85,7 @@ func (h *Host) getPeer(ctx context.Context, addr netip.AddrPort) (*peer, error) 
 
 func (h *Host) dialPeer(ctx context.Context, p *peer) {
 	defer close(p.ready)
-	conn, err := h.tr.Dial(ctx, net.UDPAddrFromAddrPort(p.addr), h.id.clientTLS(), h.quicConf)
+	conn, err := h.tr.Dial(ctx, net.UDPAddrFromAddrPort(p.addr), h.id.clientTLS(p.sni), h.quicConf)
 	if err == nil {
 		p.key, err = peerFingerprint(conn.ConnectionState().TLS)
 		if err != nil {
@@ -90,10 +93,14 @@ func (h *Host) dialPeer(ctx context.Context, p *peer) {
 		}
 	}
 	if err != nil {
-		if ctx.Err() != nil {
-			err = contextErr(ctx)
+		switch {
+		case ctx.Err() != nil:
+			p.err = &unreachableError{addr: p.addr, err: contextErr(ctx)}
+		case isNoListenerAlert(err):
+			p.err = fmt.Errorf("%w (refused in the handshake)", ErrNoListener)
+		default:
+			p.err = &unreachableError{addr: p.addr, err: err}
 		}
-		p.err = &unreachableError{addr: p.addr, err: err}
 		h.dropPeer(p)
 		return
 	}
@@ -148,6 +155,16 @@ func (h *Host) removePeerLocked(p *peer) {
 	if h.peers[p.addr] == p {
 		delete(h.peers, p.addr)
 	}
+}
+
+// isNoListenerAlert reports whether a handshake failed with TLS's
+// no_application_protocol alert: the listening Host does not serve the
+// service named in the SNI (see alpnNoListener), or the peer does not
+// speak roam at all. For a dialer both mean nobody serves the service there.
+func isNoListenerAlert(err error) bool {
+	const noApplicationProtocol = 120 // RFC 8446 §6
+	var te *quic.TransportError
+	return errors.As(err, &te) && te.ErrorCode == quic.TransportErrorCode(0x100+noApplicationProtocol)
 }
 
 // unreachableError reports a connection that could not be established.
