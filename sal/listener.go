@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
