@@ -9,6 +9,9 @@
 //	Open  = version(1) type(1)=0x01 flowID(8) svcLen(1) service(svcLen) extLen(2) ext(extLen)
 //	Reply = version(1) type(1)=0x81 status(1) extLen(2) ext(extLen)
 //
+// A Resume (resume.go) may begin a stream instead of an Open; ReadRequest
+// reads either.
+//
 // Integers are big-endian. ext is a sequence of TLVs, type(1) len(1) value(len),
 // reserved for later versions (resume secrets, offsets); unknown types are
 // skipped so that old Hosts interoperate with new ones.
@@ -48,6 +51,9 @@ const (
 	StatusBadRequest  Status = 3 // the Open was malformed
 	StatusRefused     Status = 4 // the Host refuses the flow (e.g. a key the Host does not hold)
 	StatusUnavailable Status = 5 // the Host or listener is shutting down
+	// StatusNoFlow answers a Resume for a flow the Host does not know
+	// (closed, lost, or never existed), or whose secret is wrong.
+	StatusNoFlow Status = 6
 )
 
 func (s Status) String() string {
@@ -64,6 +70,8 @@ func (s Status) String() string {
 		return "refused"
 	case StatusUnavailable:
 		return "unavailable"
+	case StatusNoFlow:
+		return "no such flow"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
@@ -129,12 +137,21 @@ func AppendReply(b []byte, r Reply) ([]byte, error) {
 
 // ReadOpen reads exactly one Open from r.
 func ReadOpen(r io.Reader) (Open, error) {
-	var fixed [11]byte // version, type, flow ID, service length
-	if err := readHeaderStart(r, fixed[:], TypeOpen); err != nil {
+	var start [2]byte
+	if err := readHeaderStart(r, start[:], TypeOpen); err != nil {
 		return Open{}, err
 	}
-	o := Open{FlowID: binary.BigEndian.Uint64(fixed[2:10])}
-	n := int(fixed[10])
+	return readOpenBody(r)
+}
+
+// readOpenBody reads an Open after its version and type bytes.
+func readOpenBody(r io.Reader) (Open, error) {
+	var fixed [9]byte // flow ID, service length
+	if _, err := io.ReadFull(r, fixed[:]); err != nil {
+		return Open{}, truncated(err)
+	}
+	o := Open{FlowID: binary.BigEndian.Uint64(fixed[0:8])}
+	n := int(fixed[8])
 	if n == 0 {
 		return Open{}, malformed("service", "empty")
 	}
