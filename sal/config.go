@@ -63,6 +63,27 @@ type Config struct {
 	// are refused with ErrBusy. If zero, 256.
 	Backlog int
 
+	// ResumeTimeout is how long a flow whose carrier failed keeps trying to
+	// resume (dialing end) or waits to be resumed (listening end) before
+	// its Reads and Writes fail with ErrFlowLost. If zero, 60 s.
+	ResumeTimeout time.Duration
+
+	// FlowBuffer bounds the bytes one flow keeps until the peer
+	// acknowledges reading them, for replay after a resume; Write blocks
+	// while it is full. It also bounds how far a writer can run ahead of
+	// its reader, so it should exceed the path's bandwidth-delay product.
+	// If zero, 8 MiB.
+	FlowBuffer int
+
+	// HostBuffer bounds the bytes all of the Host's flows keep for replay.
+	// If zero, 512 MiB.
+	HostBuffer int
+
+	// OnEvent, if set, receives every Event: flows suspended, resumed and
+	// lost, connections migrated, the Host rebound. It is called
+	// synchronously from the Host's goroutines and must not block.
+	OnEvent func(Event)
+
 	// Cache configures the resolve.Cache in front of Resolver.
 	Cache resolve.CacheConfig
 
@@ -92,6 +113,22 @@ func (c *Config) endpointTimeout() time.Duration { return durationOr(c.EndpointT
 func (c *Config) openTimeout() time.Duration     { return durationOr(c.OpenTimeout, 10*time.Second) }
 func (c *Config) idleConnTimeout() time.Duration {
 	return durationOr(c.IdleConnTimeout, 30*time.Second)
+}
+
+func (c *Config) resumeTimeout() time.Duration { return durationOr(c.ResumeTimeout, 60*time.Second) }
+
+func (c *Config) flowBuffer() int {
+	if c.FlowBuffer <= 0 {
+		return 8 << 20
+	}
+	return c.FlowBuffer
+}
+
+func (c *Config) hostBuffer() int {
+	if c.HostBuffer <= 0 {
+		return 512 << 20
+	}
+	return c.HostBuffer
 }
 
 func (c *Config) backlog() int {

@@ -2,213 +2,485 @@ package sal
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/roamnet/roam/resolve"
 )
 
-// Conn is one flow: a reliable, ordered byte stream to a service, carried
-// by one QUIC stream. It implements net.Conn; Read and Write may be called
-// concurrently with each other and with every other method.
+// Conn is one flow: a reliable, ordered byte stream to a service. It
+// implements net.Conn; Read and Write may be called concurrently with each
+// other and with every other method.
+//
+// A flow outlives the QUIC stream and connection that carry it. Each end
+// keeps the bytes the other has not acknowledged reading; when the carrier
+// fails, or its Host moves, the dialing end resumes the flow on a new
+// stream, possibly to a new address of the service, and both ends replay
+// what the other missed. Reads and Writes only pause meanwhile. A flow that
+// cannot be resumed within Config.ResumeTimeout fails with ErrFlowLost.
 //
 // Deadline errors are net.Errors with Timeout() == true that wrap
 // os.ErrDeadlineExceeded. After Close, Read and Write return errors that
 // wrap net.ErrClosed. Close sends everything written so far and then ends
 // the flow, so the peer reads io.EOF.
 type Conn struct {
-	s        *quic.Stream
-	qconn    *quic.Conn
-	local    Addr
-	remote   Addr
-	service  ServiceID
-	flowID   uint64
-	peerKey  resolve.Fingerprint
-	authed   bool
-	ctx      context.Context
+	h       *Host
+	dialer  bool
+	key     flowKey
+	service ServiceID
+	flowID  uint64
+	secret  [secretLen]byte // resume secret; zero when the peer sent none
+	peerKey resolve.Fingerprint
+	authed  bool
+	local   Addr
+
+	ctx      context.Context // done at Close or loss
 	cancel   context.CancelCauseFunc
-	release  func() // gives back the Host's reference on the connection
-	released sync.Once
+	finished chan struct{} // closed when the flow is over and its state released
+	rdl, wdl *deadline
 
-	// quic-go forbids closing a stream's send side concurrently with
-	// Write. wmu serializes them, and Close first sets a past write
-	// deadline so a blocked Write lets go of wmu promptly.
-	wmu         sync.Mutex
-	writeClosed bool // guarded by wmu
+	rmu   sync.Mutex    // serializes Reads
+	wlock chan struct{} // serializes Writes, flushes and the FIN; a channel so waiting honours deadlines
 
-	// dmu orders deadline changes against Close, so that a deadline set
-	// concurrently with Close cannot re-block a Write that Close unblocked.
-	dmu    sync.Mutex
-	closed atomic.Bool
+	mu         sync.Mutex
+	changed    chan struct{} // closed and replaced on every change that may unblock Read or Write
+	state      flowState
+	lostErr    error
+	car        *carrier // the stream carrying the flow; nil while suspended
+	remote     Addr
+	closed     bool  // Close was called
+	readClosed bool  // Close or CloseRead: data from the peer is unwanted
+	readAbort  error // the peer reset its side: reads fail for good
+	writeAbort error // the peer stopped reading: writes fail for good
+	finWanted  bool  // CloseWrite or Close: FIN follows the data
+	finSent    bool  // FIN handed to the current carrier
+	flushing   bool  // a background flush runs
+	buf        sendBuffer
+	ackedFin   bool   // the peer acknowledged our FIN
+	readOff    uint64 // data bytes Read delivered
+	gotFin     bool   // Read delivered io.EOF
+	ackSent    uint64 // the read offset last acknowledged to the peer
+	ackTimer   *time.Timer
+	gen        uint64 // dialer: next resume generation; listener: lowest it accepts
+	readDL     time.Time
+	writeDL    time.Time
+	resuming   bool      // dialer: a resume loop runs
+	suspended  time.Time // when the flow last lost its carrier
+	stats      FlowStats
+}
 
-	bytesRead, bytesWritten atomic.Uint64
+type flowState uint8
 
-	// An optimistic flow (the first on a connection dialed for its
-	// service) returns from Dial before its Reply arrives; awaitReply
-	// reads it in the background and closes replyDone, and Read waits for
-	// that. nil replyDone means the Reply was read in Dial.
-	replyDone chan struct{}
-	replyErr  error     // set before replyDone is closed
-	replyRead bool      // guarded by dmu: the stream now carries only data
-	readDL    time.Time // guarded by dmu: applied to the stream once replyRead
-	rdl       *deadline // the read deadline, for waiting on replyDone
+const (
+	flowActive    flowState = iota // a carrier is installed
+	flowSuspended                  // the carrier failed; a resume is awaited
+	flowLost                       // resume failed, or the peer is gone for good
+	flowDone                       // both directions completed
+)
+
+// carrier is one stream carrying a flow.
+type carrier struct {
+	s     *quic.Stream
+	qc    *quic.Conn
+	ctl   *control
+	peer  *peer  // dialer: the reference on the connection, given back when the carrier is dropped
+	sent  uint64 // flow offset handed to s; guarded by the Conn's wlock
+	skip  uint64 // bytes the peer resent that Read must discard; guarded by rmu
+	ready chan struct{}
+	err   error // why ready was closed without the stream becoming usable
 }
 
 // FlowStats describes a flow. RTT figures are those of the QUIC connection
-// that carries the flow.
+// that currently carries the flow.
 type FlowStats struct {
-	BytesRead    uint64 // delivered to Read
-	BytesWritten uint64 // accepted by Write
-	SmoothedRTT  time.Duration
-	MinRTT       time.Duration
+	BytesRead     uint64        // delivered to Read
+	BytesWritten  uint64        // accepted by Write
+	BytesReplayed uint64        // sent again on a new stream after a resume
+	Resumes       int           // times the flow moved to a new stream
+	Stalled       time.Duration // total time without a carrier
+	LastStall     time.Duration
+	SmoothedRTT   time.Duration
+	MinRTT        time.Duration
 }
 
-// Stats returns the flow's statistics.
-func (c *Conn) Stats() FlowStats {
-	cs := c.qconn.ConnectionStats()
-	return FlowStats{
-		BytesRead:    c.bytesRead.Load(),
-		BytesWritten: c.bytesWritten.Load(),
-		SmoothedRTT:  cs.SmoothedRTT,
-		MinRTT:       cs.MinRTT,
-	}
-}
-
-func newConn(s *quic.Stream, qconn *quic.Conn, service ServiceID, flowID uint64, local, remote Addr, peerKey resolve.Fingerprint, authed bool, release func()) *Conn {
+func (h *Host) newConn(dialer bool, service ServiceID, flowID uint64, peerKey resolve.Fingerprint, authed bool, local, remote Addr) *Conn {
 	c := &Conn{
-		s:       s,
-		qconn:   qconn,
-		local:   local,
-		remote:  remote,
-		service: service,
-		flowID:  flowID,
-		peerKey: peerKey,
-		authed:  authed,
-		release: release,
+		h:        h,
+		dialer:   dialer,
+		service:  service,
+		flowID:   flowID,
+		peerKey:  peerKey,
+		authed:   authed,
+		local:    local,
+		remote:   remote,
+		finished: make(chan struct{}),
+		rdl:      newDeadline(),
+		wdl:      newDeadline(),
+		wlock:    make(chan struct{}, 1),
+		changed:  make(chan struct{}),
+		state:    flowSuspended, // until install
 	}
-	c.ctx, c.cancel = context.WithCancelCause(qconn.Context())
-	c.rdl = newDeadline()
-	c.replyRead = true
+	c.key = flowKey{id: flowID}
+	if !dialer {
+		c.key.peer = peerKey
+		c.key.listener = true
+	}
+	c.ctx, c.cancel = context.WithCancelCause(h.ctx)
 	return c
 }
 
-// awaitReply reads an optimistic flow's Reply. It sets no deadline on the
-// stream: the user's read deadline must not cut a Reply in half, so it is
-// held back (readDL) until the Reply is in.
-func (c *Conn) awaitReply() {
-	err := readReply(c.s)
-	if err != nil {
-		c.replyErr = err
-		c.s.CancelRead(streamRejected)
-		c.s.CancelWrite(streamRejected)
+// Read reads data from the flow. At the end of the peer's data it returns
+// io.EOF. It waits, within its deadline, while the flow resumes.
+func (c *Conn) Read(b []byte) (int, error) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	for {
+		c.mu.Lock()
+		car, changed, err := c.readableLocked()
+		c.mu.Unlock()
+		if err != nil {
+			if err == io.EOF {
+				return 0, err
+			}
+			return 0, c.opError("read", err)
+		}
+		if len(b) == 0 {
+			return 0, nil
+		}
+		if car == nil || car.ready != nil && !isClosedChan(car.ready) {
+			var ready <-chan struct{}
+			if car != nil {
+				ready = car.ready
+			}
+			select {
+			case <-changed:
+			case <-ready:
+				if car.err != nil {
+					c.carrierError(car, car.err, false)
+				}
+			case <-c.rdl.wait():
+				return 0, c.opError("read", os.ErrDeadlineExceeded)
+			}
+			continue
+		}
+		if car.skip > 0 {
+			if err := c.discard(car); err != nil {
+				if c.carrierError(car, err, false) {
+					continue
+				}
+				return 0, c.opError("read", err)
+			}
+		}
+		n, err := car.s.Read(b)
+		if n > 0 {
+			c.delivered(n)
+		}
+		switch {
+		case err == nil:
+			return n, nil
+		case err == io.EOF:
+			c.deliveredFin()
+			if n > 0 {
+				return n, nil
+			}
+			return 0, io.EOF
+		case isDeadline(err) && c.current(car):
+			return n, c.opError("read", err)
+		case c.carrierError(car, err, false):
+			if n > 0 {
+				return n, nil
+			}
+		default:
+			if n > 0 {
+				return n, nil
+			}
+			return 0, c.opError("read", c.readErr(err))
+		}
 	}
-	c.dmu.Lock()
-	c.replyRead = true
-	c.s.SetReadDeadline(c.readDL)
-	c.dmu.Unlock()
-	close(c.replyDone)
 }
 
-// waitReply blocks Read until an optimistic flow's Reply is in.
-func (c *Conn) waitReply() error {
-	if c.replyDone == nil {
-		return nil
+// readableLocked says what Read should do: read from car, wait on changed
+// (car nil or not ready), or fail with err.
+func (c *Conn) readableLocked() (car *carrier, changed <-chan struct{}, err error) {
+	switch {
+	case c.closed:
+		return nil, nil, net.ErrClosed
+	case c.gotFin:
+		return nil, nil, io.EOF
+	case c.readAbort != nil:
+		return nil, nil, c.readAbort
+	case c.state == flowLost:
+		return nil, nil, c.lostErr
+	case c.readClosed:
+		return nil, nil, net.ErrClosed
 	}
+	if c.state == flowActive {
+		car = c.car
+	}
+	return car, c.changed, nil
+}
+
+// discard drops the bytes the peer resent after a resume, which Read
+// already delivered from an earlier carrier.
+func (c *Conn) discard(car *carrier) error {
+	var scratch [4096]byte
+	for car.skip > 0 {
+		n, err := car.s.Read(scratch[:min(uint64(len(scratch)), car.skip)])
+		car.skip -= uint64(n)
+		if err != nil {
+			if err == io.EOF && car.skip > 0 {
+				return io.ErrUnexpectedEOF
+			}
+			if err != io.EOF {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Write writes data to the flow. It returns once all of b is buffered for
+// delivery and handed to the current stream; while the flow resumes, and
+// while the peer has not acknowledged Config.FlowBuffer bytes, it waits,
+// within its deadline. Bytes Write reports as written are delivered unless
+// the flow is lost.
+func (c *Conn) Write(b []byte) (int, error) {
+	if err := c.lockWrite(c.wdl.wait()); err != nil {
+		return 0, c.opError("write", err)
+	}
+	defer c.unlockWrite()
+	total := 0
+	for {
+		c.mu.Lock()
+		if err := c.writableLocked(); err != nil {
+			c.mu.Unlock()
+			return total, c.opError("write", err)
+		}
+		callStart := c.buf.end
+		var budgetWait <-chan struct{}
+		if room := min(len(b), c.h.cfg.flowBuffer()-c.buf.buffered()); room > 0 {
+			n, wait := c.h.budget.take(room)
+			c.buf.append(b[:n])
+			b, total = b[n:], total+n
+			c.stats.BytesWritten += uint64(n)
+			if n == 0 {
+				budgetWait = wait
+			}
+		}
+		var car *carrier
+		if c.state == flowActive {
+			car = c.car
+		}
+		changed := c.changed
+		c.mu.Unlock()
+
+		if car != nil {
+			err := c.flush(car)
+			switch {
+			case err == nil || err == errSuperseded:
+			case isDeadline(err) && c.current(car):
+				// Take back what never reached the stream, so that what
+				// Write reports is exactly what will be delivered.
+				c.mu.Lock()
+				dropped := c.buf.truncate(max(car.sent, callStart))
+				c.stats.BytesWritten -= uint64(dropped)
+				c.mu.Unlock()
+				c.h.budget.give(dropped)
+				total -= dropped
+				if c.isClosed() {
+					err = net.ErrClosed
+				}
+				return total, c.opError("write", err)
+			case c.carrierError(car, err, true):
+			default:
+				return total, c.opError("write", c.writeErr(err))
+			}
+		}
+		if len(b) == 0 {
+			return total, nil
+		}
+		select {
+		case <-changed:
+		case <-budgetWait:
+		case <-c.wdl.wait():
+			return total, c.opError("write", os.ErrDeadlineExceeded)
+		}
+	}
+}
+
+func (c *Conn) writableLocked() error {
+	switch {
+	case c.closed:
+		return net.ErrClosed
+	case c.writeAbort != nil:
+		return c.writeAbort
+	case c.state == flowLost:
+		return c.lostErr
+	case c.finWanted:
+		return net.ErrClosed // after CloseWrite
+	}
+	return nil
+}
+
+// lockWrite takes the write lock, giving up when expire closes or the flow
+// ends.
+func (c *Conn) lockWrite(expire <-chan struct{}) error {
 	select {
-	case <-c.replyDone:
-		return c.replyErr
+	case c.wlock <- struct{}{}:
+		return nil
 	default:
 	}
 	select {
-	case <-c.replyDone:
-		return c.replyErr
-	case <-c.rdl.wait():
+	case c.wlock <- struct{}{}:
+		return nil
+	case <-expire:
 		return os.ErrDeadlineExceeded
-	case <-c.ctx.Done():
-		return net.ErrClosed
+	case <-c.finished:
+		return c.endErr()
 	}
 }
 
-// Read reads data from the flow. At the end of the peer's data it returns
-// io.EOF.
-func (c *Conn) Read(b []byte) (int, error) {
-	if c.closed.Load() {
-		return 0, c.opError("read", net.ErrClosed)
+func (c *Conn) unlockWrite() { <-c.wlock }
+
+// errSuperseded: the carrier a flush wrote to was replaced meanwhile.
+var errSuperseded = errors.New("sal: carrier superseded")
+
+// flush hands the buffered bytes from car.sent on to car's stream, then the
+// FIN if one is wanted. The caller holds the write lock.
+func (c *Conn) flush(car *carrier) error {
+	for {
+		c.mu.Lock()
+		if c.car != car || c.state != flowActive {
+			c.mu.Unlock()
+			return errSuperseded
+		}
+		p := c.buf.slice(car.sent)
+		sendFin := p == nil && c.finWanted && !c.finSent && c.writeAbort == nil
+		if sendFin {
+			c.finSent = true
+		}
+		c.mu.Unlock()
+		if p == nil {
+			if sendFin {
+				return car.s.Close()
+			}
+			return nil
+		}
+		n, err := car.s.Write(p)
+		car.sent += uint64(n)
+		if err != nil {
+			return err
+		}
 	}
-	if err := c.waitReply(); err != nil {
-		return 0, c.opError("read", err)
-	}
-	n, err := c.s.Read(b)
-	c.bytesRead.Add(uint64(n))
-	if err != nil && err != io.EOF {
-		err = c.opError("read", err)
-	}
-	return n, err
 }
 
-// Write writes data to the flow. It blocks until all of b is accepted by
-// the flow's send buffer, a deadline passes, or the flow ends.
-func (c *Conn) Write(b []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.writeClosed {
-		return 0, c.opError("write", net.ErrClosed)
+// kick flushes in the background what no Write will: a replay after a
+// resume, or the FIN after CloseWrite or Close.
+func (c *Conn) kick() {
+	c.mu.Lock()
+	if c.flushing || c.state != flowActive {
+		c.mu.Unlock()
+		return
 	}
-	n, err := c.s.Write(b)
-	c.bytesWritten.Add(uint64(n))
-	if err != nil {
-		err = c.opError("write", err)
+	c.flushing = true
+	c.mu.Unlock()
+	go c.backgroundFlush()
+}
+
+func (c *Conn) backgroundFlush() {
+	defer func() {
+		c.mu.Lock()
+		c.flushing = false
+		c.mu.Unlock()
+	}()
+	for {
+		if c.lockWrite(nil) != nil {
+			return
+		}
+		c.mu.Lock()
+		car := c.car
+		pending := c.state == flowActive && (car.sent < c.buf.end || c.finWanted && !c.finSent)
+		c.mu.Unlock()
+		var err error
+		if pending {
+			// Close may have set a past deadline to unblock Writes; the
+			// data written before Close must still go out.
+			car.s.SetWriteDeadline(time.Time{})
+			err = c.flush(car)
+		}
+		c.unlockWrite()
+		switch {
+		case err == nil || err == errSuperseded:
+			return
+		case isDeadline(err) && c.current(car):
+			continue // Close raced with us; try again
+		default:
+			c.carrierError(car, err, true)
+			return
+		}
 	}
-	return n, err
 }
 
 // Close ends the flow: data already written is still delivered, then the
 // peer reads io.EOF; data the peer sends from now on is discarded and its
 // writes fail. Blocked Reads and Writes return at once.
 func (c *Conn) Close() error {
-	c.dmu.Lock()
-	if c.closed.Swap(true) {
-		c.dmu.Unlock()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
 		return c.opError("close", net.ErrClosed)
 	}
-	c.s.SetWriteDeadline(aLongTimeAgo)
-	c.dmu.Unlock()
-
-	c.s.CancelRead(streamClosed)
-	c.wmu.Lock()
-	if !c.writeClosed {
-		c.writeClosed = true
-		c.s.Close()
+	c.closed = true
+	c.readClosed = true
+	if c.writeAbort == nil && c.state != flowLost {
+		c.finWanted = true
 	}
-	c.wmu.Unlock()
+	car := c.car
+	c.broadcastLocked()
+	c.mu.Unlock()
+
 	c.cancel(net.ErrClosed)
-	c.released.Do(c.release)
+	if car != nil {
+		car.s.CancelRead(streamClosed)
+		car.s.SetWriteDeadline(aLongTimeAgo) // unblock a Write; the background flush clears it
+	}
+	c.sendAck() // readerGone
+	c.kick()
+	c.maybeFinish()
 	return nil
 }
 
 // CloseWrite half-closes the flow: the peer reads io.EOF after the data
 // written so far, while this end can still read.
 func (c *Conn) CloseWrite() error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if c.writeClosed {
+	c.mu.Lock()
+	if c.finWanted || c.writeAbort != nil || c.state == flowLost {
+		c.mu.Unlock()
 		return nil
 	}
-	c.writeClosed = true
-	if err := c.s.Close(); err != nil {
-		return c.opError("close", err)
-	}
+	c.finWanted = true
+	c.mu.Unlock()
+	c.kick()
 	return nil
 }
 
 // CloseRead tells the peer this end will read no more: its writes fail.
 func (c *Conn) CloseRead() error {
-	c.s.CancelRead(streamClosed)
+	c.mu.Lock()
+	c.readClosed = true
+	car := c.car
+	c.broadcastLocked()
+	c.mu.Unlock()
+	if car != nil {
+		car.s.CancelRead(streamClosed)
+	}
+	c.sendAck() // readerGone
+	c.maybeFinish()
 	return nil
 }
 
@@ -217,8 +489,13 @@ func (c *Conn) CloseRead() error {
 func (c *Conn) LocalAddr() net.Addr { return c.local }
 
 // RemoteAddr returns the peer's address: the service on the dialing side,
-// the dialing Host's key-only ID on the listening side.
-func (c *Conn) RemoteAddr() net.Addr { return c.remote }
+// the dialing Host's key-only ID on the listening side. Its Endpoint is
+// where the flow is carried now; it changes when the flow resumes.
+func (c *Conn) RemoteAddr() net.Addr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.remote
+}
 
 // SetDeadline sets the read and write deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {
@@ -230,27 +507,34 @@ func (c *Conn) SetDeadline(t time.Time) error {
 
 // SetReadDeadline sets the deadline for Read calls, pending ones included.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	if c.closed.Load() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
 		return c.opError("set deadline", net.ErrClosed)
 	}
-	c.dmu.Lock()
-	defer c.dmu.Unlock()
 	c.readDL = t
 	c.rdl.set(t)
-	if c.replyRead {
-		return c.s.SetReadDeadline(t)
+	if c.car != nil {
+		c.car.s.SetReadDeadline(t)
 	}
+	c.mu.Unlock()
 	return nil
 }
 
 // SetWriteDeadline sets the deadline for Write calls, pending ones included.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.dmu.Lock()
-	defer c.dmu.Unlock()
-	if c.closed.Load() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
 		return c.opError("set deadline", net.ErrClosed)
 	}
-	return c.s.SetWriteDeadline(t)
+	c.writeDL = t
+	c.wdl.set(t)
+	if c.car != nil {
+		c.car.s.SetWriteDeadline(t)
+	}
+	c.mu.Unlock()
+	return nil
 }
 
 // Service returns the service the flow was opened to.
@@ -268,24 +552,55 @@ func (c *Conn) PeerKey() resolve.Fingerprint { return c.peerKey }
 // and the peer proved it holds that key; when nothing pinned a key the flow
 // is encrypted but the peer could be anyone the resolver pointed at. On the
 // listening side it is always true: the peer is named by its key
-// (RemoteAddr), which it proved it holds.
+// (RemoteAddr), which it proved it holds. A resumed flow keeps talking to
+// the same key.
 func (c *Conn) Authenticated() bool { return c.authed }
 
-// Context returns a context that is done when the flow is closed or its
-// connection ends.
+// Context returns a context that is done when the flow is closed or lost.
 func (c *Conn) Context() context.Context { return c.ctx }
 
-func (c *Conn) opError(op string, err error) error {
-	if c.replyDone != nil && isClosedChan(c.replyDone) && c.replyErr != nil {
-		err = c.replyErr // what the peer said is why the stream failed
+// Stats returns the flow's statistics.
+func (c *Conn) Stats() FlowStats {
+	c.mu.Lock()
+	s := c.stats
+	car := c.car
+	if c.state == flowSuspended {
+		s.Stalled += time.Since(c.suspended)
 	}
-	if c.closed.Load() {
-		// Whatever quic-go reports after Close (a cancelled stream, or the
-		// past deadline that unblocked a Write) means "closed" to the caller.
+	c.mu.Unlock()
+	if car != nil {
+		cs := car.qc.ConnectionStats()
+		s.SmoothedRTT, s.MinRTT = cs.SmoothedRTT, cs.MinRTT
+	}
+	return s
+}
+
+func (c *Conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// current reports whether car still carries the flow.
+func (c *Conn) current(car *carrier) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.car == car && c.state == flowActive
+}
+
+func (c *Conn) broadcastLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+func (c *Conn) opError(op string, err error) error {
+	if c.isClosed() && !errors.Is(err, ErrFlowLost) {
 		err = net.ErrClosed
 	}
-	return &OpError{Op: op, Service: c.service.String(), Endpoint: c.remote.Endpoint, Err: err}
+	return &OpError{Op: op, Service: c.service.String(), Endpoint: c.RemoteAddr().(Addr).Endpoint, Err: err}
 }
+
+func isDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 
 // aLongTimeAgo is a deadline in the past, used to unblock pending I/O.
 var aLongTimeAgo = time.Unix(1, 0)

@@ -29,6 +29,13 @@ var (
 	ErrAlreadyListening = errors.New("sal: already listening on service")
 	// ErrNoResolver: Config.Resolver is nil.
 	ErrNoResolver = errors.New("sal: no resolver configured")
+	// ErrFlowLost: the flow's carrier failed and it could not be resumed
+	// within Config.ResumeTimeout, the peer refused the resume, or the
+	// peer's Host shut down.
+	ErrFlowLost = errors.New("sal: flow lost")
+	// ErrPeerClosed: the peer closed the flow (or its reading side), so
+	// what this end writes can no longer be delivered.
+	ErrPeerClosed = errors.New("sal: peer closed the flow")
 	// ErrBadNetwork: DialContext was given a network it does not serve.
 	ErrBadNetwork = errors.New("sal: unsupported network")
 )

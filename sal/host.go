@@ -20,10 +20,13 @@ const (
 	codeNoError    quic.ApplicationErrorCode = 0x0
 	codeHostClosed quic.ApplicationErrorCode = 0x1 // the Host is shutting down
 	codeIdle       quic.ApplicationErrorCode = 0x2 // no flow used the connection for IdleConnTimeout
+	codeMoved      quic.ApplicationErrorCode = 0x3 // the Host moved to another address: resume elsewhere
 
 	streamClosed   quic.StreamErrorCode = 0x10 // Close: the reader is gone
 	streamRejected quic.StreamErrorCode = 0x11 // the flow was refused
 	streamProtocol quic.StreamErrorCode = 0x12 // the SAL header was malformed
+	streamMoved    quic.StreamErrorCode = 0x13 // the flow moved to another stream
+	streamLost     quic.StreamErrorCode = 0x14 // the flow is over for good (its Host closed, or it was lost)
 )
 
 // A Host is one end of roam: it dials services and listens on them. It owns
@@ -58,6 +61,9 @@ type Host struct {
 	listeners map[string]*Listener     // by ServiceID.LookupName
 	qln       *quic.Listener           // started by the first Listen
 	spread    map[string]uint32        // per-service round-robin position
+	flows     map[flowKey]*Conn        // live flows, for acks and resumes
+
+	budget *budget // bytes all flows keep for replay
 }
 
 // NewHost opens the Host's socket and returns it ready to dial and listen.
@@ -100,6 +106,8 @@ func NewHost(cfg Config) (*Host, error) {
 		inbound:   make(map[*quic.Conn]struct{}),
 		listeners: make(map[string]*Listener),
 		spread:    make(map[string]uint32),
+		flows:     make(map[flowKey]*Conn),
+		budget:    newBudget(cfg.hostBuffer()),
 	}
 	if c, ok := cfg.Resolver.(*resolve.Cache); ok {
 		h.resolver, h.backend = c, c.Unwrap()
@@ -150,9 +158,16 @@ func (h *Host) Close() error {
 	inbound := h.inbound
 	h.inbound = nil
 	qln := h.qln
+	flows := make([]*Conn, 0, len(h.flows))
+	for _, c := range h.flows {
+		flows = append(flows, c)
+	}
 	h.mu.Unlock()
 
 	var errs []error
+	for _, c := range flows {
+		c.lose(net.ErrClosed)
+	}
 	for _, l := range listeners {
 		errs = append(errs, l.Close())
 	}
@@ -255,36 +270,41 @@ func (h *Host) DialService(ctx context.Context, id ServiceID) (*Conn, error) {
 	return nil, op
 }
 
-// endpoints applies the service table and orders the result so that
-// successive dials start at successive endpoints.
-func (h *Host) endpoints(ctx context.Context, id ServiceID) ([]resolve.Endpoint, error) {
+// lookup applies the service table: the endpoints of id, in the order
+// its rule or resolver gives.
+func (h *Host) lookup(ctx context.Context, id ServiceID) ([]resolve.Endpoint, error) {
 	rule, _ := h.table.Lookup(id)
-	var eps []resolve.Endpoint
 	switch rule.Action {
 	case ActionDrop:
 		return nil, ErrDropped
 	case ActionEndpoints:
-		eps = rule.Endpoints
-	default:
-		var err error
-		if eps, err = h.resolver.Resolve(ctx, id.LookupName()); err != nil {
-			if ctx.Err() != nil {
-				return nil, contextErr(ctx)
-			}
-			return nil, err
-		}
-		if len(eps) == 0 {
-			return nil, resolve.ErrNotFound
-		}
+		return rule.Endpoints, nil
 	}
-	if len(eps) == 1 {
-		return eps, nil
+	eps, err := h.resolver.Resolve(ctx, id.LookupName())
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, contextErr(ctx)
+		}
+		return nil, err
 	}
+	if len(eps) == 0 {
+		return nil, resolve.ErrNotFound
+	}
+	return eps, nil
+}
+
+// endpoints is lookup, rotated so that successive dials start at
+// successive endpoints.
+func (h *Host) endpoints(ctx context.Context, id ServiceID) ([]resolve.Endpoint, error) {
+	eps, err := h.lookup(ctx, id)
+	if err != nil || len(eps) == 1 {
+		return eps, err
+	}
+	name := id.LookupName()
 	h.mu.Lock()
 	if len(h.spread) > 4096 { // bound the memory of services dialed once
 		clear(h.spread)
 	}
-	name := id.LookupName()
 	start := int(h.spread[name] % uint32(len(eps)))
 	h.spread[name]++
 	h.mu.Unlock()
@@ -318,11 +338,50 @@ func (h *Host) dialEndpoint(ctx context.Context, id ServiceID, ep resolve.Endpoi
 	// already told us the peer serves it (see alpnNoListener): the flow
 	// opens without waiting for the Reply, which Read takes later.
 	c, err := h.openFlow(ctx, p, id, pinned, fresh && p.sni == id.String())
-	if err != nil {
-		h.releasePeer(p)
-		return nil, err
+	if err == nil {
+		return c, nil
 	}
-	return c, nil
+	h.releasePeer(p)
+	return nil, err
+}
+
+// flow returns the live flow with key k, or nil.
+func (h *Host) flow(k flowKey) *Conn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.flows[k]
+}
+
+// addFlow registers c; it reports false if the key is taken or the Host
+// closed.
+func (h *Host) addFlow(c *Conn) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || h.flows[c.key] != nil {
+		return false
+	}
+	h.flows[c.key] = c
+	return true
+}
+
+func (h *Host) forgetFlow(c *Conn) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.flows[c.key] == c {
+		delete(h.flows, c.key)
+	}
+}
+
+// newFlowKey picks an unused dialer flow ID.
+func (h *Host) newFlowID() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for {
+		id := newFlowID()
+		if id != 0 && h.flows[flowKey{id: id}] == nil {
+			return id
+		}
+	}
 }
 
 // dialable maps an unspecified IP to loopback: like net.Dial, an

@@ -238,7 +238,7 @@ func TestFlowsShareOneConnection(t *testing.T) {
 	require.Len(t, client.peers, 1)
 	client.mu.Unlock()
 	for _, c := range conns[1:] {
-		require.Same(t, conns[0].qconn, c.qconn)
+		require.Same(t, conns[0].quicConn(), c.quicConn())
 	}
 }
 
@@ -249,7 +249,7 @@ func TestIdleConnectionCloses(t *testing.T) {
 	l, err := server.Listen(testCtx(t), "idle.demo")
 	require.NoError(t, err)
 	c := pingPong(t, client, l, "idle.demo")
-	qc := c.qconn
+	qc := c.quicConn()
 	require.NoError(t, c.Close())
 	select {
 	case <-qc.Context().Done():
@@ -258,7 +258,7 @@ func TestIdleConnectionCloses(t *testing.T) {
 	}
 	// A later flow dials a fresh connection.
 	c2 := pingPong(t, client, l, "idle.demo")
-	require.NotSame(t, qc, c2.qconn)
+	require.NotSame(t, qc, c2.quicConn())
 }
 
 func TestCloseGivesEOFAndHalfClose(t *testing.T) {

@@ -2,6 +2,7 @@ package sal
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -183,8 +184,7 @@ func (l *Listener) Close() error {
 	for {
 		select {
 		case c := <-l.queue:
-			c.s.CancelWrite(streamRejected)
-			c.Close()
+			c.reject()
 		default:
 			return err
 		}
@@ -225,8 +225,7 @@ func (l *Listener) deliver(c *Conn) {
 	defer l.mu.Unlock()
 	if l.closed {
 		l.reserved--
-		c.s.CancelWrite(streamRejected)
-		c.Close()
+		c.reject()
 		return
 	}
 	l.queue <- c
@@ -265,22 +264,23 @@ func (h *Host) serveConn(qc *quic.Conn) {
 		qc.CloseWithError(codeNoError, "bad peer certificate")
 		return
 	}
+	ctl := h.newControl(qc, false, key)
 	remoteID, _ := NewServiceID("", key)
-	remoteEP, _ := addrPortOf(qc.RemoteAddr())
-	remote := Addr{Service: remoteID, Endpoint: remoteEP}
+	remote := Addr{Service: remoteID, Endpoint: netipAddrPortOf(qc.RemoteAddr())}
 	for {
 		s, err := qc.AcceptStream(h.ctx)
 		if err != nil {
 			return
 		}
 		h.wg.Add(1)
-		go h.serveStream(qc, s, key, remote)
+		go h.serveStream(qc, ctl, s, key, remote)
 	}
 }
 
-// serveStream reads a new stream's SAL header and hands the flow to its
-// Listener, answering the dialer either way.
-func (h *Host) serveStream(qc *quic.Conn, s *quic.Stream, key resolve.Fingerprint, remote Addr) {
+// serveStream reads a new stream's first message: an Open, which it hands
+// to the service's Listener, or a Resume of an existing flow. It answers
+// the dialer either way.
+func (h *Host) serveStream(qc *quic.Conn, ctl *control, s *quic.Stream, key resolve.Fingerprint, remote Addr) {
 	defer h.wg.Done()
 	reject := func(st wire.Status, code quic.StreamErrorCode) {
 		if b, err := wire.AppendReply(nil, wire.Reply{Status: st}); err == nil {
@@ -291,7 +291,7 @@ func (h *Host) serveStream(qc *quic.Conn, s *quic.Stream, key resolve.Fingerprin
 		s.Close() // the reply, then FIN: the dialer reads the status first
 	}
 	s.SetReadDeadline(time.Now().Add(h.cfg.openTimeout()))
-	open, err := wire.ReadOpen(s)
+	req, err := wire.ReadRequest(s)
 	if err != nil {
 		h.log.Debug("bad SAL header", "peer", remote.Endpoint, "err", err)
 		if errors.Is(err, wire.ErrMalformed) {
@@ -302,6 +302,12 @@ func (h *Host) serveStream(qc *quic.Conn, s *quic.Stream, key resolve.Fingerprin
 		}
 		return
 	}
+	s.SetReadDeadline(time.Time{})
+	if req.Resume != nil {
+		h.serveResume(qc, ctl, s, key, req.Resume)
+		return
+	}
+	open := req.Open
 	id, err := ParseServiceID(open.Service)
 	if err != nil {
 		h.log.Debug("bad service ID in SAL header", "peer", remote.Endpoint, "err", err)
@@ -319,7 +325,16 @@ func (h *Host) serveStream(qc *quic.Conn, s *quic.Stream, key resolve.Fingerprin
 		reject(wire.StatusNoListener, streamRejected)
 		return
 	}
+	c := h.newConn(false, id, open.FlowID, key, true, Addr{Service: id, Endpoint: h.local}, remote)
+	if v, ok := wire.LookupTLV(open.Ext, wire.ExtSecret); ok && len(v) == secretLen {
+		copy(c.secret[:], v)
+	}
+	if !h.addFlow(c) {
+		reject(wire.StatusRefused, streamRejected) // the dialer reused a live flow ID
+		return
+	}
 	if st := l.reserve(); st != wire.StatusOK {
+		h.forgetFlow(c)
 		reject(st, streamRejected)
 		return
 	}
@@ -327,13 +342,14 @@ func (h *Host) serveStream(qc *quic.Conn, s *quic.Stream, key resolve.Fingerprin
 	s.SetWriteDeadline(time.Now().Add(h.cfg.openTimeout()))
 	if _, err := s.Write(b); err != nil {
 		l.unreserve()
+		h.forgetFlow(c)
 		s.CancelRead(streamProtocol)
 		s.CancelWrite(streamProtocol)
 		return
 	}
-	s.SetDeadline(time.Time{})
-	local := Addr{Service: id, Endpoint: h.local}
-	l.deliver(newConn(s, qc, id, open.FlowID, local, remote, key, true, func() {}))
+	s.SetWriteDeadline(time.Time{})
+	c.install(&carrier{s: s, qc: qc, ctl: ctl})
+	l.deliver(c)
 }
 
 // openFlow opens a stream on p's connection and writes the flow's Open,
@@ -347,8 +363,10 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 		}
 		return nil, err
 	}
-	flowID := newFlowID()
-	hdr, err := wire.AppendOpen(nil, wire.Open{FlowID: flowID, Service: id.String()})
+	flowID := h.newFlowID()
+	var secret [secretLen]byte
+	_, _ = rand.Read(secret[:])
+	hdr, err := wire.AppendOpen(nil, wire.Open{FlowID: flowID, Service: id.String(), Ext: mustTLV(wire.ExtSecret, secret[:])})
 	if err != nil {
 		s.CancelWrite(streamProtocol)
 		s.CancelRead(streamProtocol)
@@ -389,15 +407,41 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 		}
 		return nil, err
 	}
-	local := Addr{Service: h.selfID, Endpoint: h.local}
-	remote := Addr{Service: id, Endpoint: p.addr}
-	c := newConn(s, p.conn, id, flowID, local, remote, p.key, authed, func() { h.releasePeer(p) })
+	c := h.newConn(true, id, flowID, p.key, authed, Addr{Service: h.selfID, Endpoint: h.local}, Addr{Service: id, Endpoint: p.addr})
+	c.secret = secret
+	if !h.addFlow(c) {
+		s.CancelWrite(streamRejected)
+		s.CancelRead(streamRejected)
+		return nil, net.ErrClosed
+	}
+	car := &carrier{s: s, qc: p.conn, ctl: p.ctl, peer: p}
 	if optimistic {
-		c.replyDone = make(chan struct{})
-		c.replyRead = false // no one else has c yet
-		go c.awaitReply()
+		car.ready = make(chan struct{})
+	}
+	if !c.install(car) {
+		return nil, net.ErrClosed
+	}
+	if optimistic {
+		go c.awaitReply(car)
 	}
 	return c, nil
+}
+
+// awaitReply reads an optimistic flow's Reply; Read waits for it. A
+// refusal or garbage ends the flow; a failed connection suspends it like
+// any other.
+func (c *Conn) awaitReply(car *carrier) {
+	err := readReply(car.s)
+	car.err = err
+	close(car.ready)
+	if err == nil {
+		return
+	}
+	if errors.Is(err, ErrProtocol) || errors.Is(err, ErrNoListener) || errors.Is(err, ErrBusy) || errors.Is(err, ErrRefused) {
+		c.lose(err)
+		return
+	}
+	c.carrierError(car, err, false)
 }
 
 // readReply reads a flow's Reply and turns anything but "ok" into an error.

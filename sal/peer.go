@@ -16,12 +16,14 @@ import (
 // peer is a QUIC connection this Host dialed, shared by every flow to the
 // same endpoint.
 type peer struct {
+	host  *Host
 	addr  netip.AddrPort
 	sni   string        // the service the connection was dialed for
 	ready chan struct{} // closed when the dial has finished; then conn or err is set
 
 	// Set before ready is closed, read-only after.
 	conn *quic.Conn
+	ctl  *control
 	key  resolve.Fingerprint
 	err  error
 
@@ -44,7 +46,7 @@ func (h *Host) getPeer(ctx context.Context, addr netip.AddrPort, service Service
 		}
 		p := h.peers[addr]
 		if p == nil {
-			p = &peer{addr: addr, sni: service.String(), ready: make(chan struct{}), flows: 1}
+			p = &peer{host: h, addr: addr, sni: service.String(), ready: make(chan struct{}), flows: 1}
 			h.peers[addr] = p
 			h.mu.Unlock()
 			h.dialPeer(ctx, p)
@@ -105,6 +107,7 @@ func (h *Host) dialPeer(ctx context.Context, p *peer) {
 		return
 	}
 	p.conn = conn
+	p.ctl = h.newControl(conn, true, p.key)
 	h.log.Debug("connected", "peer", p.addr, "key", p.key)
 	// Forget the peer as soon as its connection dies, so the next flow
 	// dials afresh instead of failing on a dead connection.

@@ -8,7 +8,15 @@ import (
 // A Resume moves an existing flow onto a new stream, usually of a new
 // connection, after the old one failed or its Host moved:
 //
-//	Resume = version(1) type(1)=0x02 flowID(8) secret(32) readOff(8) sendFrom(8) extLen(2) ext(extLen)
+//	Resume = version(1) type(1)=0x02 flowID(8) gen(8) tag(32) readOff(8) sendFrom(8) extLen(2) ext(extLen)
+//
+// The dialer sends the flow's secret once, inside TLS, in its Open
+// (ExtSecret). A Resume proves knowledge of it without sending it again:
+// tag = HMAC-SHA256(secret, flowID || gen), where gen counts the dialer's
+// resume attempts. A listener accepts a gen no lower than any it accepted
+// before, so a replayed Resume is refused, and nothing needs to be handed
+// back to the dialer for the next resume to work, even if this one's Reply
+// is lost.
 //
 // readOff is how many bytes of the flow the dialer has read; the listener
 // replays its data from there. sendFrom is the offset of the first byte the
@@ -16,24 +24,23 @@ import (
 // listener acknowledged), so its data follows at once, without waiting for
 // the Reply, and the listener skips what it already has.
 //
-// The Reply to a Resume carries the listener's new secret (ExtSecret),
-// since each secret is good for one resume, and its read offset
-// (ExtReadOff).
+// The Reply to a Resume carries the listener's read offset (ExtReadOff).
 const TypeResume = 0x02
 
-// SecretLen is the length of a flow's resume secret.
+// SecretLen is the length of a flow's resume secret and of a Resume's tag.
 const SecretLen = 32
 
-// Ext TLV types used in Replies.
+// Ext TLV types.
 const (
-	ExtSecret  = 0x01 // a flow's resume secret: SecretLen bytes
-	ExtReadOff = 0x02 // the listener's read offset: 8 bytes
+	ExtSecret  = 0x01 // in an Open: the flow's resume secret, SecretLen bytes
+	ExtReadOff = 0x02 // in a Reply to a Resume: the listener's read offset, 8 bytes
 )
 
 // Resume asks to move a flow onto the stream it begins.
 type Resume struct {
 	FlowID   uint64
-	Secret   [SecretLen]byte
+	Gen      uint64
+	Tag      [SecretLen]byte
 	ReadOff  uint64
 	SendFrom uint64
 	Ext      []byte
@@ -46,7 +53,8 @@ func AppendResume(b []byte, r Resume) ([]byte, error) {
 	}
 	b = append(b, Version, TypeResume)
 	b = binary.BigEndian.AppendUint64(b, r.FlowID)
-	b = append(b, r.Secret[:]...)
+	b = binary.BigEndian.AppendUint64(b, r.Gen)
+	b = append(b, r.Tag[:]...)
 	b = binary.BigEndian.AppendUint64(b, r.ReadOff)
 	b = binary.BigEndian.AppendUint64(b, r.SendFrom)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(r.Ext)))
@@ -89,13 +97,13 @@ func ReadRequest(r io.Reader) (Request, error) {
 }
 
 func readResumeBody(r io.Reader) (Resume, error) {
-	var fixed [8 + SecretLen + 8 + 8 + 2]byte
+	var fixed [8 + 8 + SecretLen + 8 + 8 + 2]byte
 	if _, err := io.ReadFull(r, fixed[:]); err != nil {
 		return Resume{}, truncated(err)
 	}
-	rs := Resume{FlowID: binary.BigEndian.Uint64(fixed[0:8])}
-	copy(rs.Secret[:], fixed[8:8+SecretLen])
-	rest := fixed[8+SecretLen:]
+	rs := Resume{FlowID: binary.BigEndian.Uint64(fixed[0:8]), Gen: binary.BigEndian.Uint64(fixed[8:16])}
+	copy(rs.Tag[:], fixed[16:16+SecretLen])
+	rest := fixed[16+SecretLen:]
 	rs.ReadOff = binary.BigEndian.Uint64(rest[0:8])
 	rs.SendFrom = binary.BigEndian.Uint64(rest[8:16])
 	ext, err := readExt(r, binary.BigEndian.Uint16(rest[16:18]))
@@ -123,6 +131,17 @@ const (
 type Ack struct {
 	FlowID  uint64
 	ReadOff uint64
+}
+
+// Uint64TLV is the 8-byte big-endian value of an integer TLV.
+func Uint64TLV(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+// ParseUint64TLV decodes an integer TLV's value.
+func ParseUint64TLV(v []byte) (uint64, bool) {
+	if len(v) != 8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(v), true
 }
 
 // AppendAck appends the encoding of a to b.

@@ -10,8 +10,8 @@ import (
 )
 
 func TestRequestRoundTrip(t *testing.T) {
-	rs := Resume{FlowID: 42, ReadOff: 1 << 40, SendFrom: 7}
-	rs.Secret[0], rs.Secret[31] = 1, 2
+	rs := Resume{FlowID: 42, Gen: 3, ReadOff: 1 << 40, SendFrom: 7}
+	rs.Tag[0], rs.Tag[31] = 1, 2
 	b, err := AppendResume(nil, rs)
 	require.NoError(t, err)
 	req, err := ReadRequest(bytes.NewReader(append(b, "data"...)))

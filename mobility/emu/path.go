@@ -1,0 +1,275 @@
+package emu
+
+import (
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/roamnet/roam/mobility/trace"
+)
+
+// firstMapPort is the first port of a fresh mapping address.
+const firstMapPort = 1024
+
+// Path is a modelled path between clients and one server of an in-memory
+// Network, through something like a carrier's NAT. Clients send to
+// ServerAddr; the server sees each client at a mapping, an address the
+// path assigns when the client's first datagram comes out of the link.
+// Each direction runs through its own Link model.
+//
+// Handover gives every client a new mapping on a new address (a new
+// cell); Rebind a new port on the same address (NAT rebinding); MoveServer
+// a new ServerAddr. Old addresses stay dead: datagrams sent to them are
+// dropped with DropStale. Path implements trace.Target.
+type Path struct {
+	nw     *Network
+	server netip.AddrPort
+	sh     shaper
+	sched  [2]*sched[flight]
+
+	mu       sync.Mutex
+	front    netip.AddrPort
+	fronts   map[netip.AddrPort]bool           // every front the path had
+	toMapped map[netip.AddrPort]netip.AddrPort // client → its current mapping
+	toClient map[netip.AddrPort]netip.AddrPort // current mapping → client
+	mapIP    netip.Addr
+	mapPort  uint16
+	closed   bool
+}
+
+var _ trace.Target = (*Path)(nil)
+
+// flight is a datagram in a path's link.
+type flight struct {
+	from, to netip.AddrPort // for Up, from is the client, to is unused
+	data     []byte
+}
+
+// NewPath puts a path in front of the server at addr. Its first
+// ServerAddr and mappings come from 198.18.0.0/15 and 100.64.0.0/10.
+// Its random decisions depend on the network's seed and on how many
+// paths were made before it.
+func (n *Network) NewPath(server netip.AddrPort, cfg PathConfig) (*Path, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return nil, ErrNetworkClosed
+	}
+	p := &Path{
+		nw:       n,
+		server:   unmap(server),
+		fronts:   map[netip.AddrPort]bool{},
+		toMapped: map[netip.AddrPort]netip.AddrPort{},
+		toClient: map[netip.AddrPort]netip.AddrPort{},
+		mapIP:    nextAddr(mappingBlock, &n.maps),
+		mapPort:  firstMapPort,
+	}
+	p.sh.init(cfg, n.seed+uint64(len(n.paths))<<32)
+	for _, dir := range []Dir{Up, Down} {
+		deliver := p.deliverDown
+		if dir == Up {
+			deliver = p.deliverUp
+		}
+		p.sched[dir] = newSched(deliver, func(f flight, why DropReason) {
+			p.sh.drop(time.Now(), dir, len(f.data), why)
+		})
+		p.sh.flush[dir] = p.sched[dir].flush
+	}
+	p.front = p.newFrontLocked(server.Port())
+	n.paths = append(n.paths, p)
+	return p, nil
+}
+
+// newFrontLocked draws a server address; n.mu is held.
+func (p *Path) newFrontLocked(port uint16) netip.AddrPort {
+	n := p.nw
+	for {
+		a := netip.AddrPortFrom(nextAddr(frontBlock, &n.fronts), port)
+		if !n.taken(a) {
+			n.routes[a] = p
+			p.fronts[a] = true
+			return a
+		}
+	}
+}
+
+// ServerAddr returns the server's address as clients see it: where they
+// send.
+func (p *Path) ServerAddr() netip.AddrPort {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.front
+}
+
+// Server returns the server's own address, where the path delivers.
+func (p *Path) Server() netip.AddrPort { return p.server }
+
+// Mapping returns the address at which the server currently sees the
+// client at addr, if the client has one.
+func (p *Path) Mapping(client netip.AddrPort) (netip.AddrPort, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m, ok := p.toMapped[unmap(client)]
+	return m, ok
+}
+
+// Link returns the model of one direction, for its configuration and
+// counters.
+func (p *Path) Link(dir Dir) *Link { return p.sh.links[dir] }
+
+// Configure sets one direction's link.
+func (p *Path) Configure(dir Dir, cfg LinkConfig) { p.sh.configure(dir, cfg) }
+
+// SetLink sets both directions from a trace's path-wide figures: each
+// gets half the RTT and half the jitter.
+func (p *Path) SetLink(l trace.Link) { p.sh.setLink(l) }
+
+// SetHook replaces the hook; nil removes it.
+func (p *Path) SetHook(h Hook) { p.sh.setHook(h) }
+
+// Blackout drops every datagram in both directions for d, including
+// those in flight when it begins. Addresses do not change.
+func (p *Path) Blackout(d time.Duration) {
+	now := time.Now()
+	p.sh.emit(Event{Time: now, Kind: EventBlackout, Delay: d})
+	p.sh.blackout(now, d)
+}
+
+// Handover drops everything for outage and gives every client a new
+// mapping on a new address: the server sees the client anew, as after a
+// change of cell. The old mappings are dead.
+func (p *Path) Handover(outage time.Duration) {
+	now := time.Now()
+	p.forget(true)
+	p.sh.emit(Event{Time: now, Kind: EventHandover, Delay: outage})
+	p.sh.blackout(now, outage)
+}
+
+// Rebind gives every client a new port on its mapping's address, as a NAT
+// does when a mapping times out; nothing is dropped but what is sent to
+// the old mappings.
+func (p *Path) Rebind() {
+	p.forget(false)
+	p.sh.emit(Event{Time: time.Now(), Kind: EventRebind})
+}
+
+func (p *Path) forget(newAddr bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	clear(p.toMapped)
+	clear(p.toClient)
+	if newAddr {
+		p.nw.mu.Lock()
+		p.mapIP = nextAddr(mappingBlock, &p.nw.maps)
+		p.nw.mu.Unlock()
+		p.mapPort = firstMapPort
+	}
+}
+
+// MoveServer gives the server a new ServerAddr. Datagrams sent to the old
+// one are dropped from now on; the server's replies come from the new one.
+// It never fails; the error is there for trace.Target.
+func (p *Path) MoveServer() error {
+	p.mu.Lock()
+	old := p.front
+	p.nw.mu.Lock()
+	p.front = p.newFrontLocked(old.Port())
+	p.nw.mu.Unlock()
+	moved := p.front
+	p.mu.Unlock()
+	p.sh.emit(Event{Time: time.Now(), Kind: EventServerMove, Old: old, New: moved})
+	return nil
+}
+
+// Close drops what is in flight and releases the path's addresses.
+func (p *Path) Close() error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	p.mu.Unlock()
+	for _, s := range p.sched {
+		s.close()
+	}
+	p.nw.mu.Lock()
+	for a, r := range p.nw.routes {
+		if r == p {
+			delete(p.nw.routes, a)
+		}
+	}
+	p.nw.mu.Unlock()
+	return nil
+}
+
+// receive takes a datagram the network routed to one of the path's
+// addresses.
+func (p *Path) receive(from, to netip.AddrPort, data []byte) {
+	now := time.Now()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	front := p.front
+	client, mapped := p.toClient[to]
+	wasFront := p.fronts[to]
+	p.mu.Unlock()
+
+	var dir Dir
+	var f flight
+	switch {
+	case to == front:
+		dir, f = Up, flight{from: from, data: data}
+	case mapped && from == p.server:
+		dir, f = Down, flight{from: front, to: client, data: data}
+	case mapped:
+		p.sh.drop(now, Down, len(data), DropFiltered)
+		return
+	case wasFront:
+		p.sh.drop(now, Up, len(data), DropStale)
+		return
+	default:
+		p.sh.drop(now, Down, len(data), DropStale)
+		return
+	}
+	at, ok := p.sh.offer(now, dir, from, to, data)
+	if ok && p.sched[dir].submit(now, at, f) {
+		p.sched[dir].deliver(f)
+	}
+}
+
+// deliverUp hands a client's datagram to the server from the client's
+// mapping, which the NAT makes now, at the link's exit, if the client has
+// none.
+func (p *Path) deliverUp(f flight) {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	m, ok := p.toMapped[f.from]
+	if !ok {
+		p.nw.mu.Lock()
+		for {
+			m = netip.AddrPortFrom(p.mapIP, p.mapPort)
+			if p.mapPort++; p.mapPort == 0 {
+				p.mapPort = firstMapPort
+			}
+			if !p.nw.taken(m) {
+				break
+			}
+		}
+		p.nw.routes[m] = p
+		p.nw.mu.Unlock()
+		p.toMapped[f.from], p.toClient[m] = m, f.from
+	}
+	p.mu.Unlock()
+	if !ok {
+		p.sh.emit(Event{Time: time.Now(), Kind: EventMapping, Old: f.from, New: m})
+	}
+	p.nw.send(m, p.server, f.data)
+}
+
+func (p *Path) deliverDown(f flight) { p.nw.send(f.from, f.to, f.data) }

@@ -1,0 +1,180 @@
+package resolve_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/internal/dnstest"
+)
+
+// DNS keeps answers on the fake clock; network timeouts still run on the
+// real one, which is why failing servers are given failFast timeouts.
+
+func TestDNSHonoursTTL(t *testing.T) {
+	s := dnstest.NewServer(t)
+	s.SetSRV(srvName("web.example"), time.Minute, dnstest.SRV{Port: 443, Target: "h.example"})
+	setAddrs(s, "h.example", 30*time.Second, "192.0.2.1") // the lowest TTL used
+	clock := newFakeClock()
+	d := newDNS(t, resolve.DNSConfig{Now: clock.Now}, s)
+	ctx := context.Background()
+
+	eps, err := d.Resolve(ctx, "web.example")
+	require.NoError(t, err)
+	require.Equal(t, 30*time.Second, eps[0].TTL)
+	asked := s.Queries()
+
+	clock.Advance(20 * time.Second)
+	eps, err = d.Resolve(ctx, "web.example")
+	require.NoError(t, err)
+	require.Equal(t, 10*time.Second, eps[0].TTL, "the TTL counts down")
+	canceled, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = d.Resolve(canceled, "web.example")
+	require.NoError(t, err, "a fresh answer needs no live context")
+	require.Equal(t, asked, s.Queries(), "no query while fresh")
+
+	clock.Advance(10 * time.Second)
+	eps, err = d.Resolve(ctx, "web.example")
+	require.NoError(t, err)
+	require.Equal(t, 30*time.Second, eps[0].TTL)
+	require.Equal(t, 2*asked, s.Queries(), "expired: asked again")
+}
+
+func TestDNSMinTTL(t *testing.T) {
+	s := dnstest.NewServer(t)
+	s.SetSRV(srvName("web.example"), 0, dnstest.SRV{Port: 443, Target: "h.example"})
+	setAddrs(s, "h.example", 0, "192.0.2.1")
+	for _, tt := range []struct{ min, want time.Duration }{{0, time.Second}, {5 * time.Second, 5 * time.Second}} {
+		eps, err := newDNS(t, resolve.DNSConfig{MinTTL: tt.min}, s).Resolve(context.Background(), "web.example")
+		require.NoError(t, err)
+		require.Equal(t, tt.want, eps[0].TTL)
+	}
+}
+
+func TestDNSServesStale(t *testing.T) {
+	s := dnstest.NewServer(t)
+	publish(s, "web.example", 443, "192.0.2.1")
+	clock := newFakeClock()
+	cfg := failFast
+	cfg.Now, cfg.MaxStale = clock.Now, 10*time.Minute
+	d := newDNS(t, cfg, s)
+	ctx := context.Background()
+	_, err := d.Resolve(ctx, "web.example")
+	require.NoError(t, err)
+
+	s.SetMode(dnstest.Mode{Drop: true}) // the server is gone
+	clock.Advance(dnsTTL)
+	asked := s.Queries()
+	eps, err := d.Resolve(ctx, "web.example")
+	require.NoError(t, err, "stale beats nothing")
+	require.Equal(t, []string{"192.0.2.1:443"}, addrsOf(eps))
+	require.Equal(t, 30*time.Second, eps[0].TTL, "until the next retry")
+	require.Eventually(t, func() bool { return s.Queries() > asked }, time.Second, time.Millisecond, "a refresh was tried")
+	waitRefresh()
+
+	asked = s.Queries()
+	clock.Advance(10 * time.Second)
+	_, err = d.Resolve(ctx, "web.example")
+	require.NoError(t, err)
+	require.Equal(t, asked, s.Queries(), "no retry within 30s of a failure")
+
+	clock.Advance(20 * time.Second)
+	_, err = d.Resolve(ctx, "web.example")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return s.Queries() > asked }, time.Second, time.Millisecond, "retried")
+	waitRefresh()
+
+	clock.Advance(10 * time.Minute) // past MaxStale
+	_, err = d.Resolve(ctx, "web.example")
+	require.ErrorContains(t, err, "stale answer expired")
+	require.ErrorIs(t, err, resolve.ErrDNSFailure)
+	var de *resolve.DNSError
+	require.ErrorAs(t, err, &de)
+	require.True(t, de.Timeout())
+
+	s.SetMode(dnstest.Mode{}) // back
+	_, err = d.Resolve(ctx, "web.example")
+	require.NoError(t, err)
+}
+
+// waitRefresh waits for a refresh to end: a Resolve holding a stale answer
+// returns after one Timeout even if its refresh is still running, and a
+// later Resolve would join that refresh rather than start one. With one
+// server and one attempt, a refresh lasts about one Timeout.
+func waitRefresh() { time.Sleep(3 * failFast.Timeout) }
+
+func TestDNSNeverStale(t *testing.T) {
+	s := dnstest.NewServer(t)
+	publish(s, "web.example", 443, "192.0.2.1")
+	clock := newFakeClock()
+	cfg := failFast
+	cfg.Now, cfg.MaxStale = clock.Now, -1
+	d := newDNS(t, cfg, s)
+	_, err := d.Resolve(context.Background(), "web.example")
+	require.NoError(t, err)
+
+	s.SetMode(dnstest.Mode{RCode: dnsmessage.RCodeServerFailure})
+	clock.Advance(dnsTTL)
+	_, err = d.Resolve(context.Background(), "web.example")
+	require.ErrorIs(t, err, resolve.ErrDNSFailure)
+}
+
+// NXDOMAIN is the zone's word: what was known is dropped, not served stale.
+func TestDNSNotFoundDropsAnswer(t *testing.T) {
+	s := dnstest.NewServer(t)
+	publish(s, "web.example", 443, "192.0.2.1")
+	clock := newFakeClock()
+	cfg := failFast
+	cfg.Now = clock.Now
+	d := newDNS(t, cfg, s)
+	_, err := d.Resolve(context.Background(), "web.example")
+	require.NoError(t, err)
+
+	s.SetSRV(srvName("web.example"), dnsTTL) // withdrawn
+	clock.Advance(dnsTTL)
+	_, err = d.Resolve(context.Background(), "web.example")
+	require.ErrorIs(t, err, resolve.ErrNotFound)
+
+	s.SetMode(dnstest.Mode{Drop: true})
+	_, err = d.Resolve(context.Background(), "web.example")
+	require.ErrorIs(t, err, resolve.ErrDNSFailure, "nothing stale left to serve")
+	require.NotContains(t, err.Error(), "stale")
+}
+
+func TestDNSCollapsesConcurrentLookups(t *testing.T) {
+	resolveAll := func(d *resolve.DNS) {
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Go(func() { _, _ = d.Resolve(context.Background(), "web.example") })
+		}
+		wg.Wait()
+	}
+	srvQueries := func(s *dnstest.Server) int { return s.Count(srvName("web.example"), dnsmessage.TypeSRV) }
+
+	t.Run("miss", func(t *testing.T) {
+		// A silent server keeps the lookup open (one Timeout) while all
+		// callers arrive.
+		s := dnstest.NewServer(t)
+		s.SetMode(dnstest.Mode{Drop: true})
+		d := newDNS(t, resolve.DNSConfig{Timeout: 200 * time.Millisecond, Attempts: 1}, s)
+		resolveAll(d)
+		require.Equal(t, 1, srvQueries(s))
+	})
+	t.Run("refresh", func(t *testing.T) {
+		s := dnstest.NewServer(t)
+		publish(s, "web.example", 443, "192.0.2.1")
+		clock := newFakeClock()
+		d := newDNS(t, resolve.DNSConfig{Now: clock.Now}, s)
+		resolveAll(d)
+		require.Equal(t, 1, srvQueries(s))
+		clock.Advance(dnsTTL)
+		resolveAll(d)
+		require.Equal(t, 2, srvQueries(s))
+	})
+}

@@ -1,0 +1,180 @@
+package sal
+
+import (
+	"context"
+	"sync"
+
+	"github.com/quic-go/quic-go"
+	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/sal/internal/wire"
+)
+
+// control is a connection's side channel: each end opens one
+// unidirectional stream on which it sends Acks for the flows the
+// connection carries. Acks are cumulative, so only the newest per flow
+// matters: they are coalesced until the writer gets to them, and a
+// reader never blocks on a slow control stream.
+type control struct {
+	h       *Host
+	qc      *quic.Conn
+	dialer  bool                // this Host dialed qc
+	peerKey resolve.Fingerprint // the key the peer proved
+
+	mu      sync.Mutex
+	pending map[uint64]uint64 // flow ID → read offset not yet sent
+	wake    chan struct{}     // cap 1: pending has entries
+	flows   map[*Conn]struct{}
+	dead    bool
+}
+
+// newControl starts the control channel of a connection; it ends with the
+// connection.
+func (h *Host) newControl(qc *quic.Conn, dialer bool, peerKey resolve.Fingerprint) *control {
+	ctl := &control{
+		h:       h,
+		qc:      qc,
+		dialer:  dialer,
+		peerKey: peerKey,
+		pending: make(map[uint64]uint64),
+		wake:    make(chan struct{}, 1),
+		flows:   make(map[*Conn]struct{}),
+	}
+	h.wg.Add(2)
+	go ctl.writeLoop()
+	go ctl.readLoop()
+	// When the connection dies, every flow it carries suspends at once,
+	// also those that are not reading or writing just now.
+	context.AfterFunc(qc.Context(), ctl.died)
+	return ctl
+}
+
+func (ctl *control) attach(c *Conn) {
+	ctl.mu.Lock()
+	dead := ctl.dead
+	if !dead {
+		ctl.flows[c] = struct{}{}
+	}
+	ctl.mu.Unlock()
+	if dead {
+		c.mu.Lock()
+		car := c.car
+		c.mu.Unlock()
+		if car != nil && car.ctl == ctl {
+			c.suspend(car, context.Cause(ctl.qc.Context()))
+		}
+	}
+}
+
+func (ctl *control) detach(c *Conn) {
+	ctl.mu.Lock()
+	delete(ctl.flows, c)
+	ctl.mu.Unlock()
+}
+
+func (ctl *control) died() {
+	ctl.mu.Lock()
+	ctl.dead = true
+	flows := make([]*Conn, 0, len(ctl.flows))
+	for c := range ctl.flows {
+		flows = append(flows, c)
+	}
+	ctl.mu.Unlock()
+	cause := context.Cause(ctl.qc.Context())
+	for _, c := range flows {
+		c.mu.Lock()
+		car := c.car
+		c.mu.Unlock()
+		if car == nil || car.ctl != ctl {
+			continue
+		}
+		if classify(cause, ctl.h) == errFlow {
+			c.lose(cause)
+		} else {
+			c.suspend(car, cause)
+		}
+	}
+}
+
+// ack queues an acknowledgement for the peer.
+func (ctl *control) ack(flowID, off uint64) {
+	ctl.mu.Lock()
+	if prev, ok := ctl.pending[flowID]; !ok || off > prev {
+		ctl.pending[flowID] = off
+	}
+	ctl.mu.Unlock()
+	select {
+	case ctl.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (ctl *control) writeLoop() {
+	defer ctl.h.wg.Done()
+	var s *quic.SendStream
+	var buf []byte
+	ctx := ctl.qc.Context()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ctl.wake:
+		}
+		ctl.mu.Lock()
+		buf = buf[:0]
+		for id, off := range ctl.pending {
+			buf = wire.AppendAck(buf, wire.Ack{FlowID: id, ReadOff: off})
+		}
+		clear(ctl.pending)
+		ctl.mu.Unlock()
+		if s == nil {
+			var err error
+			if s, err = ctl.qc.OpenUniStreamSync(ctx); err != nil {
+				return
+			}
+		}
+		if _, err := s.Write(buf); err != nil {
+			return
+		}
+	}
+}
+
+// readLoop reads the peer's control streams. A peer may open more than one
+// (after a restart of its writer, say); each is read to its end.
+func (ctl *control) readLoop() {
+	defer ctl.h.wg.Done()
+	ctx := ctl.qc.Context()
+	for {
+		s, err := ctl.qc.AcceptUniStream(ctx)
+		if err != nil {
+			return
+		}
+		ctl.h.wg.Add(1)
+		go func() {
+			defer ctl.h.wg.Done()
+			for {
+				a, err := wire.ReadAck(s)
+				if err != nil {
+					if err != nil && ctx.Err() == nil {
+						s.CancelRead(streamProtocol)
+					}
+					return
+				}
+				ctl.h.onAck(ctl, a)
+			}
+		}()
+	}
+}
+
+// onAck routes an Ack to its flow. A flow is found only among those this
+// Host shares with the Ack's sender, so no peer can touch another's flows.
+func (h *Host) onAck(ctl *control, a wire.Ack) {
+	key := flowKey{id: a.FlowID}
+	if !ctl.dialer {
+		key.listener, key.peer = true, ctl.peerKey
+	}
+	c := h.flow(key)
+	if c == nil || c.peerKey != ctl.peerKey {
+		return
+	}
+	c.acked(a.ReadOff)
+}

@@ -1,0 +1,401 @@
+package sal
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/sal/internal/wire"
+)
+
+const secretLen = wire.SecretLen
+
+// flowKey names a flow in its Host. A dialer's flow IDs are unique in its
+// Host; a listener's are unique per dialing key, so one dialer can never
+// name another's flow.
+type flowKey struct {
+	listener bool
+	peer     resolve.Fingerprint
+	id       uint64
+}
+
+// resumeTag proves knowledge of a flow's secret for one resume generation.
+func resumeTag(secret [secretLen]byte, flowID, gen uint64) [secretLen]byte {
+	m := hmac.New(sha256.New, secret[:])
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], flowID)
+	binary.BigEndian.PutUint64(b[8:], gen)
+	m.Write(b[:])
+	var tag [secretLen]byte
+	m.Sum(tag[:0])
+	return tag
+}
+
+// install makes car the flow's carrier: for a first carrier, once the
+// flow is registered; for later ones, on resume. The stream gets the
+// flow's deadlines; if this end no longer reads, it says so at once. It
+// reports false, and drops car, if the flow is already over.
+func (c *Conn) install(car *carrier) bool {
+	c.mu.Lock()
+	if c.state == flowLost || c.state == flowDone {
+		c.mu.Unlock()
+		dropCarrier(car, streamMoved)
+		return false
+	}
+	old := c.car
+	c.car = car
+	wasSuspended := c.state == flowSuspended && !c.suspended.IsZero()
+	c.state = flowActive
+	c.finSent = false
+	c.remote.Endpoint = netipAddrPortOf(car.qc.RemoteAddr())
+	if wasSuspended {
+		stall := time.Since(c.suspended)
+		c.stats.Stalled += stall
+		c.stats.LastStall = stall
+		c.stats.Resumes++
+		c.stats.BytesReplayed += c.buf.end - car.sent
+	}
+	car.s.SetReadDeadline(c.readDL)
+	car.s.SetWriteDeadline(c.writeDL)
+	readClosed := c.readClosed || c.gotFin
+	c.broadcastLocked()
+	c.mu.Unlock()
+
+	if old != nil && old != car {
+		dropCarrier(old, streamMoved)
+	}
+	if readClosed {
+		car.s.CancelRead(streamClosed)
+	}
+	car.ctl.attach(c)
+	c.kick()
+	return true
+}
+
+// dropCarrier ends a carrier's stream with code (streamMoved: the flow
+// goes on elsewhere; streamLost: the flow is over) and gives back what the
+// carrier held.
+func dropCarrier(car *carrier, code quic.StreamErrorCode) {
+	car.s.CancelRead(code)
+	car.s.CancelWrite(code)
+	if car.peer != nil {
+		car.peer.host.releasePeer(car.peer)
+	}
+}
+
+// quicConn returns the connection carrying the flow now, or nil.
+func (c *Conn) quicConn() *quic.Conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.car == nil {
+		return nil
+	}
+	return c.car.qc
+}
+
+// carrierError decides what an error from car's stream means: a failed
+// carrier (the flow suspends and resumes; it returns true), or the end of
+// one direction or of the whole flow (it returns false, and the caller
+// reports readErr or writeErr).
+func (c *Conn) carrierError(car *carrier, err error, writing bool) bool {
+	switch classify(err, c.h) {
+	case errCarrier:
+		c.suspend(car, err)
+		return true
+	case errFlow:
+		c.lose(err)
+	case errDirection:
+		c.mu.Lock()
+		if c.car == car {
+			if writing {
+				c.writeAbort = err
+				c.h.budget.give(c.buf.release())
+			} else {
+				c.readAbort = err
+			}
+			c.broadcastLocked()
+		}
+		c.mu.Unlock()
+		c.maybeFinish()
+	}
+	return false
+}
+
+type errKind uint8
+
+const (
+	errCarrier   errKind = iota // the stream or connection failed: resume
+	errDirection                // the peer ended one direction (reset or stop-sending)
+	errFlow                     // the flow cannot go on
+)
+
+// classify sorts the errors quic-go reports on a flow's stream.
+func classify(err error, h *Host) errKind {
+	var se *quic.StreamError
+	if errors.As(err, &se) {
+		switch se.ErrorCode {
+		case streamMoved:
+			return errCarrier
+		case streamLost:
+			return errFlow
+		}
+		return errDirection
+	}
+	var ae *quic.ApplicationError
+	if errors.As(err, &ae) && ae.ErrorCode == codeHostClosed {
+		return errFlow // the peer shut down on purpose, or we did
+	}
+	if h.isClosed() {
+		return errFlow
+	}
+	// Idle timeouts, stateless resets, a Host that moved (codeMoved),
+	// transport errors, a dead socket: the path or the connection is gone,
+	// the flow need not be.
+	return errCarrier
+}
+
+func (c *Conn) readErr(err error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.readAbort != nil:
+		return c.readAbort
+	case c.state == flowLost:
+		return c.lostErr
+	}
+	return err
+}
+
+func (c *Conn) writeErr(err error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.writeAbort != nil:
+		return c.writeAbort
+	case c.state == flowLost:
+		return c.lostErr
+	}
+	return err
+}
+
+// endErr is why a finished flow can do no more I/O.
+func (c *Conn) endErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == flowLost {
+		return c.lostErr
+	}
+	return net.ErrClosed
+}
+
+// suspend detaches a failed carrier. The dialer starts resuming; the
+// listener waits for a resume until Config.ResumeTimeout.
+func (c *Conn) suspend(car *carrier, cause error) {
+	c.mu.Lock()
+	if c.car != car || c.state != flowActive {
+		c.mu.Unlock()
+		return
+	}
+	c.car = nil
+	c.state = flowSuspended
+	c.suspended = time.Now()
+	c.broadcastLocked()
+	startResume := c.dialer && !c.resuming
+	if startResume {
+		c.resuming = true
+	}
+	c.mu.Unlock()
+
+	car.ctl.detach(c)
+	dropCarrier(car, streamMoved)
+	c.h.emit(Event{Kind: EventSuspended, Service: c.service, FlowID: c.flowID, Err: cause})
+	c.h.log.Debug("flow suspended", "service", c.service, "flow", c.flowID, "cause", cause)
+	if startResume {
+		c.h.wg.Add(1)
+		go c.resumeLoop(cause)
+	} else if !c.dialer {
+		time.AfterFunc(c.h.cfg.resumeTimeout(), func() {
+			c.mu.Lock()
+			expired := c.state == flowSuspended && time.Since(c.suspended) >= c.h.cfg.resumeTimeout()
+			c.mu.Unlock()
+			if expired {
+				c.lose(fmt.Errorf("no resume within %v: %w", c.h.cfg.resumeTimeout(), cause))
+			}
+		})
+	}
+}
+
+// reject ends a flow that no application will see: its Listener closed
+// before accepting it. The dialer sees its stream reset.
+func (c *Conn) reject() {
+	c.mu.Lock()
+	car := c.car
+	c.mu.Unlock()
+	if car != nil {
+		car.s.CancelRead(streamRejected)
+		car.s.CancelWrite(streamRejected)
+	}
+	c.lose(ErrRefused)
+}
+
+// lose ends the flow for good: I/O fails with an error wrapping
+// ErrFlowLost and cause.
+func (c *Conn) lose(cause error) {
+	c.mu.Lock()
+	if c.state == flowLost || c.state == flowDone {
+		c.mu.Unlock()
+		return
+	}
+	if errors.Is(cause, ErrFlowLost) {
+		c.lostErr = cause
+	} else {
+		c.lostErr = fmt.Errorf("%w: %w", ErrFlowLost, cause)
+	}
+	c.state = flowLost
+	c.mu.Unlock()
+	c.h.emit(Event{Kind: EventLost, Service: c.service, FlowID: c.flowID, Err: cause})
+	c.h.log.Debug("flow lost", "service", c.service, "flow", c.flowID, "cause", cause)
+	c.release()
+}
+
+// maybeFinish releases the flow once both directions are complete: the
+// peer acknowledged our FIN (or stopped reading), and we read its FIN (or
+// stopped reading).
+func (c *Conn) maybeFinish() {
+	c.mu.Lock()
+	writeDone := c.writeAbort != nil || c.finWanted && c.ackedFin
+	readDone := c.gotFin || c.readAbort != nil || c.readClosed
+	if !writeDone || !readDone || c.state == flowLost || c.state == flowDone {
+		c.mu.Unlock()
+		return
+	}
+	c.state = flowDone
+	c.mu.Unlock()
+	c.release()
+}
+
+// release gives back everything a finished or lost flow holds.
+func (c *Conn) release() {
+	c.mu.Lock()
+	car := c.car
+	c.car = nil
+	freed := c.buf.release()
+	if c.ackTimer != nil {
+		c.ackTimer.Stop()
+	}
+	c.broadcastLocked()
+	c.mu.Unlock()
+	c.h.budget.give(freed)
+	if car != nil {
+		car.ctl.detach(c)
+		if c.state == flowLost {
+			dropCarrier(car, streamLost)
+		} else if car.peer != nil {
+			// A finished flow's stream ended cleanly in both directions.
+			car.peer.host.releasePeer(car.peer)
+		}
+	}
+	c.h.forgetFlow(c)
+	select {
+	case <-c.finished:
+	default:
+		close(c.finished)
+	}
+	c.cancel(c.endErr())
+}
+
+// ackEvery is how much a reader consumes before it acknowledges at once;
+// smaller reads are acknowledged after ackDelay.
+const (
+	ackDelay = 5 * time.Millisecond
+)
+
+func (c *Conn) ackEvery() uint64 { return uint64(max(c.h.cfg.flowBuffer()/8, 16<<10)) }
+
+// delivered accounts for n bytes Read returned and acknowledges them when
+// enough have accumulated.
+func (c *Conn) delivered(n int) {
+	c.mu.Lock()
+	c.readOff += uint64(n)
+	c.stats.BytesRead += uint64(n)
+	due := c.readOff-c.ackSent >= c.ackEvery()
+	if !due && c.ackTimer == nil {
+		c.ackTimer = time.AfterFunc(ackDelay, c.sendAck)
+	} else if !due {
+		c.ackTimer.Reset(ackDelay)
+	}
+	c.mu.Unlock()
+	if due {
+		c.sendAck()
+	}
+}
+
+// deliveredFin accounts for the io.EOF Read returned.
+func (c *Conn) deliveredFin() {
+	c.mu.Lock()
+	c.gotFin = true
+	c.broadcastLocked()
+	c.mu.Unlock()
+	c.sendAck()
+	c.maybeFinish()
+}
+
+// readerGone is the read offset an Ack carries once this end reads no
+// more (Close, CloseRead): the peer can drop what it keeps and stop writing.
+const readerGone = ^uint64(0)
+
+// sendAck tells the peer how far this end has read, counting the FIN as a
+// byte, so it can free what it keeps for replay.
+func (c *Conn) sendAck() {
+	c.mu.Lock()
+	off := c.readOff
+	if c.gotFin {
+		off++
+	}
+	if c.readClosed && !c.gotFin && c.readAbort == nil {
+		off = readerGone
+	}
+	car := c.car
+	if off == c.ackSent || car == nil {
+		c.mu.Unlock()
+		return
+	}
+	c.ackSent = off
+	c.mu.Unlock()
+	car.ctl.ack(c.flowID, off)
+}
+
+// acked handles the peer's acknowledgement that it read up to off.
+func (c *Conn) acked(off uint64) {
+	c.mu.Lock()
+	if off == readerGone {
+		if c.writeAbort == nil {
+			c.writeAbort = ErrPeerClosed
+		}
+		freed := c.buf.release()
+		c.broadcastLocked()
+		c.mu.Unlock()
+		c.h.budget.give(freed)
+		c.maybeFinish()
+		return
+	}
+	if off > c.buf.end+1 {
+		off = c.buf.end + 1 // a peer cannot have read more than we sent
+	}
+	freed := c.buf.ack(off)
+	if off > c.buf.end && c.finWanted {
+		c.ackedFin = true
+	}
+	if freed > 0 || c.ackedFin {
+		c.broadcastLocked()
+	}
+	c.mu.Unlock()
+	c.h.budget.give(freed)
+	c.maybeFinish()
+}

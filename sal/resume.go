@@ -1,0 +1,333 @@
+package sal
+
+import (
+	"context"
+	"crypto/hmac"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/sal/internal/wire"
+)
+
+// errResumeRefused: the listener does not know the flow (any more), so no
+// further attempt can succeed.
+var errResumeRefused = errors.New("resume refused by peer")
+
+// resumeLoop moves a suspended dialer flow onto a new stream: it finds the
+// service's current endpoints, connects, and sends a Resume, retrying with
+// backoff (or as soon as a watch reports new endpoints) until it succeeds,
+// the listener refuses, or Config.ResumeTimeout passes.
+func (c *Conn) resumeLoop(cause error) {
+	defer c.h.wg.Done()
+	defer func() {
+		c.mu.Lock()
+		c.resuming = false
+		c.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeoutCause(c.h.ctx, c.h.cfg.resumeTimeout(),
+		fmt.Errorf("no resume within %v", c.h.cfg.resumeTimeout()))
+	defer cancel()
+	go func() { // a flow that ends meanwhile stops the loop
+		select {
+		case <-c.finished:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
+	updates := c.watchService(ctx)
+	backoff := 20 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		c.mu.Lock()
+		state := c.state
+		c.mu.Unlock()
+		if state != flowSuspended {
+			return
+		}
+		err := c.tryResume(ctx, attempt)
+		if err == nil {
+			return
+		}
+		c.h.log.Debug("resume attempt failed", "service", c.service, "flow", c.flowID, "attempt", attempt, "err", err)
+		if errors.Is(err, errResumeRefused) {
+			c.lose(err)
+			return
+		}
+		if ctx.Err() != nil {
+			if c.h.isClosed() {
+				c.lose(errors.Join(cause, context.Cause(ctx)))
+			} else if !isClosedChan(c.finished) {
+				c.lose(fmt.Errorf("%w (last attempt: %w; first failure: %w)", context.Cause(ctx), err, cause))
+			}
+			return
+		}
+		wait := backoff/2 + rand.N(backoff/2+1)
+		backoff = min(2*backoff, time.Second)
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-updates:
+			timer.Stop()
+			backoff = 20 * time.Millisecond
+		case <-ctx.Done():
+			timer.Stop()
+		}
+	}
+}
+
+// watchService returns a channel that ticks when the service's endpoints
+// change, if the resolver can push changes; else nil.
+func (c *Conn) watchService(ctx context.Context) <-chan []resolve.Endpoint {
+	rule, _ := c.h.table.Lookup(c.service)
+	if rule.Action != ActionResolve {
+		return nil
+	}
+	w, ok := c.h.resolver.(resolve.Watcher)
+	if !ok {
+		return nil
+	}
+	ch, err := w.Watch(ctx, c.service.LookupName())
+	if err != nil {
+		return nil
+	}
+	// The first value is the current set, which tryResume reads anyway.
+	select {
+	case <-ch:
+	default:
+	}
+	return ch
+}
+
+// tryResume makes one attempt over the service's endpoints, the one the
+// flow used last first.
+func (c *Conn) tryResume(ctx context.Context, attempt int) error {
+	if attempt > 0 {
+		// A cache without a watch may be holding the address that failed.
+		if cache, ok := c.h.resolver.(*resolve.Cache); ok {
+			cache.Invalidate(c.service.LookupName())
+		}
+	}
+	eps, err := c.h.lookup(ctx, c.service)
+	if err != nil {
+		return err
+	}
+	eps = slices.Clone(eps) // lookup's slice may be shared
+	c.mu.Lock()
+	last := c.remote.Endpoint
+	c.mu.Unlock()
+	for i, ep := range eps {
+		if dialable(ep.Addr) == last && i > 0 {
+			eps[0], eps[i] = eps[i], eps[0]
+		}
+	}
+	var errs []error
+	for i, ep := range eps {
+		err := c.resumeAt(ctx, dialable(ep.Addr), i == len(eps)-1)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, errResumeRefused) {
+			return err
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// resumeAt sends a Resume to addr. The flow's data follows the Resume at
+// once; reads wait for the Reply.
+func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) error {
+	if !last {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.h.cfg.endpointTimeout())
+		defer cancel()
+	}
+	p, _, err := c.h.getPeer(ctx, addr, c.service)
+	if err != nil {
+		return err
+	}
+	if p.key != c.peerKey {
+		// Only the Host that holds the flow's other end can resume it.
+		c.h.releasePeer(p)
+		return fmt.Errorf("%w: %s holds %s, the flow's peer is %s", ErrKeyMismatch, addr, p.key, c.peerKey)
+	}
+	s, err := p.conn.OpenStreamSync(ctx)
+	if err != nil {
+		c.h.releasePeer(p)
+		return err
+	}
+
+	c.mu.Lock()
+	gen := c.gen
+	c.gen++
+	req := wire.Resume{
+		FlowID:   c.flowID,
+		Gen:      gen,
+		Tag:      resumeTag(c.secret, c.flowID, gen),
+		ReadOff:  c.readOff,
+		SendFrom: c.buf.acked,
+	}
+	if c.gotFin {
+		req.ReadOff++ // the FIN counts as a byte
+	}
+	c.ackSent = req.ReadOff
+	c.mu.Unlock()
+	hdr, _ := wire.AppendResume(nil, req)
+	if _, err := s.Write(hdr); err != nil {
+		s.CancelRead(streamProtocol)
+		c.h.releasePeer(p)
+		return err
+	}
+	car := &carrier{s: s, qc: p.conn, ctl: p.ctl, peer: p, sent: req.SendFrom, ready: make(chan struct{})}
+	if !c.install(car) {
+		return nil // the flow ended meanwhile
+	}
+
+	// Read the Reply, bounded by ctx: a deadline directly, a cancellation
+	// through a past deadline.
+	stop := context.AfterFunc(ctx, func() { s.SetReadDeadline(aLongTimeAgo) })
+	if dl, ok := ctx.Deadline(); ok {
+		s.SetReadDeadline(dl)
+	}
+	reply, err := wire.ReadReply(s)
+	stop()
+	c.mu.Lock()
+	s.SetReadDeadline(c.readDL)
+	c.mu.Unlock()
+	switch {
+	case err == nil && reply.Status == wire.StatusNoFlow:
+		err = errResumeRefused
+	case err == nil && reply.Status != wire.StatusOK:
+		err = fmt.Errorf("resume: %w", statusError(reply.Status))
+	case err != nil && errors.Is(err, wire.ErrMalformed):
+		err = fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if err != nil {
+		car.err = err
+		close(car.ready)
+		c.suspend(car, err)
+		return err
+	}
+	if v, ok := wire.LookupTLV(reply.Ext, wire.ExtReadOff); ok {
+		if off, ok := wire.ParseUint64TLV(v); ok {
+			c.acked(off)
+		}
+	}
+	close(car.ready)
+	c.resumed(car)
+	return nil
+}
+
+// resumed reports a completed resume.
+func (c *Conn) resumed(car *carrier) {
+	c.mu.Lock()
+	stall := c.stats.LastStall
+	replayed := c.buf.end - min(car.sent, c.buf.end)
+	c.mu.Unlock()
+	c.h.emit(Event{Kind: EventResumed, Service: c.service, FlowID: c.flowID, Stall: stall,
+		Replayed: replayed, To: netipAddrPortOf(car.qc.RemoteAddr())})
+	c.h.log.Debug("flow resumed", "service", c.service, "flow", c.flowID, "stall", stall)
+}
+
+// serveResume handles a Resume on the listening side: it checks that the
+// dialer knows the flow's secret, that the generation is new, and that the
+// offsets fit what this end holds, and only then moves the flow onto s.
+// Anything wrong leaves the flow as it was.
+func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey resolve.Fingerprint, rs *wire.Resume) {
+	refuse := func(why string) {
+		h.log.Debug("resume refused", "flow", rs.FlowID, "why", why)
+		b, _ := wire.AppendReply(nil, wire.Reply{Status: wire.StatusNoFlow})
+		s.SetWriteDeadline(time.Now().Add(h.cfg.openTimeout()))
+		s.Write(b)
+		s.CancelRead(streamRejected)
+		s.Close()
+	}
+	c := h.flow(flowKey{listener: true, peer: peerKey, id: rs.FlowID})
+	if c == nil {
+		refuse("unknown flow")
+		return
+	}
+	want := resumeTag(c.secret, c.flowID, rs.Gen)
+	c.mu.Lock()
+	switch {
+	case c.secret == [secretLen]byte{} || !hmac.Equal(want[:], rs.Tag[:]):
+		c.mu.Unlock()
+		refuse("bad tag")
+		return
+	case rs.Gen < c.gen:
+		c.mu.Unlock()
+		refuse("replayed generation")
+		return
+	case c.state == flowLost || c.state == flowDone:
+		c.mu.Unlock()
+		refuse("flow over")
+		return
+	case rs.ReadOff < c.buf.acked || rs.ReadOff > c.buf.end+1 || rs.ReadOff == c.buf.end+1 && !c.finWanted:
+		c.mu.Unlock()
+		refuse("read offset out of range")
+		return
+	case rs.SendFrom > c.readOff:
+		c.mu.Unlock()
+		refuse("send offset beyond what was read")
+		return
+	}
+	c.gen = rs.Gen + 1
+	dataRead := c.readOff
+	readOff := dataRead // as acknowledged: the FIN counts as a byte
+	if c.gotFin {
+		readOff++
+	}
+	c.mu.Unlock()
+
+	// The Reply goes out before the carrier is installed, so that it
+	// precedes every replayed byte on the stream.
+	b, _ := wire.AppendReply(nil, wire.Reply{Status: wire.StatusOK, Ext: mustTLV(wire.ExtReadOff, wire.Uint64TLV(readOff))})
+	s.SetWriteDeadline(time.Now().Add(h.cfg.openTimeout()))
+	if _, err := s.Write(b); err != nil {
+		s.CancelRead(streamProtocol)
+		s.CancelWrite(streamProtocol)
+		return
+	}
+	s.SetWriteDeadline(time.Time{})
+	c.acked(rs.ReadOff)
+	sent := min(rs.ReadOff, c.bufEnd())
+	c.mu.Lock()
+	old := c.car
+	if old != nil { // the dialer saw the failure first; the old stream is dead to it
+		c.car = nil
+		c.state = flowSuspended
+		c.suspended = time.Now()
+	}
+	c.mu.Unlock()
+	if old != nil {
+		old.ctl.detach(c)
+		dropCarrier(old, streamMoved)
+	}
+	car := &carrier{s: s, qc: qc, ctl: ctl, sent: sent, skip: dataRead - min(dataRead, rs.SendFrom)}
+	if c.install(car) {
+		c.resumed(car)
+	}
+}
+
+func (c *Conn) bufEnd() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.end
+}
+
+func mustTLV(typ byte, v []byte) []byte {
+	b, err := wire.AppendTLV(nil, typ, v)
+	if err != nil {
+		panic(err) // only called with fixed, short values
+	}
+	return b
+}
