@@ -85,14 +85,15 @@ const (
 
 // carrier is one stream carrying a flow.
 type carrier struct {
-	s     *quic.Stream
-	qc    *quic.Conn
-	ctl   *control
-	peer  *peer  // dialer: the reference on the connection, given back when the carrier is dropped
-	sent  uint64 // flow offset handed to s; guarded by the Conn's wlock
-	skip  uint64 // bytes the peer resent that Read must discard; guarded by rmu
-	ready chan struct{}
-	err   error // why ready was closed without the stream becoming usable
+	s      *quic.Stream
+	qc     *quic.Conn
+	ctl    *control
+	peer   *peer  // dialer: the reference on the connection, given back when the carrier is dropped
+	sent   uint64 // flow offset handed to s; guarded by the Conn's wlock
+	skip   uint64 // bytes the peer resent that Read must discard; guarded by rmu
+	replay uint64 // bytes to send again when installed (fixed at install)
+	ready  chan struct{}
+	err    error // why ready was closed without the stream becoming usable
 }
 
 // FlowStats describes a flow. RTT figures are those of the QUIC connection
@@ -360,6 +361,12 @@ func (c *Conn) flush(car *carrier) error {
 			return errSuperseded
 		}
 		p := c.buf.slice(car.sent)
+		if car.sent < c.buf.acked {
+			// A resume promised the listener the bytes from car.sent on,
+			// and it will discard those it already has; an Ack for them
+			// arrived meanwhile and freed them here. Any bytes will do.
+			p = zeros[:min(uint64(len(zeros)), c.buf.acked-car.sent)]
+		}
 		sendFin := p == nil && c.finWanted && !c.finSent && c.writeAbort == nil
 		if sendFin {
 			c.finSent = true
@@ -378,6 +385,9 @@ func (c *Conn) flush(car *carrier) error {
 		}
 	}
 }
+
+// zeros fills the part of a replay the peer already acknowledged.
+var zeros [4096]byte
 
 // kick flushes in the background what no Write will: a replay after a
 // resume, or the FIN after CloseWrite or Close.

@@ -59,7 +59,8 @@ func (c *Conn) install(car *carrier) bool {
 		c.stats.Stalled += stall
 		c.stats.LastStall = stall
 		c.stats.Resumes++
-		c.stats.BytesReplayed += c.buf.end - car.sent
+		car.replay = c.buf.end - min(car.sent, c.buf.end)
+		c.stats.BytesReplayed += car.replay
 	}
 	car.s.SetReadDeadline(c.readDL)
 	car.s.SetWriteDeadline(c.writeDL)

@@ -231,7 +231,7 @@ func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) err
 func (c *Conn) resumed(car *carrier) {
 	c.mu.Lock()
 	stall := c.stats.LastStall
-	replayed := c.buf.end - min(car.sent, c.buf.end)
+	replayed := car.replay
 	c.mu.Unlock()
 	c.h.emit(Event{Kind: EventResumed, Service: c.service, FlowID: c.flowID, Stall: stall,
 		Replayed: replayed, To: netipAddrPortOf(car.qc.RemoteAddr())})

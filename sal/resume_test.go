@@ -1,0 +1,265 @@
+package sal
+
+import (
+	"crypto/sha256"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/sal/internal/wire"
+	"github.com/stretchr/testify/require"
+)
+
+// transfer streams n checksummed bytes each way over c and sc at once and
+// checks that both sides receive exactly what the other sent. During the
+// transfer, disrupt is called with the number of bytes the dialer has sent
+// so far, after every chunk.
+func transfer(t *testing.T, c, sc *Conn, n int, disrupt func(sent int)) {
+	t.Helper()
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	send := func(w *Conn, seed uint64, progress func(int)) ([32]byte, error) {
+		h := sha256.New()
+		chunk := randomBytes(64<<10, seed)
+		sent := 0
+		for sent < n {
+			p := chunk[:min(len(chunk), n-sent)]
+			chunk[0]++ // vary the data from chunk to chunk
+			h.Write(p)
+			if _, err := w.Write(p); err != nil {
+				return [32]byte{}, err
+			}
+			sent += len(p)
+			if progress != nil {
+				progress(sent)
+			}
+		}
+		return [32]byte(h.Sum(nil)), w.CloseWrite()
+	}
+	recv := func(r *Conn, out chan<- result) {
+		h := sha256.New()
+		m, err := io.Copy(h, r)
+		out <- result{[32]byte(h.Sum(nil)), m, err}
+	}
+	toServer, toClient := make(chan result, 1), make(chan result, 1)
+	go recv(sc, toServer)
+	go recv(c, toClient)
+	var wg sync.WaitGroup
+	var sentC, sentS [32]byte
+	var errC, errS error
+	wg.Add(2)
+	go func() { defer wg.Done(); sentC, errC = send(c, 1, disrupt) }()
+	go func() { defer wg.Done(); sentS, errS = send(sc, 2, nil) }()
+	wg.Wait()
+	require.NoError(t, errC)
+	require.NoError(t, errS)
+	for _, x := range []struct {
+		name string
+		ch   chan result
+		want [32]byte
+	}{{"dialer→listener", toServer, sentC}, {"listener→dialer", toClient, sentS}} {
+		select {
+		case r := <-x.ch:
+			require.NoError(t, r.err, x.name)
+			require.Equal(t, int64(n), r.n, x.name)
+			require.Equal(t, x.want, r.sum, "%s: checksum", x.name)
+		case <-time.After(60 * time.Second):
+			t.Fatalf("%s: transfer hung", x.name)
+		}
+	}
+}
+
+// openPair dials service from client and accepts it.
+func openPair(t *testing.T, client *Host, l *Listener, service string) (c, sc *Conn) {
+	t.Helper()
+	acc := accept(t, l)
+	c, err := client.Dial(testCtx(t), service)
+	require.NoError(t, err)
+	sc = <-acc
+	require.NotNil(t, sc)
+	t.Cleanup(func() { c.Close(); sc.Close() })
+	return c, sc
+}
+
+// killConn ends the QUIC connection that carries c, as a failed path or a
+// lost NAT mapping would, but with a signal so the test needs no timeout.
+func killConn(c *Conn) {
+	if qc := c.quicConn(); qc != nil {
+		qc.CloseWithError(0x77, "test: connection killed")
+	}
+}
+
+func TestResumeByteExactAcrossConnectionKills(t *testing.T) {
+	var events []Event
+	var mu sync.Mutex
+	mem := resolve.NewMemory()
+	record := func(e Event) { mu.Lock(); events = append(events, e); mu.Unlock() }
+	server := newHost(t, Config{Resolver: mem, OnEvent: record, FlowBuffer: 1 << 20})
+	client := newHost(t, Config{Resolver: mem, OnEvent: record, FlowBuffer: 1 << 20})
+	l, err := server.Listen(testCtx(t), "resume.demo")
+	require.NoError(t, err)
+	c, sc := openPair(t, client, l, "resume.demo")
+
+	const total = 24 << 20
+	kills := 0
+	transfer(t, c, sc, total, func(sent int) {
+		if sent >= (kills+1)*total/6 && kills < 5 {
+			kills++
+			killConn(c)
+		}
+	})
+	require.Equal(t, 5, kills)
+	st := c.Stats()
+	require.GreaterOrEqual(t, st.Resumes, 5, "every kill must be survived by a resume")
+	mu.Lock()
+	defer mu.Unlock()
+	resumed := 0
+	for _, e := range events {
+		if e.Kind == EventResumed && e.FlowID == c.FlowID() {
+			resumed++
+		}
+		require.NotEqual(t, EventLost, e.Kind, "no flow may be lost: %v", e.Err)
+	}
+	require.GreaterOrEqual(t, resumed, 10, "both ends report each resume")
+}
+
+func TestFlowLostWhenPeerHostCloses(t *testing.T) {
+	mem := resolve.NewMemory()
+	server := newHost(t, Config{Resolver: mem})
+	client := newHost(t, Config{Resolver: mem})
+	l, err := server.Listen(testCtx(t), "gone.demo")
+	require.NoError(t, err)
+	c, _ := openPair(t, client, l, "gone.demo")
+	// A Host that shuts down ends its flows at once: nothing will resume them.
+	require.NoError(t, server.Close())
+	start := time.Now()
+	_, err = c.Read(make([]byte, 1))
+	require.ErrorIs(t, err, ErrFlowLost)
+	require.Less(t, time.Since(start), quick)
+	_, err = c.Write([]byte("x"))
+	require.ErrorIs(t, err, ErrFlowLost)
+}
+
+func TestFlowLostAfterResumeTimeout(t *testing.T) {
+	mem := resolve.NewMemory()
+	server := newHost(t, Config{Resolver: mem, ResumeTimeout: 500 * time.Millisecond})
+	client := newHost(t, Config{Resolver: mem, ResumeTimeout: 300 * time.Millisecond, EndpointTimeout: 50 * time.Millisecond})
+	l, err := server.Listen(testCtx(t), "away.demo")
+	require.NoError(t, err)
+	c, sc := openPair(t, client, l, "away.demo")
+	// The service now answers nowhere the client can reach.
+	dead := mustListenUDP(t).LocalAddr().(*net.UDPAddr).AddrPort()
+	require.NoError(t, client.Table().Set(Rule{Service: "away.demo", Action: ActionEndpoints,
+		Endpoints: []resolve.Endpoint{{Addr: dead}}}))
+	killConn(c)
+	start := time.Now()
+	_, err = c.Read(make([]byte, 1))
+	require.ErrorIs(t, err, ErrFlowLost)
+	require.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond, "the dialer keeps trying for ResumeTimeout")
+	require.Less(t, time.Since(start), quick)
+	// The listener gives up too once its own ResumeTimeout passes.
+	_, err = sc.Read(make([]byte, 1))
+	require.ErrorIs(t, err, ErrFlowLost)
+}
+
+// rawResume sends a crafted Resume to server over a fresh connection that
+// proves key's identity, and returns the Reply's status.
+func rawResume(t *testing.T, id *identity, server netip.AddrPort, rs wire.Resume) wire.Status {
+	t.Helper()
+	tr := &quic.Transport{Conn: mustListenUDP(t)}
+	defer tr.Close()
+	qc, err := tr.Dial(testCtx(t), net.UDPAddrFromAddrPort(server), id.clientTLS(""), nil)
+	require.NoError(t, err)
+	defer qc.CloseWithError(0, "")
+	s, err := qc.OpenStreamSync(testCtx(t))
+	require.NoError(t, err)
+	b, err := wire.AppendResume(nil, rs)
+	require.NoError(t, err)
+	_, err = s.Write(b)
+	require.NoError(t, err)
+	s.SetReadDeadline(time.Now().Add(quick))
+	reply, err := wire.ReadReply(s)
+	require.NoError(t, err)
+	return reply.Status
+}
+
+func TestResumeRefusals(t *testing.T) {
+	mem := resolve.NewMemory()
+	server := newHost(t, Config{Resolver: mem})
+	client := newHost(t, Config{Resolver: mem})
+	l, err := server.Listen(testCtx(t), "guard.demo")
+	require.NoError(t, err)
+	c, sc := openPair(t, client, l, "guard.demo")
+
+	// One genuine resume, so that a generation has been used.
+	killConn(c)
+	roundTrip(t, c, sc, "after a genuine resume")
+	c.mu.Lock()
+	usedGen, secret, flowID := c.gen-1, c.secret, c.flowID
+	readOff := c.readOff
+	c.mu.Unlock()
+
+	valid := func(gen uint64) wire.Resume {
+		return wire.Resume{FlowID: flowID, Gen: gen, Tag: resumeTag(secret, flowID, gen), ReadOff: readOff}
+	}
+	forged := valid(usedGen + 1)
+	forged.Tag[0] ^= 1
+	stale := valid(usedGen + 5)
+	stale.ReadOff = 1 << 40 // claims to have read bytes never sent
+	for _, tc := range []struct {
+		name string
+		id   *identity
+		rs   wire.Resume
+	}{
+		{"forged tag", client.id, forged},
+		{"replayed generation", client.id, valid(usedGen)},
+		{"stale offsets", client.id, stale},
+		{"another dialer's key", mustIdentity(t), valid(usedGen + 9)},
+		{"unknown flow", client.id, wire.Resume{FlowID: flowID + 1, Gen: 100, Tag: resumeTag(secret, flowID+1, 100)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, wire.StatusNoFlow, rawResume(t, tc.id, server.LocalAddr(), tc.rs))
+			roundTrip(t, c, sc, "the real flow carries on after: "+tc.name)
+		})
+	}
+
+	t.Run("closed flow", func(t *testing.T) {
+		c.Close()
+		sc.Close()
+		require.Eventually(t, func() bool { return server.flow(sc.key) == nil }, quick, time.Millisecond)
+		require.Equal(t, wire.StatusNoFlow, rawResume(t, client.id, server.LocalAddr(), valid(usedGen+20)))
+	})
+}
+
+func mustIdentity(t *testing.T) *identity {
+	id, err := newIdentity(nil)
+	require.NoError(t, err)
+	return id
+}
+
+// roundTrip sends a message each way and checks it arrives.
+func roundTrip(t *testing.T, c, sc *Conn, msg string) {
+	t.Helper()
+	for _, p := range [][2]*Conn{{c, sc}, {sc, c}} {
+		_, err := p[0].Write([]byte(msg))
+		require.NoError(t, err, msg)
+		buf := make([]byte, len(msg))
+		p[1].SetReadDeadline(time.Now().Add(quick))
+		_, err = io.ReadFull(p[1], buf)
+		require.NoError(t, err, msg)
+		require.Equal(t, msg, string(buf))
+		p[1].SetReadDeadline(time.Time{})
+	}
+}
+
+
+
+
