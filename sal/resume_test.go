@@ -259,7 +259,3 @@ func roundTrip(t *testing.T, c, sc *Conn, msg string) {
 		p[1].SetReadDeadline(time.Time{})
 	}
 }
-
-
-
-
