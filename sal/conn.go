@@ -504,7 +504,12 @@ func (c *Conn) LocalAddr() net.Addr { return c.local }
 func (c *Conn) RemoteAddr() net.Addr {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.remote
+	a := c.remote
+	if c.car != nil {
+		// The connection's view: it follows a peer's migration.
+		a.Endpoint = netipAddrPortOf(c.car.qc.RemoteAddr())
+	}
+	return a
 }
 
 // SetDeadline sets the read and write deadlines.

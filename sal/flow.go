@@ -71,12 +71,25 @@ func (c *Conn) install(car *carrier) bool {
 	if old != nil && old != car {
 		dropCarrier(old, streamMoved)
 	}
-	if readClosed {
+	if readClosed && car.ready == nil {
+		// (A carrier that still has a Reply to deliver says so after it;
+		// see readDone.)
 		car.s.CancelRead(streamClosed)
 	}
 	car.ctl.attach(c)
 	c.kick()
 	return true
+}
+
+// readDone tells the peer, once car's Reply is in, that this end reads
+// no more from it, if so.
+func (c *Conn) readDone(car *carrier) {
+	c.mu.Lock()
+	done := c.readClosed || c.gotFin
+	c.mu.Unlock()
+	if done {
+		car.s.CancelRead(streamClosed)
+	}
 }
 
 // dropCarrier ends a carrier's stream with code (streamMoved: the flow
@@ -203,6 +216,7 @@ func (c *Conn) suspend(car *carrier, cause error) {
 		c.mu.Unlock()
 		return
 	}
+	c.remote.Endpoint = netipAddrPortOf(car.qc.RemoteAddr())
 	c.car = nil
 	c.state = flowSuspended
 	c.suspended = time.Now()
@@ -285,6 +299,9 @@ func (c *Conn) maybeFinish() {
 func (c *Conn) release() {
 	c.mu.Lock()
 	car := c.car
+	if car != nil {
+		c.remote.Endpoint = netipAddrPortOf(car.qc.RemoteAddr()) // keep the last address seen
+	}
 	c.car = nil
 	freed := c.buf.release()
 	if c.ackTimer != nil {

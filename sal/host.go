@@ -41,10 +41,8 @@ type Host struct {
 	log      *slog.Logger
 	id       *identity
 	selfID   ServiceID // rk--<fingerprint>: how this Host names itself as a dialer
-	pconn    net.PacketConn
-	local    netip.AddrPort
-	tr       *quic.Transport
 	quicConf *quic.Config
+	listen   func(ctx context.Context, network, address string) (net.PacketConn, error)
 	resolver resolve.Resolver // the cache in front of backend
 	backend  resolve.Resolver
 	ownCache *resolve.Cache // closed with the Host when the Host made it
@@ -60,6 +58,9 @@ type Host struct {
 	inbound   map[*quic.Conn]struct{}  // connections peers dialed
 	listeners map[string]*Listener     // by ServiceID.LookupName
 	qln       *quic.Listener           // started by the first Listen
+	cur       *transport               // the socket the Host uses now
+	retired   []*transport             // earlier sockets that migrated connections still need
+	rebinding sync.Mutex               // serializes Rebind
 	spread    map[string]uint32        // per-service round-robin position
 	flows     map[flowKey]*Conn        // live flows, for acks and resumes
 
@@ -98,9 +99,8 @@ func NewHost(cfg Config) (*Host, error) {
 		log:       cfg.logger(),
 		id:        id,
 		selfID:    selfID,
-		pconn:     pconn,
-		local:     local,
-		tr:        &quic.Transport{Conn: pconn},
+		cur:       &transport{tr: &quic.Transport{Conn: pconn}, pc: pconn, local: local},
+		listen:    listen,
 		quicConf:  cfg.quicConfig(),
 		peers:     make(map[netip.AddrPort]*peer),
 		inbound:   make(map[*quic.Conn]struct{}),
@@ -121,7 +121,11 @@ func NewHost(cfg Config) (*Host, error) {
 }
 
 // LocalAddr returns the address of the Host's UDP socket.
-func (h *Host) LocalAddr() netip.AddrPort { return h.local }
+func (h *Host) LocalAddr() netip.AddrPort {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cur.local
+}
 
 // Key returns the fingerprint of the Host's public key: the key that its
 // services prove they hold.
@@ -158,6 +162,8 @@ func (h *Host) Close() error {
 	inbound := h.inbound
 	h.inbound = nil
 	qln := h.qln
+	transports := append([]*transport{h.cur}, h.retired...)
+	h.retired = nil
 	flows := make([]*Conn, 0, len(h.flows))
 	for _, c := range h.flows {
 		flows = append(flows, c)
@@ -183,9 +189,8 @@ func (h *Host) Close() error {
 	for c := range inbound {
 		c.CloseWithError(codeHostClosed, "host closed")
 	}
-	errs = append(errs, h.tr.Close())
-	if err := h.pconn.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-		errs = append(errs, err)
+	for _, t := range transports {
+		errs = append(errs, t.close())
 	}
 	if h.ownCache != nil {
 		errs = append(errs, h.ownCache.Close())

@@ -68,7 +68,7 @@ func (h *Host) ListenService(ctx context.Context, id ServiceID) (*Listener, erro
 		return nil, op(ErrAlreadyListening)
 	}
 	if h.qln == nil {
-		qln, err := h.tr.Listen(h.serverTLS(), h.quicConf)
+		qln, err := h.cur.tr.Listen(h.serverTLS(), h.quicConf)
 		if err != nil {
 			h.mu.Unlock()
 			return nil, op(err)
@@ -94,7 +94,7 @@ func (h *Host) ListenService(ctx context.Context, id ServiceID) (*Listener, erro
 			r.Close()
 		}
 	}
-	h.log.Debug("listening", "service", id, "addr", h.local)
+	h.log.Debug("listening", "service", id, "addr", h.LocalAddr())
 	return l, nil
 }
 
@@ -131,7 +131,7 @@ func (h *Host) advertiseAddr() netip.AddrPort {
 	if h.cfg.AdvertiseAddr.IsValid() {
 		return h.cfg.AdvertiseAddr
 	}
-	return h.local
+	return h.LocalAddr()
 }
 
 // Accept waits for the next flow. It implements net.Listener.
@@ -192,7 +192,7 @@ func (l *Listener) Close() error {
 }
 
 // Addr returns the service's address. It implements net.Listener.
-func (l *Listener) Addr() net.Addr { return Addr{Service: l.service, Endpoint: l.h.local} }
+func (l *Listener) Addr() net.Addr { return Addr{Service: l.service, Endpoint: l.h.LocalAddr()} }
 
 // Service returns the service the Listener accepts flows for.
 func (l *Listener) Service() ServiceID { return l.service }
@@ -325,7 +325,7 @@ func (h *Host) serveStream(qc *quic.Conn, ctl *control, s *quic.Stream, key reso
 		reject(wire.StatusNoListener, streamRejected)
 		return
 	}
-	c := h.newConn(false, id, open.FlowID, key, true, Addr{Service: id, Endpoint: h.local}, remote)
+	c := h.newConn(false, id, open.FlowID, key, true, Addr{Service: id, Endpoint: h.LocalAddr()}, remote)
 	if v, ok := wire.LookupTLV(open.Ext, wire.ExtSecret); ok && len(v) == secretLen {
 		copy(c.secret[:], v)
 	}
@@ -407,7 +407,7 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 		}
 		return nil, err
 	}
-	c := h.newConn(true, id, flowID, p.key, authed, Addr{Service: h.selfID, Endpoint: h.local}, Addr{Service: id, Endpoint: p.addr})
+	c := h.newConn(true, id, flowID, p.key, authed, Addr{Service: h.selfID, Endpoint: h.LocalAddr()}, Addr{Service: id, Endpoint: p.addr})
 	c.secret = secret
 	if !h.addFlow(c) {
 		s.CancelWrite(streamRejected)
@@ -435,6 +435,7 @@ func (c *Conn) awaitReply(car *carrier) {
 	car.err = err
 	close(car.ready)
 	if err == nil {
+		c.readDone(car)
 		return
 	}
 	if errors.Is(err, ErrProtocol) || errors.Is(err, ErrNoListener) || errors.Is(err, ErrBusy) || errors.Is(err, ErrRefused) {

@@ -31,6 +31,11 @@ type peer struct {
 	flows int         // live flows, plus dials holding the peer
 	idle  *time.Timer // closes the connection once flows has been 0 for IdleConnTimeout
 	gone  bool        // removed from Host.peers
+	// transports the connection is registered with: the one it was dialed
+	// on and every one it migrated to. quic-go's Transport.Close ends every
+	// connection ever registered with it, so a retired socket may only
+	// close once no live connection lists it.
+	transports []*transport
 }
 
 // getPeer returns the connection to addr, dialing it for service if there
@@ -87,7 +92,10 @@ func (h *Host) getPeer(ctx context.Context, addr netip.AddrPort, service Service
 
 func (h *Host) dialPeer(ctx context.Context, p *peer) {
 	defer close(p.ready)
-	conn, err := h.tr.Dial(ctx, net.UDPAddrFromAddrPort(p.addr), h.id.clientTLS(p.sni), h.quicConf)
+	h.mu.Lock()
+	t := h.cur
+	h.mu.Unlock()
+	conn, err := t.tr.Dial(ctx, net.UDPAddrFromAddrPort(p.addr), h.id.clientTLS(p.sni), h.quicConf)
 	if err == nil {
 		p.key, err = peerFingerprint(conn.ConnectionState().TLS)
 		if err != nil {
@@ -108,6 +116,9 @@ func (h *Host) dialPeer(ctx context.Context, p *peer) {
 	}
 	p.conn = conn
 	p.ctl = h.newControl(conn, true, p.key)
+	h.mu.Lock()
+	p.transports = []*transport{t}
+	h.mu.Unlock()
 	h.log.Debug("connected", "peer", p.addr, "key", p.key)
 	// Forget the peer as soon as its connection dies, so the next flow
 	// dials afresh instead of failing on a dead connection.
@@ -158,6 +169,7 @@ func (h *Host) removePeerLocked(p *peer) {
 	if h.peers[p.addr] == p {
 		delete(h.peers, p.addr)
 	}
+	h.closeUnusedLocked()
 }
 
 // isNoListenerAlert reports whether a handshake failed with TLS's

@@ -50,9 +50,26 @@ func (c *Conn) resumeLoop(cause error) {
 		if state != flowSuspended {
 			return
 		}
-		err := c.tryResume(ctx, attempt)
+		// A watch that reports new endpoints cuts the attempt short: the
+		// service moved, and waiting on its old address is pointless.
+		actx, acancel := context.WithCancel(ctx)
+		moved := make(chan struct{})
+		go func() {
+			select {
+			case <-updates:
+				close(moved)
+				acancel()
+			case <-actx.Done():
+			}
+		}()
+		err := c.tryResume(actx, attempt)
+		acancel()
 		if err == nil {
 			return
+		}
+		if isClosedChan(moved) {
+			backoff = 20 * time.Millisecond
+			continue
 		}
 		c.h.log.Debug("resume attempt failed", "service", c.service, "flow", c.flowID, "attempt", attempt, "err", err)
 		if errors.Is(err, errResumeRefused) {
@@ -127,8 +144,9 @@ func (c *Conn) tryResume(ctx context.Context, attempt int) error {
 		}
 	}
 	var errs []error
-	for i, ep := range eps {
-		err := c.resumeAt(ctx, dialable(ep.Addr), i == len(eps)-1)
+	for _, ep := range eps {
+		// Every attempt is bounded, the last one too: the loop tries again.
+		err := c.resumeAt(ctx, dialable(ep.Addr), false)
 		if err == nil {
 			return nil
 		}
@@ -223,6 +241,7 @@ func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) err
 		}
 	}
 	close(car.ready)
+	c.readDone(car)
 	c.resumed(car)
 	return nil
 }

@@ -1,0 +1,206 @@
+package sal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/quic-go/quic-go"
+	"github.com/roamnet/roam/resolve"
+)
+
+// transport is one of the Host's sockets and the quic.Transport on it.
+type transport struct {
+	tr    *quic.Transport
+	pc    net.PacketConn
+	local netip.AddrPort
+	once  sync.Once
+	err   error
+}
+
+func (t *transport) close() error {
+	t.once.Do(func() {
+		t.err = t.tr.Close()
+		if err := t.pc.Close(); err != nil && !errors.Is(err, net.ErrClosed) && t.err == nil {
+			t.err = err
+		}
+	})
+	return t.err
+}
+
+// Rebind moves the Host to a new socket at localAddr ("ip:0" means any
+// port), as when the address it used went away:
+//
+//   - every connection the Host dialed migrates to the new socket by QUIC
+//     connection migration (probe the new path, then switch), so its flows
+//     only pause for about a round trip;
+//   - a connection that cannot migrate is closed, and its flows resume on
+//     a new connection from the new socket;
+//   - connections that peers dialed to the old address cannot follow (QUIC
+//     lets only clients migrate): they are closed with a "moved" signal,
+//     and the dialers resume their flows at the new address;
+//   - every Listener is registered at the new address;
+//   - the old socket closes as soon as no migrated connection needs it.
+//
+// ctx bounds the path probes; connections whose probe has not succeeded
+// by then resume instead.
+func (h *Host) Rebind(ctx context.Context, localAddr string) error {
+	h.rebinding.Lock()
+	defer h.rebinding.Unlock()
+	op := func(err error) error { return &OpError{Op: "rebind", Service: localAddr, Err: err} }
+	if h.isClosed() {
+		return op(net.ErrClosed)
+	}
+	pc, err := h.listen(ctx, "udp", localAddr)
+	if err != nil {
+		return op(err)
+	}
+	local, err := addrPortOf(pc.LocalAddr())
+	if err != nil {
+		pc.Close()
+		return op(err)
+	}
+	t := &transport{tr: &quic.Transport{Conn: pc}, pc: pc, local: local}
+
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		t.close()
+		return op(net.ErrClosed)
+	}
+	var qln *quic.Listener
+	if h.qln != nil {
+		if qln, err = t.tr.Listen(h.serverTLS(), h.quicConf); err != nil {
+			h.mu.Unlock()
+			t.close()
+			return op(err)
+		}
+	}
+	old, oldQln := h.cur, h.qln
+	h.cur, h.qln = t, qln
+	h.retired = append(h.retired, old)
+	var peers []*peer
+	for _, p := range h.peers {
+		if p.conn != nil {
+			peers = append(peers, p)
+		}
+	}
+	inbound := make([]*quic.Conn, 0, len(h.inbound))
+	for c := range h.inbound {
+		inbound = append(inbound, c)
+	}
+	listeners := make([]*Listener, 0, len(h.listeners))
+	for _, l := range h.listeners {
+		listeners = append(listeners, l)
+	}
+	h.mu.Unlock()
+
+	if qln != nil {
+		h.wg.Add(1)
+		go h.acceptConns(qln)
+	}
+	if oldQln != nil {
+		oldQln.Close()
+	}
+	var wg sync.WaitGroup
+	for _, p := range peers {
+		wg.Go(func() { h.migrate(ctx, p, t, old.local) })
+	}
+	// Register the new address before telling dialers to move, so that
+	// when they look the service up again they find it.
+	var errs []error
+	for _, l := range listeners {
+		if err := l.reregister(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, c := range inbound {
+		c.CloseWithError(codeMoved, "host moved")
+	}
+	wg.Wait()
+
+	h.mu.Lock()
+	h.closeUnusedLocked()
+	h.mu.Unlock()
+	h.emit(Event{Kind: EventRebound, From: old.local, To: local})
+	h.log.Debug("rebound", "from", old.local, "to", local)
+	if len(errs) > 0 {
+		return op(errors.Join(errs...))
+	}
+	return nil
+}
+
+// migrate moves p's connection onto t, or, failing that, closes it so its
+// flows resume on a new connection.
+func (h *Host) migrate(ctx context.Context, p *peer, t *transport, from netip.AddrPort) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 2*h.cfg.endpointTimeout())
+		defer cancel()
+	}
+	path, err := p.conn.AddPath(t.tr)
+	if err == nil {
+		h.mu.Lock()
+		p.transports = append(p.transports, t) // registered from the first probe on
+		h.mu.Unlock()
+		if err = path.Probe(ctx); err == nil {
+			err = path.Switch()
+		}
+		if err != nil {
+			path.Close()
+		}
+	}
+	if err != nil {
+		h.log.Debug("migration failed; flows will resume", "peer", p.addr, "err", err)
+		p.conn.CloseWithError(codeMoved, "migration failed")
+		return
+	}
+	stats := p.conn.ConnectionStats()
+	h.emit(Event{Kind: EventMigrated, From: from, To: t.local, RTT: stats.SmoothedRTT})
+}
+
+// closeUnusedLocked closes retired sockets no live connection needs.
+func (h *Host) closeUnusedLocked() {
+	h.retired = slices.DeleteFunc(h.retired, func(t *transport) bool {
+		for _, p := range h.peers {
+			if slices.Contains(p.transports, t) {
+				return false
+			}
+		}
+		// Closing may block on quic-go's connection teardown; never
+		// under h.mu.
+		go t.close()
+		return true
+	})
+}
+
+// reregister registers l at the Host's current address and then withdraws
+// the old registration, so that the service is never unlisted meanwhile.
+func (l *Listener) reregister(ctx context.Context) error {
+	reg, ok := l.h.backend.(resolve.Registrar)
+	if !ok {
+		return nil
+	}
+	r, err := reg.Register(ctx, l.name, resolve.Endpoint{Addr: l.h.advertiseAddr(), Key: l.h.id.fp})
+	if err != nil {
+		return fmt.Errorf("re-register %s: %w", l.service, err)
+	}
+	l.mu.Lock()
+	old := l.reg
+	l.reg = r
+	closed := l.closed
+	l.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	if closed {
+		r.Close()
+	}
+	return nil
+}
+
+

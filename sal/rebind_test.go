@@ -1,0 +1,110 @@
+package sal
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"net"
+
+	"github.com/roamnet/roam/resolve"
+	"github.com/stretchr/testify/require"
+)
+
+// eventLog records a Host's events.
+type eventLog struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (l *eventLog) record(e Event) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+}
+
+func (l *eventLog) count(kind EventKind) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, e := range l.events {
+		if e.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+// Linux routes all of 127.0.0.0/8 to loopback, so a Host can move between
+// loopback addresses as it would between interfaces.
+func loopbackAddr(i int) string { return fmt.Sprintf("127.0.0.%d:0", 2+i%200) }
+
+func TestRebindClientMigratesMidStream(t *testing.T) {
+	var serverLog, clientLog eventLog
+	mem := resolve.NewMemory()
+	server := newHost(t, Config{Resolver: mem, OnEvent: serverLog.record})
+	client := newHost(t, Config{Resolver: mem, OnEvent: clientLog.record})
+	l, err := server.Listen(testCtx(t), "move.demo")
+	require.NoError(t, err)
+	c, sc := openPair(t, client, l, "move.demo")
+
+	const total, rebinds = 16 << 20, 8
+	done := 0
+	transfer(t, c, sc, total, func(sent int) {
+		if sent >= (done+1)*total/(rebinds+1) && done < rebinds {
+			require.NoError(t, client.Rebind(testCtx(t), loopbackAddr(done)))
+			done++
+		}
+	})
+	require.Equal(t, rebinds, done)
+	require.Equal(t, rebinds, clientLog.count(EventMigrated), "every rebind migrates the connection")
+	require.Zero(t, clientLog.count(EventLost))
+	require.Zero(t, clientLog.count(EventSuspended), "a migrated flow never loses its carrier")
+	require.Equal(t, client.LocalAddr(), sc.RemoteAddr().(Addr).Endpoint, "the server sees the client's new address")
+
+	// Old sockets close once the connection no longer needs them; here the
+	// connection lives on, so they stay until it ends.
+	c.Close()
+	sc.Close()
+	client.mu.Lock()
+	retired := len(client.retired)
+	client.mu.Unlock()
+	require.LessOrEqual(t, retired, rebinds)
+}
+
+func TestRebindServerFlowsResume(t *testing.T) {
+	var serverLog, clientLog eventLog
+	mem := resolve.NewMemory()
+	server := newHost(t, Config{Resolver: mem, OnEvent: serverLog.record})
+	client := newHost(t, Config{Resolver: mem, OnEvent: clientLog.record})
+	l, err := server.Listen(testCtx(t), "provider.demo")
+	require.NoError(t, err)
+	c, sc := openPair(t, client, l, "provider.demo")
+
+	const total, rebinds = 16 << 20, 5
+	done := 0
+	transfer(t, c, sc, total, func(sent int) {
+		if sent >= (done+1)*total/(rebinds+1) && done < rebinds {
+			require.NoError(t, server.Rebind(testCtx(t), loopbackAddr(done)))
+			done++
+		}
+	})
+	require.Equal(t, rebinds, done)
+	// A rebind while the flow is still resuming from the previous one
+	// merges into that resume, so resumes may be fewer than rebinds.
+	require.NotZero(t, c.Stats().Resumes, "a moved server's flows resume at its new address")
+	require.Zero(t, clientLog.count(EventLost))
+	require.Equal(t, server.LocalAddr(), c.RemoteAddr().(Addr).Endpoint)
+	eps, err := mem.Resolve(context.Background(), "provider.demo")
+	require.NoError(t, err)
+	require.Equal(t, []resolve.Endpoint{{Addr: server.LocalAddr(), Key: server.Key()}}, eps,
+		"the registration follows the server, and the old one is withdrawn")
+}
+
+func TestRebindErrors(t *testing.T) {
+	h := newHost(t, Config{Resolver: resolve.NewMemory()})
+	require.Error(t, h.Rebind(testCtx(t), "not an address"))
+	require.NoError(t, h.Close())
+	require.ErrorIs(t, h.Rebind(testCtx(t), "127.0.0.1:0"), net.ErrClosed)
+}
+
