@@ -202,5 +202,3 @@ func (l *Listener) reregister(ctx context.Context) error {
 	}
 	return nil
 }
-
-

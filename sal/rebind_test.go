@@ -3,9 +3,9 @@ package sal
 import (
 	"context"
 	"fmt"
+	"net"
 	"sync"
 	"testing"
-	"net"
 
 	"github.com/roamnet/roam/resolve"
 	"github.com/stretchr/testify/require"
@@ -107,4 +107,3 @@ func TestRebindErrors(t *testing.T) {
 	require.NoError(t, h.Close())
 	require.ErrorIs(t, h.Rebind(testCtx(t), "127.0.0.1:0"), net.ErrClosed)
 }
-
