@@ -320,6 +320,7 @@ func (c *Conn) release() {
 		}
 	}
 	c.h.forgetFlow(c)
+	c.h.unfollow(c)
 	select {
 	case <-c.finished:
 	default:

@@ -59,10 +59,12 @@ type Host struct {
 	listeners map[string]*Listener     // by ServiceID.LookupName
 	qln       *quic.Listener           // started by the first Listen
 	cur       *transport               // the socket the Host uses now
+	advertise netip.AddrPort           // registered instead of cur.local when valid
 	retired   []*transport             // earlier sockets that migrated connections still need
 	rebinding sync.Mutex               // serializes Rebind
 	spread    map[string]uint32        // per-service round-robin position
 	flows     map[flowKey]*Conn        // live flows, for acks and resumes
+	following map[string]*following    // services whose dialer flows follow the resolver
 
 	budget *budget // bytes all flows keep for replay
 }
@@ -101,12 +103,14 @@ func NewHost(cfg Config) (*Host, error) {
 		selfID:    selfID,
 		cur:       &transport{tr: &quic.Transport{Conn: pconn}, pc: pconn, local: local},
 		listen:    listen,
+		advertise: cfg.AdvertiseAddr,
 		quicConf:  cfg.quicConfig(),
 		peers:     make(map[netip.AddrPort]*peer),
 		inbound:   make(map[*quic.Conn]struct{}),
 		listeners: make(map[string]*Listener),
 		spread:    make(map[string]uint32),
 		flows:     make(map[flowKey]*Conn),
+		following: make(map[string]*following),
 		budget:    newBudget(cfg.hostBuffer()),
 	}
 	if c, ok := cfg.Resolver.(*resolve.Cache); ok {

@@ -128,10 +128,38 @@ func (h *Host) serverTLS() *tls.Config {
 }
 
 func (h *Host) advertiseAddr() netip.AddrPort {
-	if h.cfg.AdvertiseAddr.IsValid() {
-		return h.cfg.AdvertiseAddr
+	h.mu.Lock()
+	adv := h.advertise
+	h.mu.Unlock()
+	if adv.IsValid() {
+		return adv
 	}
 	return h.LocalAddr()
+}
+
+// SetAdvertiseAddr changes the endpoint the Host's listeners are
+// registered at, as when a provider behind a NAT or a relay learns that
+// its public address changed, and re-registers every listener there. The
+// zero AddrPort returns to advertising LocalAddr. Dialers whose resolver
+// pushes changes move their flows to the new address.
+func (h *Host) SetAdvertiseAddr(ctx context.Context, ap netip.AddrPort) error {
+	h.mu.Lock()
+	h.advertise = ap
+	listeners := make([]*Listener, 0, len(h.listeners))
+	for _, l := range h.listeners {
+		listeners = append(listeners, l)
+	}
+	h.mu.Unlock()
+	var errs []error
+	for _, l := range listeners {
+		if err := l.reregister(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return &OpError{Op: "advertise", Endpoint: ap, Err: errors.Join(errs...)}
+	}
+	return nil
 }
 
 // Accept waits for the next flow. It implements net.Listener.
@@ -424,6 +452,7 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 	if optimistic {
 		go c.awaitReply(car)
 	}
+	h.follow(c)
 	return c, nil
 }
 
