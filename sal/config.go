@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/roamnet/roam/mobility"
 	"github.com/roamnet/roam/resolve"
 )
 
@@ -27,6 +28,14 @@ type Config struct {
 	// ListenPacket opens the Host's sockets (at start and on every later rebind);
 	// nil means UDP sockets. Tests give it the sockets of an in-memory network.
 	ListenPacket func(ctx context.Context, network, address string) (net.PacketConn, error)
+
+	// Monitor, if set, makes the Host follow the machine's preferred local
+	// address: when the Monitor's policy picks another one (the wifi went
+	// away, a cable was plugged in), or the address in use disappears, the
+	// Host Rebinds to it, migrating its connections with no application
+	// code. With no ListenAddr, the Host starts on the Monitor's pick. The
+	// Host does not close the Monitor.
+	Monitor *mobility.Monitor
 
 	// Key is the Host's identity: the key its services prove they hold and
 	// that self-certifying service IDs name. If nil, an Ed25519 key is
@@ -96,10 +105,15 @@ type Config struct {
 }
 
 func (c *Config) listenAddr() string {
-	if c.ListenAddr == "" {
-		return "0.0.0.0:0"
+	if c.ListenAddr != "" {
+		return c.ListenAddr
 	}
-	return c.ListenAddr
+	if c.Monitor != nil {
+		if a := c.Monitor.Preferred(); a.IsValid() {
+			return netip.AddrPortFrom(a, 0).String()
+		}
+	}
+	return "0.0.0.0:0"
 }
 
 func durationOr(d, def time.Duration) time.Duration {

@@ -82,10 +82,17 @@ func NewHost(cfg Config) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
-	listen := cfg.ListenPacket
-	if listen == nil {
+	open := cfg.ListenPacket
+	if open == nil {
 		var lc net.ListenConfig
-		listen = lc.ListenPacket
+		open = lc.ListenPacket
+	}
+	listen := func(ctx context.Context, network, address string) (net.PacketConn, error) {
+		pc, err := open(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		return wrapSocket(pc), nil
 	}
 	pconn, err := listen(context.Background(), "udp", cfg.listenAddr())
 	if err != nil {
@@ -120,6 +127,10 @@ func NewHost(cfg Config) (*Host, error) {
 		h.resolver, h.backend = h.ownCache, cfg.Resolver
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
+	if cfg.Monitor != nil {
+		h.wg.Add(1)
+		go h.followAddresses(cfg.Monitor)
+	}
 	h.log.Debug("host started", "addr", local, "key", id.fp)
 	return h, nil
 }

@@ -1,0 +1,96 @@
+package sal
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/roamnet/roam/mobility"
+	"github.com/roamnet/roam/mobility/netns"
+	"github.com/roamnet/roam/resolve"
+	"github.com/stretchr/testify/require"
+)
+
+// TestMonitorDrivenMigration runs a client Host in a real network
+// namespace with two interfaces, wifi and cell, and deletes the wifi
+// address from under a live flow. A mobility.Monitor inside the namespace
+// sees it over netlink, the Host rebinds to the cell address and migrates
+// its connection, and the flow delivers every byte: no application code is
+// involved.
+func TestMonitorDrivenMigration(t *testing.T) {
+	topo := netns.New(t) // skips unless root with iproute2
+
+	var mon *mobility.Monitor
+	require.NoError(t, topo.Client.Do(func() error {
+		var err error
+		mon, err = mobility.NewMonitor(mobility.MonitorConfig{
+			Policy: mobility.Policy{
+				Prefer: []mobility.Kind{mobility.KindWiFi, mobility.KindCellular},
+				Classify: func(i mobility.Interface) mobility.Kind {
+					switch i.Name {
+					case "wifi":
+						return mobility.KindWiFi
+					case "cell":
+						return mobility.KindCellular
+					}
+					return i.Kind
+				},
+			},
+			// The Monitor's reads run on any thread; this one must look
+			// inside the namespace.
+			ReadState: func() (s mobility.State, err error) {
+				err = topo.Client.Do(func() error {
+					s, err = mobility.ReadOSState()
+					return err
+				})
+				return s, err
+			},
+		})
+		return err
+	}))
+	t.Cleanup(func() { mon.Close() })
+	require.Equal(t, netns.ClientWifi.Addr(), mon.Preferred())
+
+	mem := resolve.NewMemory()
+	var serverLog, clientLog eventLog
+	server := newHost(t, Config{
+		Resolver:   mem,
+		ListenAddr: netip.AddrPortFrom(netns.ServerAddr, 4433).String(),
+		ListenPacket: func(_ context.Context, _, address string) (net.PacketConn, error) {
+			return topo.Server.ListenUDP(netip.MustParseAddrPort(address))
+		},
+		OnEvent: serverLog.record,
+	})
+	client, err := NewHost(Config{
+		Resolver: mem,
+		Monitor:  mon, // starts on the wifi address, follows the Monitor
+		ListenPacket: func(_ context.Context, _, address string) (net.PacketConn, error) {
+			return topo.Client.ListenUDP(netip.MustParseAddrPort(address))
+		},
+		OnEvent: clientLog.record,
+	})
+	require.NoError(t, err)
+	t.Cleanup(func() { client.Close() })
+	require.Equal(t, netns.ClientWifi.Addr(), client.LocalAddr().Addr())
+
+	l, err := server.Listen(testCtx(t), "phone.demo")
+	require.NoError(t, err)
+	c, sc := openPair(t, client, l, "phone.demo")
+
+	const total = 32 << 20
+	moved := false
+	transfer(t, c, sc, total, func(sent int) {
+		if sent >= total/3 && !moved {
+			moved = true
+			require.NoError(t, topo.Client.DelAddr("wifi", netns.ClientWifi))
+			require.Eventually(t, func() bool { return client.LocalAddr().Addr() == netns.ClientCell.Addr() },
+				10*time.Second, time.Millisecond, "the Host follows the Monitor to the cell address")
+		}
+	})
+	require.True(t, moved)
+	require.Equal(t, 1, clientLog.count(EventMigrated), "the connection migrated, not reconnected")
+	require.Zero(t, clientLog.count(EventLost))
+	require.Equal(t, netns.ClientCell.Addr(), sc.RemoteAddr().(Addr).Endpoint.Addr(), "the server sees the client on cell")
+}
