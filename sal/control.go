@@ -2,6 +2,7 @@ package sal
 
 import (
 	"context"
+	"errors"
 	"sync"
 
 	"github.com/quic-go/quic-go"
@@ -154,8 +155,8 @@ func (ctl *control) readLoop() {
 			for {
 				a, err := wire.ReadAck(s)
 				if err != nil {
-					if err != nil && ctx.Err() == nil {
-						s.CancelRead(streamProtocol)
+					if errors.Is(err, wire.ErrMalformed) {
+						s.CancelRead(streamProtocol) // garbage: stop reading this stream
 					}
 					return
 				}

@@ -220,76 +220,6 @@ func (h *Host) isClosed() bool {
 	return h.closed
 }
 
-// DialContext dials a service in the form net.Dialer.DialContext takes, so
-// that a Host drops into http.Transport.DialContext or
-// grpc.WithContextDialer. network is "sal", "tcp", "tcp4", "tcp6" or "";
-// address is "service" or "service:port" (the port is ignored: a service
-// ID names the service, whichever port carries it).
-func (h *Host) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
-	switch network {
-	case "", "sal", "tcp", "tcp4", "tcp6":
-	default:
-		return nil, &OpError{Op: "dial", Service: address, Err: fmt.Errorf("%w %q", ErrBadNetwork, network)}
-	}
-	service := address
-	if host, _, err := net.SplitHostPort(address); err == nil {
-		service = host
-	}
-	c, err := h.Dial(ctx, service)
-	if err != nil {
-		return nil, err // never a typed nil inside the interface
-	}
-	return c, nil
-}
-
-// Dial opens a flow to a service. The service table decides where the
-// service is; when it has several endpoints, successive flows are spread
-// across them, and a dial fails over to the next endpoint when one does not
-// answer within Config.EndpointTimeout. Once Dial returns, ctx no longer
-// governs the flow.
-func (h *Host) Dial(ctx context.Context, service string) (*Conn, error) {
-	id, err := ParseServiceID(service)
-	if err != nil {
-		return nil, &OpError{Op: "dial", Service: service, Err: err}
-	}
-	return h.DialService(ctx, id)
-}
-
-// DialService is Dial for a parsed service ID.
-func (h *Host) DialService(ctx context.Context, id ServiceID) (*Conn, error) {
-	op := &OpError{Op: "dial", Service: id.String()}
-	if h.isClosed() {
-		op.Err = net.ErrClosed
-		return nil, op
-	}
-	eps, err := h.endpoints(ctx, id)
-	if err != nil {
-		op.Err = err
-		return nil, op
-	}
-	var errs []error
-	for i, ep := range eps {
-		c, err := h.dialEndpoint(ctx, id, ep, i == len(eps)-1)
-		if err == nil {
-			return c, nil
-		}
-		h.log.Debug("dial attempt failed", "service", id, "endpoint", ep.Addr, "err", err)
-		op.Endpoint = ep.Addr
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			errs = []error{contextErr(ctx)}
-			break
-		}
-	}
-	if len(errs) == 1 {
-		op.Err = errs[0]
-	} else {
-		op.Endpoint = netip.AddrPort{}
-		op.Err = fmt.Errorf("all %d endpoints failed: %w", len(eps), errors.Join(errs...))
-	}
-	return nil, op
-}
-
 // lookup applies the service table: the endpoints of id, in the order
 // its rule or resolver gives.
 func (h *Host) lookup(ctx context.Context, id ServiceID) ([]resolve.Endpoint, error) {
@@ -331,38 +261,6 @@ func (h *Host) endpoints(ctx context.Context, id ServiceID) ([]resolve.Endpoint,
 	ordered := make([]resolve.Endpoint, 0, len(eps))
 	ordered = append(ordered, eps[start:]...)
 	return append(ordered, eps[:start]...), nil
-}
-
-func (h *Host) dialEndpoint(ctx context.Context, id ServiceID, ep resolve.Endpoint, last bool) (*Conn, error) {
-	pin, pinned := id.Key()
-	if !pinned && !ep.Key.IsZero() {
-		pin, pinned = ep.Key, true
-	}
-	if !pinned && h.cfg.RequireAuthentication {
-		return nil, ErrUnauthenticated
-	}
-	if !last {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, h.cfg.endpointTimeout())
-		defer cancel()
-	}
-	p, fresh, err := h.getPeer(ctx, dialable(ep.Addr), id)
-	if err != nil {
-		return nil, err
-	}
-	if pinned && p.key != pin {
-		h.releasePeer(p)
-		return nil, fmt.Errorf("%w: peer holds %s, want %s", ErrKeyMismatch, p.key, pin)
-	}
-	// On a connection dialed for this very service, the handshake has
-	// already told us the peer serves it (see alpnNoListener): the flow
-	// opens without waiting for the Reply, which Read takes later.
-	c, err := h.openFlow(ctx, p, id, pinned, fresh && p.sni == id.String())
-	if err == nil {
-		return c, nil
-	}
-	h.releasePeer(p)
-	return nil, err
 }
 
 // flow returns the live flow with key k, or nil.

@@ -2,14 +2,11 @@ package sal
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"time"
 
@@ -378,128 +375,4 @@ func (h *Host) serveStream(qc *quic.Conn, ctl *control, s *quic.Stream, key reso
 	s.SetWriteDeadline(time.Time{})
 	c.install(&carrier{s: s, qc: qc, ctl: ctl})
 	l.deliver(c)
-}
-
-// openFlow opens a stream on p's connection and writes the flow's Open,
-// bounded by ctx. Unless optimistic, it also waits for the Reply; an
-// optimistic flow takes its Reply in the background (see Conn.awaitReply).
-func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, optimistic bool) (*Conn, error) {
-	s, err := p.conn.OpenStreamSync(ctx)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, contextErr(ctx)
-		}
-		return nil, err
-	}
-	flowID := h.newFlowID()
-	var secret [secretLen]byte
-	_, _ = rand.Read(secret[:])
-	hdr, err := wire.AppendOpen(nil, wire.Open{FlowID: flowID, Service: id.String(), Ext: mustTLV(wire.ExtSecret, secret[:])})
-	if err != nil {
-		s.CancelWrite(streamProtocol)
-		s.CancelRead(streamProtocol)
-		return nil, err
-	}
-
-	// The exchange obeys ctx: a deadline bounds it directly, a
-	// cancellation cuts it short through a past deadline.
-	var mu sync.Mutex
-	exchanged := false
-	stop := context.AfterFunc(ctx, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if !exchanged {
-			s.SetDeadline(aLongTimeAgo)
-		}
-	})
-	if dl, ok := ctx.Deadline(); ok {
-		s.SetDeadline(dl)
-	}
-	_, err = s.Write(hdr)
-	if err == nil && !optimistic {
-		err = readReply(s)
-	}
-	mu.Lock()
-	exchanged = true
-	mu.Unlock()
-	stop()
-	s.SetDeadline(time.Time{})
-
-	if err != nil {
-		s.CancelWrite(streamRejected)
-		s.CancelRead(streamRejected)
-		if _, hasDeadline := ctx.Deadline(); ctx.Err() != nil || hasDeadline && errors.Is(err, os.ErrDeadlineExceeded) {
-			// The stream's deadline is ctx's and may fire a hair earlier.
-			<-ctx.Done()
-			return nil, contextErr(ctx)
-		}
-		return nil, err
-	}
-	c := h.newConn(true, id, flowID, p.key, authed, Addr{Service: h.selfID, Endpoint: h.LocalAddr()}, Addr{Service: id, Endpoint: p.addr})
-	c.secret = secret
-	if !h.addFlow(c) {
-		s.CancelWrite(streamRejected)
-		s.CancelRead(streamRejected)
-		return nil, net.ErrClosed
-	}
-	car := &carrier{s: s, qc: p.conn, ctl: p.ctl, peer: p}
-	if optimistic {
-		car.ready = make(chan struct{})
-	}
-	if !c.install(car) {
-		return nil, net.ErrClosed
-	}
-	if optimistic {
-		go c.awaitReply(car)
-	}
-	h.follow(c)
-	return c, nil
-}
-
-// awaitReply reads an optimistic flow's Reply; Read waits for it. A
-// refusal or garbage ends the flow; a failed connection suspends it like
-// any other.
-func (c *Conn) awaitReply(car *carrier) {
-	err := readReply(car.s)
-	car.err = err
-	close(car.ready)
-	if err == nil {
-		c.readDone(car)
-		return
-	}
-	if errors.Is(err, ErrProtocol) || errors.Is(err, ErrNoListener) || errors.Is(err, ErrBusy) || errors.Is(err, ErrRefused) {
-		c.lose(err)
-		return
-	}
-	c.carrierError(car, err, false)
-}
-
-// readReply reads a flow's Reply and turns anything but "ok" into an error.
-func readReply(s io.Reader) error {
-	reply, err := wire.ReadReply(s)
-	switch {
-	case errors.Is(err, wire.ErrMalformed):
-		return fmt.Errorf("%w: %w", ErrProtocol, err)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("%w: peer ended the stream before its SAL reply", ErrProtocol)
-	case err != nil:
-		return err
-	case reply.Status != wire.StatusOK:
-		return statusError(reply.Status)
-	}
-	return nil
-}
-
-func statusError(st wire.Status) error {
-	switch st {
-	case wire.StatusNoListener, wire.StatusUnavailable:
-		return ErrNoListener
-	case wire.StatusBusy:
-		return ErrBusy
-	case wire.StatusRefused:
-		return ErrRefused
-	case wire.StatusBadRequest:
-		return fmt.Errorf("%w: peer says our header was malformed", ErrProtocol)
-	}
-	return fmt.Errorf("%w: unknown status %d", ErrProtocol, st)
 }

@@ -1,0 +1,199 @@
+package sal
+
+import (
+	"errors"
+	"net"
+	"os"
+	"time"
+)
+
+// Write writes data to the flow. It returns once all of b is buffered for
+// delivery and handed to the current stream; while the flow resumes, and
+// while the peer has not acknowledged Config.FlowBuffer bytes, it waits,
+// within its deadline. Bytes Write reports as written are delivered unless
+// the flow is lost.
+func (c *Conn) Write(b []byte) (int, error) {
+	if err := c.lockWrite(c.wdl.wait()); err != nil {
+		return 0, c.opError("write", err)
+	}
+	defer c.unlockWrite()
+	total := 0
+	for {
+		c.mu.Lock()
+		if err := c.writableLocked(); err != nil {
+			c.mu.Unlock()
+			return total, c.opError("write", err)
+		}
+		callStart := c.buf.end
+		var budgetWait <-chan struct{}
+		if room := min(len(b), c.h.cfg.flowBuffer()-c.buf.buffered()); room > 0 {
+			n, wait := c.h.budget.take(room)
+			c.buf.append(b[:n])
+			b, total = b[n:], total+n
+			c.stats.BytesWritten += uint64(n)
+			if n == 0 {
+				budgetWait = wait
+			}
+		}
+		var car *carrier
+		if c.state == flowActive {
+			car = c.car
+		}
+		changed := c.changed
+		c.mu.Unlock()
+
+		if car != nil {
+			err := c.flush(car)
+			switch {
+			case err == nil || err == errSuperseded:
+			case isDeadline(err) && c.current(car):
+				// Take back what never reached the stream, so that what
+				// Write reports is exactly what will be delivered.
+				c.mu.Lock()
+				dropped := c.buf.truncate(max(car.sent, callStart))
+				c.stats.BytesWritten -= uint64(dropped)
+				c.mu.Unlock()
+				c.h.budget.give(dropped)
+				total -= dropped
+				if c.isClosed() {
+					err = net.ErrClosed
+				}
+				return total, c.opError("write", err)
+			case c.carrierError(car, err, true):
+			default:
+				return total, c.opError("write", c.writeErr(err))
+			}
+		}
+		if len(b) == 0 {
+			return total, nil
+		}
+		select {
+		case <-changed:
+		case <-budgetWait:
+		case <-c.wdl.wait():
+			return total, c.opError("write", os.ErrDeadlineExceeded)
+		}
+	}
+}
+
+func (c *Conn) writableLocked() error {
+	switch {
+	case c.closed:
+		return net.ErrClosed
+	case c.writeAbort != nil:
+		return c.writeAbort
+	case c.state == flowLost:
+		return c.lostErr
+	case c.finWanted:
+		return net.ErrClosed // after CloseWrite
+	}
+	return nil
+}
+
+// lockWrite takes the write lock, giving up when expire closes or the flow
+// ends.
+func (c *Conn) lockWrite(expire <-chan struct{}) error {
+	select {
+	case c.wlock <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case c.wlock <- struct{}{}:
+		return nil
+	case <-expire:
+		return os.ErrDeadlineExceeded
+	case <-c.finished:
+		return c.endErr()
+	}
+}
+
+func (c *Conn) unlockWrite() { <-c.wlock }
+
+// errSuperseded: the carrier a flush wrote to was replaced meanwhile.
+var errSuperseded = errors.New("sal: carrier superseded")
+
+// flush hands the buffered bytes from car.sent on to car's stream, then the
+// FIN if one is wanted. The caller holds the write lock.
+func (c *Conn) flush(car *carrier) error {
+	for {
+		c.mu.Lock()
+		if c.car != car || c.state != flowActive {
+			c.mu.Unlock()
+			return errSuperseded
+		}
+		p := c.buf.slice(car.sent)
+		if car.sent < c.buf.acked {
+			// A resume promised the listener the bytes from car.sent on,
+			// and it will discard those it already has; an Ack for them
+			// arrived meanwhile and freed them here. Any bytes will do.
+			p = zeros[:min(uint64(len(zeros)), c.buf.acked-car.sent)]
+		}
+		sendFin := p == nil && c.finWanted && !c.finSent && c.writeAbort == nil
+		if sendFin {
+			c.finSent = true
+		}
+		c.mu.Unlock()
+		if p == nil {
+			if sendFin {
+				return car.s.Close()
+			}
+			return nil
+		}
+		n, err := car.s.Write(p)
+		car.sent += uint64(n)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// zeros fills the part of a replay the peer already acknowledged.
+var zeros [4096]byte
+
+// kick flushes in the background what no Write will: a replay after a
+// resume, or the FIN after CloseWrite or Close.
+func (c *Conn) kick() {
+	c.mu.Lock()
+	if c.flushing || c.state != flowActive {
+		c.mu.Unlock()
+		return
+	}
+	c.flushing = true
+	c.mu.Unlock()
+	go c.backgroundFlush()
+}
+
+func (c *Conn) backgroundFlush() {
+	defer func() {
+		c.mu.Lock()
+		c.flushing = false
+		c.mu.Unlock()
+	}()
+	for {
+		if c.lockWrite(nil) != nil {
+			return
+		}
+		c.mu.Lock()
+		car := c.car
+		pending := c.state == flowActive && (car.sent < c.buf.end || c.finWanted && !c.finSent)
+		c.mu.Unlock()
+		var err error
+		if pending {
+			// Close may have set a past deadline to unblock Writes; the
+			// data written before Close must still go out.
+			car.s.SetWriteDeadline(time.Time{})
+			err = c.flush(car)
+		}
+		c.unlockWrite()
+		switch {
+		case err == nil || err == errSuperseded:
+			return
+		case isDeadline(err) && c.current(car):
+			continue // Close raced with us; try again
+		default:
+			c.carrierError(car, err, true)
+			return
+		}
+	}
+}
