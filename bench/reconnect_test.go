@@ -1,0 +1,319 @@
+package bench
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"github.com/roamnet/roam/resolve"
+)
+
+// The baselines that cannot move a connection reconnect and resume with
+// the protocol an application writes by hand, as quick as it can be made:
+// on each new connection the sender says hello (where an application
+// would name its session), the receiver answers with how many bytes of the
+// stream it holds, and the sender goes on from there. The sender learns
+// at once that its connection is gone: it closes it itself when its
+// address goes away, and a reader on the connection sees the peer's close
+// as soon as it arrives. It finds the server's address in the same
+// registry as roam does, and, like roam, watches it (resumeSender.follow).
+
+const hello = "RESUME01"
+
+// resumeSender is the client: it keeps one connection open to the
+// service's registered address and streams on it, and reconnects whenever
+// the connection fails.
+type resumeSender struct {
+	s       schedule
+	mem     *resolve.Memory
+	name    string
+	connect func(ctx context.Context, addr netip.AddrPort) (io.ReadWriteCloser, error)
+	wg      sync.WaitGroup
+
+	mu   sync.Mutex
+	cur  io.Closer
+	addr netip.AddrPort // where cur goes
+}
+
+func (r *resumeSender) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		dctx, cancel := context.WithTimeout(ctx, hangBound)
+		c, addr, err := r.dial(dctx)
+		cancel()
+		if err != nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Millisecond):
+			}
+			continue
+		}
+		r.mu.Lock()
+		r.cur, r.addr = c, addr
+		r.mu.Unlock()
+		r.session(ctx, c)
+		c.Close()
+	}
+}
+
+func (r *resumeSender) dial(ctx context.Context) (io.ReadWriteCloser, netip.AddrPort, error) {
+	eps, err := r.mem.Resolve(ctx, r.name)
+	if err != nil {
+		return nil, netip.AddrPort{}, err
+	}
+	c, err := r.connect(ctx, eps[0].Addr)
+	return c, eps[0].Addr, err
+}
+
+// follow makes the sender leave its connection as soon as the registry
+// no longer lists the address it goes to: a server that moved. roam's
+// dialers learn of a move the same way, from the same in-process
+// registry, so neither waits for the old connection's close to arrive.
+func (r *resumeSender) follow(ctx context.Context) error {
+	updates, err := r.mem.Watch(ctx, r.name)
+	if err != nil {
+		return err
+	}
+	r.wg.Go(func() {
+		for eps := range updates {
+			r.mu.Lock()
+			if len(eps) > 0 && r.cur != nil && !slices.ContainsFunc(eps, func(e resolve.Endpoint) bool { return e.Addr == r.addr }) {
+				r.cur.Close()
+			}
+			r.mu.Unlock()
+		}
+	})
+	return nil
+}
+
+func (r *resumeSender) session(ctx context.Context, c io.ReadWriteCloser) {
+	var off [8]byte
+	if _, err := io.WriteString(c, hello); err != nil {
+		return
+	}
+	if _, err := io.ReadFull(c, off[:]); err != nil {
+		return
+	}
+	// The receiver sends nothing more: a read returns when the connection
+	// ends, and closing it then stops the pump at its next write.
+	r.wg.Go(func() {
+		io.Copy(io.Discard, c)
+		c.Close()
+	})
+	pump(ctx, c, r.s, binary.BigEndian.Uint64(off[:]))
+}
+
+// drop closes the current connection, as when its address went away.
+func (r *resumeSender) drop() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur != nil {
+		r.cur.Close()
+	}
+}
+
+// resumeReceiver is the server: the newest connection takes over the
+// stream from the one before.
+type resumeReceiver struct {
+	rec *recorder
+
+	mu   sync.Mutex // held through a takeover
+	cur  io.Closer
+	done chan struct{} // closed when cur's reader has stopped
+}
+
+func (r *resumeReceiver) serve(c io.ReadWriteCloser) {
+	defer c.Close()
+	var h [len(hello)]byte
+	if _, err := io.ReadFull(c, h[:]); err != nil || string(h[:]) != hello {
+		return
+	}
+	r.mu.Lock()
+	if r.cur != nil {
+		r.cur.Close()
+		<-r.done // every byte it read is counted
+	}
+	var off [8]byte
+	binary.BigEndian.PutUint64(off[:], r.rec.received())
+	done := make(chan struct{})
+	defer close(done)
+	r.cur, r.done = c, done
+	r.mu.Unlock()
+	if _, err := c.Write(off[:]); err == nil {
+		r.rec.drain(c)
+	}
+}
+
+// closeCurrent closes the connection the stream is on, as a server that
+// moves does with the connections at its old address.
+func (r *resumeReceiver) closeCurrent() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur != nil {
+		r.cur.Close()
+	}
+}
+
+// tcpServer is the TCP baseline's server: a listener behind a tcpPath,
+// registered in mem, that can move to a new address.
+type tcpServer struct {
+	recv *resumeReceiver
+	mem  *resolve.Memory
+	name string
+	wg   sync.WaitGroup
+
+	ln    net.Listener
+	reg   resolve.Registration
+	paths []*tcpPath // the old ones too: what is in them still arrives
+}
+
+// move opens a listener on a new address behind a new path, registers it,
+// and then closes the old one and its connection; it returns when the new
+// registration became visible. It starts the first listener too.
+func (s *tcpServer) move(ctx context.Context) (time.Time, error) {
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(loopbackIP(blockServer), 0).String())
+	if err != nil {
+		return time.Time{}, err
+	}
+	path, err := newTCPPath(ln.Addr().String())
+	if err != nil {
+		ln.Close()
+		return time.Time{}, err
+	}
+	s.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.wg.Go(func() { s.recv.serve(c) })
+		}
+	})
+	reg, err := s.mem.Register(ctx, s.name, resolve.Endpoint{Addr: path.Addr()})
+	registered := time.Now()
+	if err != nil {
+		ln.Close()
+		path.Close()
+		return time.Time{}, err
+	}
+	if s.ln != nil {
+		s.reg.Close()
+		s.ln.Close()
+		s.recv.closeCurrent()
+	}
+	s.ln, s.reg = ln, reg
+	s.paths = append(s.paths, path)
+	return registered, nil
+}
+
+func (s *tcpServer) Close() {
+	s.ln.Close()
+	for _, p := range s.paths {
+		p.Close()
+	}
+	s.wg.Wait()
+}
+
+// tcpConnect connects from a fresh port on the address local returns.
+func tcpConnect(local func() netip.Addr) func(context.Context, netip.AddrPort) (io.ReadWriteCloser, error) {
+	return func(ctx context.Context, addr netip.AddrPort) (io.ReadWriteCloser, error) {
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(local(), 0))}
+		return d.DialContext(ctx, "tcp", addr.String())
+	}
+}
+
+// quicServer is the baseline of raw quic-go for a server that moves: it
+// cannot migrate (only clients can), so it listens on a new socket behind
+// a new relay and its clients reconnect, as TCP's do.
+type quicServer struct {
+	recv   *resumeReceiver
+	mem    *resolve.Memory
+	name   string
+	tlsCfg *tls.Config
+	socks  *relayedUDP
+	wg     sync.WaitGroup
+
+	tr  *quic.Transport
+	reg resolve.Registration
+}
+
+// move is tcpServer.move for QUIC.
+func (s *quicServer) move(ctx context.Context) (time.Time, error) {
+	pc, err := s.socks.listen()
+	if err != nil {
+		return time.Time{}, err
+	}
+	tr := &quic.Transport{Conn: pc}
+	ln, err := tr.Listen(s.tlsCfg, nil)
+	if err != nil {
+		tr.Close()
+		pc.Close()
+		return time.Time{}, err
+	}
+	s.wg.Go(func() {
+		for {
+			c, err := ln.Accept(context.Background())
+			if err != nil {
+				return
+			}
+			s.wg.Go(func() {
+				st, err := c.AcceptStream(context.Background())
+				if err != nil {
+					return
+				}
+				s.recv.serve(streamConn{st, c})
+			})
+		}
+	})
+	reg, err := s.mem.Register(ctx, s.name, resolve.Endpoint{Addr: pc.front.AddrPort()})
+	registered := time.Now()
+	if err != nil {
+		tr.Close()
+		pc.Close()
+		return time.Time{}, err
+	}
+	if s.tr != nil {
+		s.reg.Close()
+		s.recv.closeCurrent() // a CONNECTION_CLOSE tells the client
+		old := s.tr
+		s.wg.Go(func() { old.Close(); old.Conn.Close() })
+	}
+	s.tr, s.reg = tr, reg
+	return registered, nil
+}
+
+func (s *quicServer) Close() {
+	s.tr.Close()
+	s.tr.Conn.Close()
+	s.wg.Wait()
+}
+
+// streamConn is a QUIC connection with one stream, closed as a whole.
+type streamConn struct {
+	*quic.Stream
+	conn *quic.Conn
+}
+
+func (s streamConn) Close() error { return s.conn.CloseWithError(0, "") }
+
+// quicConnect opens a new connection from tr, and a stream on it.
+func quicConnect(tr *quic.Transport, tlsCfg *tls.Config) func(context.Context, netip.AddrPort) (io.ReadWriteCloser, error) {
+	return func(ctx context.Context, addr netip.AddrPort) (io.ReadWriteCloser, error) {
+		c, err := tr.Dial(ctx, net.UDPAddrFromAddrPort(addr), tlsCfg, nil)
+		if err != nil {
+			return nil, err
+		}
+		st, err := c.OpenStreamSync(ctx)
+		if err != nil {
+			c.CloseWithError(0, "")
+			return nil, err
+		}
+		return streamConn{st, c}, nil
+	}
+}
