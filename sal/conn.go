@@ -69,8 +69,9 @@ type Conn struct {
 	gen        uint64 // dialer: next resume generation; listener: lowest it accepts
 	readDL     time.Time
 	writeDL    time.Time
-	resuming   bool      // dialer: a resume loop runs
-	suspended  time.Time // when the flow last lost its carrier
+	resuming   bool               // dialer: a resume loop runs
+	moveTo     []resolve.Endpoint // dialer: where a watch said the service went; tried first
+	suspended  time.Time          // when the flow last lost its carrier
 	stats      FlowStats
 }
 

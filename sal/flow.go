@@ -55,12 +55,12 @@ func (c *Conn) install(car *carrier) bool {
 	c.finSent = false
 	c.remote.Endpoint = netipAddrPortOf(car.qc.RemoteAddr())
 	if wasSuspended {
-		stall := time.Since(c.suspended)
-		c.stats.Stalled += stall
-		c.stats.LastStall = stall
-		c.stats.Resumes++
 		car.replay = c.buf.end - min(car.sent, c.buf.end)
 		c.stats.BytesReplayed += car.replay
+		c.stats.Resumes++
+		if car.ready == nil {
+			c.endStallLocked()
+		} // else a dialer's resume: the stall ends when the Reply is in (resumeAt)
 	}
 	car.s.SetReadDeadline(c.readDL)
 	car.s.SetWriteDeadline(c.writeDL)
@@ -90,6 +90,13 @@ func (c *Conn) readDone(car *carrier) {
 	if done {
 		car.s.CancelRead(streamClosed)
 	}
+}
+
+// endStallLocked accounts for the time the flow had no working carrier.
+func (c *Conn) endStallLocked() {
+	stall := time.Since(c.suspended)
+	c.stats.Stalled += stall
+	c.stats.LastStall = stall
 }
 
 // dropCarrier ends a carrier's stream with code (streamMoved: the flow

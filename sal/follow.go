@@ -103,8 +103,14 @@ func (h *Host) followLoop(ctx context.Context, name string, updates <-chan []res
 		for _, c := range moved {
 			c.mu.Lock()
 			car := c.car
+			withdrawn := car != nil && car.peer != nil && !listed[addrKey(car.peer.addr)]
+			if withdrawn {
+				// Resume straight to where the watch says the service
+				// is: a cache in front of the resolver may not know yet.
+				c.moveTo = eps
+			}
 			c.mu.Unlock()
-			if car != nil && car.peer != nil && !listed[addrKey(car.peer.addr)] {
+			if withdrawn {
 				c.suspend(car, errEndpointWithdrawn)
 			}
 		}

@@ -130,9 +130,15 @@ func (c *Conn) tryResume(ctx context.Context, attempt int) error {
 			cache.Invalidate(c.service.LookupName())
 		}
 	}
-	eps, err := c.h.lookup(ctx, c.service)
-	if err != nil {
-		return err
+	c.mu.Lock()
+	eps := c.moveTo
+	c.moveTo = nil
+	c.mu.Unlock()
+	if eps == nil {
+		var err error
+		if eps, err = c.h.lookup(ctx, c.service); err != nil {
+			return err
+		}
 	}
 	eps = slices.Clone(eps) // lookup's slice may be shared
 	c.mu.Lock()
@@ -240,6 +246,9 @@ func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) err
 			c.acked(off)
 		}
 	}
+	c.mu.Lock()
+	c.endStallLocked()
+	c.mu.Unlock()
 	close(car.ready)
 	c.readDone(car)
 	c.resumed(car)
