@@ -44,8 +44,9 @@ type Conn struct {
 	finished chan struct{} // closed when the flow is over and its state released
 	rdl, wdl *deadline
 
-	rmu   sync.Mutex    // serializes Reads
-	wlock chan struct{} // serializes Writes, flushes and the FIN; a channel so waiting honours deadlines
+	rmu      sync.Mutex    // serializes reading from a carrier with accounting for it
+	resumeMu sync.Mutex    // listener: serializes resumes of the flow
+	wlock    chan struct{} // serializes Writes, flushes and the FIN; a channel so waiting honours deadlines
 
 	mu         sync.Mutex
 	changed    chan struct{} // closed and replaced on every change that may unblock Read or Write
@@ -60,19 +61,24 @@ type Conn struct {
 	finWanted  bool  // CloseWrite or Close: FIN follows the data
 	finSent    bool  // FIN handed to the current carrier
 	flushing   bool  // a background flush runs
-	buf        sendBuffer
-	ackedFin   bool   // the peer acknowledged our FIN
-	readOff    uint64 // data bytes Read delivered
-	gotFin     bool   // Read delivered io.EOF
-	ackSent    uint64 // the read offset last acknowledged to the peer
-	ackTimer   *time.Timer
-	gen        uint64 // dialer: next resume generation; listener: lowest it accepts
-	readDL     time.Time
-	writeDL    time.Time
-	resuming   bool               // dialer: a resume loop runs
-	moveTo     []resolve.Endpoint // dialer: where a watch said the service went; tried first
-	suspended  time.Time          // when the flow last lost its carrier
-	stats      FlowStats
+	reflush    bool  // kicked while a background flush ran: it must look again
+	// flusherOwnsDeadline: the background flush cleared the stream's write
+	// deadline to deliver data already accepted; SetWriteDeadline records
+	// the user's deadline for after it.
+	flusherOwnsDeadline bool
+	buf                 sendBuffer
+	ackedFin            bool   // the peer acknowledged our FIN
+	readOff             uint64 // data bytes Read delivered
+	gotFin              bool   // Read delivered io.EOF
+	ackSent             uint64 // the read offset last acknowledged to the peer
+	ackTimer            *time.Timer
+	gen                 uint64 // dialer: next resume generation; listener: lowest it accepts
+	readDL              time.Time
+	writeDL             time.Time
+	resuming            bool               // dialer: a resume loop runs
+	moveTo              []resolve.Endpoint // dialer: where a watch said the service went; tried first
+	suspended           time.Time          // when the flow last lost its carrier
+	stats               FlowStats
 }
 
 type flowState uint8
@@ -139,8 +145,6 @@ func (h *Host) newConn(dialer bool, service ServiceID, flowID uint64, peerKey re
 // Read reads data from the flow. At the end of the peer's data it returns
 // io.EOF. It waits, within its deadline, while the flow resumes.
 func (c *Conn) Read(b []byte) (int, error) {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
 	for {
 		c.mu.Lock()
 		car, changed, err := c.readableLocked()
@@ -154,7 +158,9 @@ func (c *Conn) Read(b []byte) (int, error) {
 		if len(b) == 0 {
 			return 0, nil
 		}
-		if car == nil || car.ready != nil && !isClosedChan(car.ready) {
+		if car == nil || !car.isReady() {
+			// No carrier, or one whose Reply is not in yet: wait, without
+			// holding rmu, so that a resume can take it.
 			var ready <-chan struct{}
 			if car != nil {
 				ready = car.ready
@@ -162,48 +168,61 @@ func (c *Conn) Read(b []byte) (int, error) {
 			select {
 			case <-changed:
 			case <-ready:
-				if car.err != nil {
-					c.carrierError(car, car.err, false)
-				}
 			case <-c.rdl.wait():
 				return 0, c.opError("read", os.ErrDeadlineExceeded)
 			}
 			continue
 		}
-		if car.skip > 0 {
-			if err := c.discard(car); err != nil {
-				if c.carrierError(car, err, false) {
-					continue
-				}
-				return 0, c.opError("read", err)
-			}
+		n, err, retry := c.readFrom(car, b)
+		if retry {
+			continue
 		}
-		n, err := car.s.Read(b)
-		if n > 0 {
-			c.delivered(n)
-		}
-		switch {
-		case err == nil:
-			return n, nil
-		case err == io.EOF:
-			c.deliveredFin()
-			if n > 0 {
-				return n, nil
+		return n, err
+	}
+}
+
+// readFrom reads from car under rmu, so that a resume that needs the read
+// offset waits until the bytes read are accounted for. retry says the
+// carrier failed and Read should wait for the next one.
+func (c *Conn) readFrom(car *carrier, b []byte) (n int, err error, retry bool) {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if !c.current(car) {
+		return 0, nil, true // a resume replaced it while we waited for rmu
+	}
+	if car.skip > 0 {
+		if err := c.discard(car); err != nil {
+			if isDeadline(err) {
+				return 0, c.opError("read", err), false
 			}
-			return 0, io.EOF
-		case isDeadline(err) && c.current(car):
-			return n, c.opError("read", err)
-		case c.carrierError(car, err, false):
-			if n > 0 {
-				return n, nil
+			if c.carrierError(car, err, false) {
+				return 0, nil, true
 			}
-		default:
-			if n > 0 {
-				return n, nil
-			}
-			return 0, c.opError("read", c.readErr(err))
+			return 0, c.opError("read", c.readErr(err)), false
 		}
 	}
+	n, err = car.s.Read(b)
+	if n > 0 {
+		c.delivered(n)
+	}
+	switch {
+	case err == nil:
+		return n, nil, false
+	case err == io.EOF:
+		c.deliveredFin()
+		if n > 0 {
+			return n, nil, false
+		}
+		return 0, io.EOF, false
+	case isDeadline(err):
+		return n, c.opError("read", err), false
+	case c.carrierError(car, err, false):
+		return n, nil, n == 0
+	}
+	if n > 0 {
+		return n, nil, false
+	}
+	return 0, c.opError("read", c.readErr(err)), false
 }
 
 // readableLocked says what Read should do: read from car, wait on changed
@@ -267,7 +286,11 @@ func (c *Conn) Close() error {
 	c.cancel(net.ErrClosed)
 	if car != nil {
 		car.s.CancelRead(streamClosed)
-		car.s.SetWriteDeadline(aLongTimeAgo) // unblock a Write; the background flush clears it
+		c.mu.Lock()
+		if !c.flusherOwnsDeadline {
+			car.s.SetWriteDeadline(aLongTimeAgo) // unblock a Write; the background flush clears it
+		}
+		c.mu.Unlock()
 	}
 	c.sendAck() // readerGone
 	c.kick()
@@ -339,7 +362,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	}
 	c.readDL = t
 	c.rdl.set(t)
-	if c.car != nil {
+	if c.car != nil && (c.car.ready == nil || isClosedChan(c.car.ready)) {
 		c.car.s.SetReadDeadline(t)
 	}
 	c.mu.Unlock()
@@ -355,7 +378,7 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	}
 	c.writeDL = t
 	c.wdl.set(t)
-	if c.car != nil {
+	if c.car != nil && !c.flusherOwnsDeadline {
 		c.car.s.SetWriteDeadline(t)
 	}
 	c.mu.Unlock()
@@ -431,3 +454,8 @@ func isDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) 
 var aLongTimeAgo = time.Unix(1, 0)
 
 var _ net.Conn = (*Conn)(nil)
+
+// isReady reports whether the carrier's stream now carries only data.
+func (car *carrier) isReady() bool {
+	return car.ready == nil || isClosedChan(car.ready) && car.err == nil
+}

@@ -72,6 +72,18 @@ func (ctl *control) detach(c *Conn) {
 	ctl.mu.Unlock()
 }
 
+// detachCarrier detaches c unless it has meanwhile been attached again
+// through a newer carrier on the same connection.
+func (ctl *control) detachCarrier(c *Conn, car *carrier) {
+	c.mu.Lock()
+	current := c.car
+	c.mu.Unlock()
+	if current != nil && current != car && current.ctl == ctl {
+		return
+	}
+	ctl.detach(c)
+}
+
 func (ctl *control) died() {
 	ctl.mu.Lock()
 	ctl.dead = true

@@ -199,17 +199,18 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 // any other.
 func (c *Conn) awaitReply(car *carrier) {
 	err := readReply(car.s)
-	car.err = err
-	close(car.ready)
 	if err == nil {
-		c.readDone(car)
+		c.replyIn(car)
 		return
 	}
+	// Settle the flow before Read can see the carrier as answered.
+	car.err = err
 	if errors.Is(err, ErrProtocol) || errors.Is(err, ErrNoListener) || errors.Is(err, ErrBusy) || errors.Is(err, ErrRefused) {
 		c.lose(err)
-		return
+	} else {
+		c.carrierError(car, err, false)
 	}
-	c.carrierError(car, err, false)
+	close(car.ready)
 }
 
 // readReply reads a flow's Reply and turns anything but "ok" into an error.

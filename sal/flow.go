@@ -62,9 +62,16 @@ func (c *Conn) install(car *carrier) bool {
 			c.endStallLocked()
 		} // else a dialer's resume: the stall ends when the Reply is in (resumeAt)
 	}
-	car.s.SetReadDeadline(c.readDL)
+	if car.ready == nil {
+		// A carrier with a Reply to come gets the read deadline after it,
+		// so that no deadline can cut a Reply in half (see replyIn).
+		car.s.SetReadDeadline(c.readDL)
+	}
 	car.s.SetWriteDeadline(c.writeDL)
 	readClosed := c.readClosed || c.gotFin
+	if c.readClosed {
+		c.ackSent = 0 // tell the peer again, on this carrier, that we read no more
+	}
 	c.broadcastLocked()
 	c.mu.Unlock()
 
@@ -77,8 +84,24 @@ func (c *Conn) install(car *carrier) bool {
 		car.s.CancelRead(streamClosed)
 	}
 	car.ctl.attach(c)
+	if readClosed && car.ready == nil {
+		c.sendAck()
+	}
 	c.kick()
 	return true
+}
+
+// replyIn marks a dialer carrier's Reply as read: from now on its stream
+// carries only data and takes the flow's read deadline.
+func (c *Conn) replyIn(car *carrier) {
+	c.mu.Lock()
+	// Under mu, so that SetReadDeadline sees either a pending Reply (and
+	// leaves the stream alone) or this deadline applied.
+	car.s.SetReadDeadline(c.readDL)
+	close(car.ready)
+	c.mu.Unlock()
+	c.readDone(car)
+	c.sendAck()
 }
 
 // readDone tells the peer, once car's Reply is in, that this end reads
@@ -130,13 +153,21 @@ func (c *Conn) carrierError(car *carrier, err error, writing bool) bool {
 		c.suspend(car, err)
 		return true
 	case errFlow:
+		var se *quic.StreamError
+		if errors.As(err, &se) && se.ErrorCode == streamRejected {
+			err = fmt.Errorf("%w: %w", ErrRefused, err)
+		}
 		c.lose(err)
 	case errDirection:
+		var se *quic.StreamError
+		if errors.As(err, &se) && !se.Remote {
+			return false // our own CloseRead or Close; Read reports net.ErrClosed
+		}
 		c.mu.Lock()
 		if c.car == car {
 			if writing {
-				c.writeAbort = err
-				c.h.budget.give(c.buf.release())
+				c.writeAbort = fmt.Errorf("%w: %w", ErrPeerClosed, err)
+				c.h.budget.give(c.buf.ack(c.buf.end)) // keep the offsets: a resume still needs them
 			} else {
 				c.readAbort = err
 			}
@@ -163,7 +194,7 @@ func classify(err error, h *Host) errKind {
 		switch se.ErrorCode {
 		case streamMoved:
 			return errCarrier
-		case streamLost:
+		case streamLost, streamRejected:
 			return errFlow
 		}
 		return errDirection
@@ -189,6 +220,8 @@ func (c *Conn) readErr(err error) error {
 		return c.readAbort
 	case c.state == flowLost:
 		return c.lostErr
+	case c.readClosed:
+		return net.ErrClosed
 	}
 	return err
 }
@@ -234,7 +267,7 @@ func (c *Conn) suspend(car *carrier, cause error) {
 	}
 	c.mu.Unlock()
 
-	car.ctl.detach(c)
+	car.ctl.detachCarrier(c, car)
 	dropCarrier(car, streamMoved)
 	c.h.emit(Event{Kind: EventSuspended, Service: c.service, FlowID: c.flowID, Err: cause})
 	c.h.log.Debug("flow suspended", "service", c.service, "flow", c.flowID, "cause", cause)
@@ -404,7 +437,7 @@ func (c *Conn) acked(off uint64) {
 		if c.writeAbort == nil {
 			c.writeAbort = ErrPeerClosed
 		}
-		freed := c.buf.release()
+		freed := c.buf.ack(c.buf.end) // free it all, but keep the offsets a resume checks
 		c.broadcastLocked()
 		c.mu.Unlock()
 		c.h.budget.give(freed)

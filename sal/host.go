@@ -172,7 +172,12 @@ func (h *Host) Close() error {
 	for _, l := range h.listeners {
 		listeners = append(listeners, l)
 	}
-	peers := h.peers
+	var conns []*quic.Conn
+	for _, p := range h.peers {
+		if p.conn != nil {
+			conns = append(conns, p.conn)
+		}
+	}
 	h.peers = nil
 	inbound := h.inbound
 	h.inbound = nil
@@ -196,10 +201,8 @@ func (h *Host) Close() error {
 	if qln != nil {
 		errs = append(errs, qln.Close())
 	}
-	for _, p := range peers {
-		if p.conn != nil {
-			p.conn.CloseWithError(codeHostClosed, "host closed")
-		}
+	for _, c := range conns {
+		c.CloseWithError(codeHostClosed, "host closed")
 	}
 	for c := range inbound {
 		c.CloseWithError(codeHostClosed, "host closed")

@@ -111,6 +111,36 @@ func TestMotionServerMoves(t *testing.T) {
 	})
 }
 
+// TestMotionServerRebinds moves the server Host itself, 20 times, to new
+// local addresses (Host.Rebind), with no path in between: each time its
+// inbound connections close with "moved", it registers its new address,
+// and the client's flows resume there.
+func TestMotionServerRebinds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		nw := emu.NewNetwork(2)
+		defer nw.Close()
+		mem := resolve.NewMemory()
+		var clientLog eventLog
+		server := newHost(t, Config{Resolver: mem, ListenAddr: "10.0.0.1:443", ListenPacket: nw.ListenPacket})
+		client := newHost(t, Config{Resolver: mem, ListenAddr: "10.0.1.1:0", ListenPacket: nw.ListenPacket, OnEvent: clientLog.record})
+		l, err := server.Listen(t.Context(), "motion.demo")
+		require.NoError(t, err)
+		c, sc := openPair(t, client, l, "motion.demo")
+		const moves = 20
+		done := 0
+		transfer(t, c, sc, motionBytes, func(sent int) {
+			if sent >= (done+1)*motionBytes/(moves+1) && done < moves {
+				done++
+				require.NoError(t, server.Rebind(t.Context(), fmt.Sprintf("10.0.0.%d:443", 1+done)))
+			}
+		})
+		require.Equal(t, moves, done)
+		require.NotZero(t, c.Stats().Resumes)
+		require.Zero(t, clientLog.count(EventLost))
+		require.Equal(t, server.LocalAddr(), c.RemoteAddr().(Addr).Endpoint, "the flow follows the server")
+	})
+}
+
 func TestMotionBlackout30s(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBed(t, calm, Config{})

@@ -94,6 +94,7 @@ func (h *Host) dialPeer(ctx context.Context, p *peer) {
 	defer close(p.ready)
 	h.mu.Lock()
 	t := h.cur
+	p.transports = []*transport{t} // a Rebind meanwhile must keep t open
 	h.mu.Unlock()
 	conn, err := t.tr.Dial(ctx, net.UDPAddrFromAddrPort(p.addr), h.id.clientTLS(p.sni), h.quicConf)
 	if err == nil {
@@ -114,11 +115,10 @@ func (h *Host) dialPeer(ctx context.Context, p *peer) {
 		h.dropPeer(p)
 		return
 	}
-	p.conn = conn
-	p.ctl = h.newControl(conn, true, p.key)
 	h.mu.Lock()
-	p.transports = []*transport{t}
+	p.conn = conn
 	h.mu.Unlock()
+	p.ctl = h.newControl(conn, true, p.key)
 	h.log.Debug("connected", "peer", p.addr, "key", p.key)
 	// Forget the peer as soon as its connection dies, so the next flow
 	// dials afresh instead of failing on a dead connection.

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -27,8 +28,15 @@ func (c *Conn) resumeLoop(cause error) {
 	defer c.h.wg.Done()
 	defer func() {
 		c.mu.Lock()
-		c.resuming = false
+		again := c.state == flowSuspended && !c.h.isClosed() // lock order: a Conn's mu, then h.mu
+		if !again {
+			c.resuming = false
+		}
 		c.mu.Unlock()
+		if again { // the new carrier failed as we returned; suspend saw us still running
+			c.h.wg.Add(1)
+			go c.resumeLoop(cause)
+		}
 	}()
 	ctx, cancel := context.WithTimeoutCause(c.h.ctx, c.h.cfg.resumeTimeout(),
 		fmt.Errorf("no resume within %v", c.h.cfg.resumeTimeout()))
@@ -41,7 +49,20 @@ func (c *Conn) resumeLoop(cause error) {
 		}
 	}()
 
-	updates := c.watchService(ctx)
+	// A watch that reports new endpoints cuts an attempt or a backoff
+	// short: the service moved, and waiting on its old address is
+	// pointless. The forwarder ends when the watch does.
+	moved := make(chan struct{}, 1)
+	if updates := c.watchService(ctx); updates != nil {
+		go func() {
+			for range updates {
+				select {
+				case moved <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
 	backoff := 20 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		c.mu.Lock()
@@ -50,14 +71,12 @@ func (c *Conn) resumeLoop(cause error) {
 		if state != flowSuspended {
 			return
 		}
-		// A watch that reports new endpoints cuts the attempt short: the
-		// service moved, and waiting on its old address is pointless.
 		actx, acancel := context.WithCancel(ctx)
-		moved := make(chan struct{})
+		movedNow := make(chan struct{})
 		go func() {
 			select {
-			case <-updates:
-				close(moved)
+			case <-moved:
+				close(movedNow)
 				acancel()
 			case <-actx.Done():
 			}
@@ -67,7 +86,7 @@ func (c *Conn) resumeLoop(cause error) {
 		if err == nil {
 			return
 		}
-		if isClosedChan(moved) {
+		if isClosedChan(movedNow) {
 			backoff = 20 * time.Millisecond
 			continue
 		}
@@ -89,7 +108,7 @@ func (c *Conn) resumeLoop(cause error) {
 		timer := time.NewTimer(wait)
 		select {
 		case <-timer.C:
-		case <-updates:
+		case <-moved:
 			timer.Stop()
 			backoff = 20 * time.Millisecond
 		case <-ctx.Done():
@@ -190,7 +209,11 @@ func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) err
 		return err
 	}
 
+	// A Read still inside the old stream must account for what it took
+	// before the offset goes out.
+	c.rmu.Lock()
 	c.mu.Lock()
+	c.rmu.Unlock()
 	gen := c.gen
 	c.gen++
 	req := wire.Resume{
@@ -218,15 +241,23 @@ func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) err
 
 	// Read the Reply, bounded by ctx: a deadline directly, a cancellation
 	// through a past deadline.
-	stop := context.AfterFunc(ctx, func() { s.SetReadDeadline(aLongTimeAgo) })
+	var dmu sync.Mutex
+	replied := false
+	stop := context.AfterFunc(ctx, func() {
+		dmu.Lock()
+		defer dmu.Unlock()
+		if !replied {
+			s.SetReadDeadline(aLongTimeAgo)
+		}
+	})
 	if dl, ok := ctx.Deadline(); ok {
 		s.SetReadDeadline(dl)
 	}
 	reply, err := wire.ReadReply(s)
+	dmu.Lock()
+	replied = true
+	dmu.Unlock()
 	stop()
-	c.mu.Lock()
-	s.SetReadDeadline(c.readDL)
-	c.mu.Unlock()
 	switch {
 	case err == nil && reply.Status == wire.StatusNoFlow:
 		err = errResumeRefused
@@ -237,8 +268,8 @@ func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) err
 	}
 	if err != nil {
 		car.err = err
-		close(car.ready)
 		c.suspend(car, err)
+		close(car.ready)
 		return err
 	}
 	if v, ok := wire.LookupTLV(reply.Ext, wire.ExtReadOff); ok {
@@ -249,8 +280,7 @@ func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) err
 	c.mu.Lock()
 	c.endStallLocked()
 	c.mu.Unlock()
-	close(car.ready)
-	c.readDone(car)
+	c.replyIn(car)
 	c.resumed(car)
 	return nil
 }
@@ -269,7 +299,8 @@ func (c *Conn) resumed(car *carrier) {
 // serveResume handles a Resume on the listening side: it checks that the
 // dialer knows the flow's secret, that the generation is new, and that the
 // offsets fit what this end holds, and only then moves the flow onto s.
-// Anything wrong leaves the flow as it was.
+// Anything wrong leaves the flow as it was. Resumes of one flow are
+// handled one at a time, in the order they arrive.
 func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey resolve.Fingerprint, rs *wire.Resume) {
 	refuse := func(why string) {
 		h.log.Debug("resume refused", "flow", rs.FlowID, "why", why)
@@ -284,6 +315,8 @@ func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey 
 		refuse("unknown flow")
 		return
 	}
+	c.resumeMu.Lock()
+	defer c.resumeMu.Unlock()
 	want := resumeTag(c.secret, c.flowID, rs.Gen)
 	c.mu.Lock()
 	switch {
@@ -308,7 +341,26 @@ func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey 
 		refuse("send offset beyond what was read")
 		return
 	}
+	// Valid: from here on the flow moves. Take the old carrier away first,
+	// and let a Read still inside it account for what it took, so that the
+	// offset below is final: no byte can come from the old stream after it.
 	c.gen = rs.Gen + 1
+	old := c.car
+	if old != nil {
+		c.remote.Endpoint = netipAddrPortOf(old.qc.RemoteAddr())
+		c.car = nil
+		c.state = flowSuspended
+		c.suspended = time.Now()
+		c.broadcastLocked()
+	}
+	c.mu.Unlock()
+	if old != nil {
+		old.ctl.detachCarrier(c, old)
+		dropCarrier(old, streamMoved)
+	}
+	c.rmu.Lock()
+	c.mu.Lock()
+	c.rmu.Unlock()
 	dataRead := c.readOff
 	readOff := dataRead // as acknowledged: the FIN counts as a byte
 	if c.gotFin {
@@ -323,23 +375,11 @@ func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey 
 	if _, err := s.Write(b); err != nil {
 		s.CancelRead(streamProtocol)
 		s.CancelWrite(streamProtocol)
-		return
+		return // still suspended: the dialer will try again
 	}
 	s.SetWriteDeadline(time.Time{})
 	c.acked(rs.ReadOff)
 	sent := min(rs.ReadOff, c.bufEnd())
-	c.mu.Lock()
-	old := c.car
-	if old != nil { // the dialer saw the failure first; the old stream is dead to it
-		c.car = nil
-		c.state = flowSuspended
-		c.suspended = time.Now()
-	}
-	c.mu.Unlock()
-	if old != nil {
-		old.ctl.detach(c)
-		dropCarrier(old, streamMoved)
-	}
 	car := &carrier{s: s, qc: qc, ctl: ctl, sent: sent, skip: dataRead - min(dataRead, rs.SendFrom)}
 	if c.install(car) {
 		c.resumed(car)

@@ -1,6 +1,7 @@
 package sal
 
 import (
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -135,8 +136,16 @@ func (c *Conn) flush(car *carrier) error {
 		}
 		c.mu.Unlock()
 		if p == nil {
-			if sendFin {
-				return car.s.Close()
+			if !sendFin {
+				return nil
+			}
+			if err := car.s.Close(); err != nil {
+				// quic-go reports a stream the peer stopped with a plain
+				// error here; the stream's context holds the StreamError.
+				if cause := context.Cause(car.s.Context()); cause != nil {
+					return cause
+				}
+				return err
 			}
 			return nil
 		}
@@ -155,7 +164,12 @@ var zeros [4096]byte
 // resume, or the FIN after CloseWrite or Close.
 func (c *Conn) kick() {
 	c.mu.Lock()
-	if c.flushing || c.state != flowActive {
+	if c.state != flowActive {
+		c.mu.Unlock()
+		return
+	}
+	if c.flushing {
+		c.reflush = true // the running flush may have looked already
 		c.mu.Unlock()
 		return
 	}
@@ -165,35 +179,49 @@ func (c *Conn) kick() {
 }
 
 func (c *Conn) backgroundFlush() {
-	defer func() {
-		c.mu.Lock()
-		c.flushing = false
-		c.mu.Unlock()
-	}()
 	for {
 		if c.lockWrite(nil) != nil {
+			c.mu.Lock()
+			c.flushing = false
+			c.mu.Unlock()
 			return
 		}
 		c.mu.Lock()
+		c.reflush = false
 		car := c.car
 		pending := c.state == flowActive && (car.sent < c.buf.end || c.finWanted && !c.finSent)
+		if pending {
+			// Bytes Write accepted must go out whatever the user's write
+			// deadline; it applies again afterwards.
+			c.flusherOwnsDeadline = true
+			car.s.SetWriteDeadline(time.Time{})
+		}
 		c.mu.Unlock()
 		var err error
 		if pending {
-			// Close may have set a past deadline to unblock Writes; the
-			// data written before Close must still go out.
-			car.s.SetWriteDeadline(time.Time{})
 			err = c.flush(car)
+			c.mu.Lock()
+			c.flusherOwnsDeadline = false
+			if c.car == car {
+				if c.closed {
+					car.s.SetWriteDeadline(aLongTimeAgo)
+				} else {
+					car.s.SetWriteDeadline(c.writeDL)
+				}
+			}
+			c.mu.Unlock()
 		}
 		c.unlockWrite()
-		switch {
-		case err == nil || err == errSuperseded:
-			return
-		case isDeadline(err) && c.current(car):
-			continue // Close raced with us; try again
-		default:
+		if err != nil && err != errSuperseded && !isDeadline(err) {
 			c.carrierError(car, err, true)
-			return
 		}
+		c.mu.Lock()
+		if c.reflush && c.state == flowActive {
+			c.mu.Unlock()
+			continue
+		}
+		c.flushing = false
+		c.mu.Unlock()
+		return
 	}
 }
