@@ -20,6 +20,35 @@ type sendBuffer struct {
 	first  uint64
 	acked  uint64
 	end    uint64
+	// A flush reads chunks after the Conn's mu is released; an Ack that
+	// arrives meanwhile must not hand them to another flow. held keeps
+	// the chunks from offset pin on.
+	held bool
+	pin  uint64
+}
+
+// hold keeps the chunks from off on until unhold.
+func (b *sendBuffer) hold(off uint64) { b.held, b.pin = true, off }
+
+// unhold lets go of them, freeing what was acknowledged meanwhile.
+func (b *sendBuffer) unhold() {
+	b.held = false
+	b.trim()
+}
+
+// trim gives back the leading chunks that hold only acknowledged bytes
+// and no held ones.
+func (b *sendBuffer) trim() {
+	for len(b.chunks) > 0 && b.acked-b.first >= chunkSize && (!b.held || b.pin-b.first >= chunkSize) {
+		chunkPool.Put(b.chunks[0])
+		b.chunks[0] = nil
+		b.chunks = b.chunks[1:]
+		b.first += chunkSize
+	}
+	if len(b.chunks) == 0 {
+		b.chunks = nil // let the backing array go too
+		b.first = b.acked - b.acked%chunkSize
+	}
 }
 
 // buffered returns how many bytes the buffer holds.
@@ -42,7 +71,7 @@ func (b *sendBuffer) append(p []byte) {
 // chunk (or of the data). It returns nil when off is at the end. off must
 // lie in [acked, end].
 func (b *sendBuffer) slice(off uint64) []byte {
-	if off >= b.end || off < b.acked {
+	if off >= b.end || off < b.acked || off < b.first {
 		return nil
 	}
 	idx := int((off - b.first) / chunkSize)
@@ -62,16 +91,7 @@ func (b *sendBuffer) ack(off uint64) int {
 	}
 	n := int(off - b.acked)
 	b.acked = off
-	for len(b.chunks) > 0 && b.acked-b.first >= chunkSize {
-		chunkPool.Put(b.chunks[0])
-		b.chunks[0] = nil
-		b.chunks = b.chunks[1:]
-		b.first += chunkSize
-	}
-	if len(b.chunks) == 0 {
-		b.chunks = nil // let the backing array go too
-		b.first = b.acked - b.acked%chunkSize
-	}
+	b.trim()
 	return n
 }
 
@@ -96,9 +116,11 @@ func (b *sendBuffer) truncate(off uint64) int {
 // release returns every chunk to the pool.
 func (b *sendBuffer) release() int {
 	n := b.buffered()
-	b.truncate(b.acked)
-	for _, c := range b.chunks {
-		chunkPool.Put(c)
+	if !b.held { // a held chunk may still be read: leave it to the GC
+		b.truncate(b.acked)
+		for _, c := range b.chunks {
+			chunkPool.Put(c)
+		}
 	}
 	b.chunks = nil
 	b.end = b.acked

@@ -134,6 +134,9 @@ func (c *Conn) flush(car *carrier) error {
 		if sendFin {
 			c.finSent = true
 		}
+		if p != nil {
+			c.buf.hold(car.sent)
+		}
 		c.mu.Unlock()
 		if p == nil {
 			if !sendFin {
@@ -150,6 +153,9 @@ func (c *Conn) flush(car *carrier) error {
 			return nil
 		}
 		n, err := car.s.Write(p)
+		c.mu.Lock()
+		c.buf.unhold()
+		c.mu.Unlock()
 		car.sent += uint64(n)
 		if err != nil {
 			return err
