@@ -81,14 +81,11 @@ func TestMotionClientRebinds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBed(t, calm, Config{})
 		const moves = 100
-		done := 0
-		transfer(t, b.c, b.sc, motionBytes, func(sent int) {
-			if sent >= (done+1)*motionBytes/(moves+1) && done < moves {
-				b.moveClient(t)
-				done++
-			}
+		progress, done := spread(motionBytes, moves, func(i int) {
+			b.moveClient(t)
 		})
-		require.Equal(t, moves, done)
+		transfer(t, b.c, b.sc, motionBytes, progress)
+		require.Equal(t, moves, *done)
 		require.Equal(t, moves, b.clientLog.count(EventMigrated), "each rebind migrates the connection")
 		b.requireNoLoss(t)
 	})
@@ -98,14 +95,11 @@ func TestMotionServerMoves(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBed(t, calm, Config{})
 		const moves = 20
-		done := 0
-		transfer(t, b.c, b.sc, motionBytes, func(sent int) {
-			if sent >= (done+1)*motionBytes/(moves+1) && done < moves {
-				b.moveServer(t)
-				done++
-			}
+		progress, done := spread(motionBytes, moves, func(i int) {
+			b.moveServer(t)
 		})
-		require.Equal(t, moves, done)
+		transfer(t, b.c, b.sc, motionBytes, progress)
+		require.Equal(t, moves, *done)
 		require.NotZero(t, b.c.Stats().Resumes, "flows follow the server through the watch")
 		b.requireNoLoss(t)
 	})
@@ -127,14 +121,11 @@ func TestMotionServerRebinds(t *testing.T) {
 		require.NoError(t, err)
 		c, sc := openPair(t, client, l, "motion.demo")
 		const moves = 20
-		done := 0
-		transfer(t, c, sc, motionBytes, func(sent int) {
-			if sent >= (done+1)*motionBytes/(moves+1) && done < moves {
-				done++
-				require.NoError(t, server.Rebind(t.Context(), fmt.Sprintf("10.0.0.%d:443", 1+done)))
-			}
+		progress, done := spread(motionBytes, moves, func(i int) {
+			require.NoError(t, server.Rebind(t.Context(), fmt.Sprintf("10.0.0.%d:443", 1+i)))
 		})
-		require.Equal(t, moves, done)
+		transfer(t, c, sc, motionBytes, progress)
+		require.Equal(t, moves, *done)
 		require.NotZero(t, c.Stats().Resumes)
 		require.Zero(t, clientLog.count(EventLost))
 		require.Equal(t, server.LocalAddr(), c.RemoteAddr().(Addr).Endpoint, "the flow follows the server")
@@ -162,14 +153,11 @@ func TestMotionNATRebinding(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBed(t, calm, Config{})
 		const rebinds = 50
-		done := 0
-		transfer(t, b.c, b.sc, motionBytes, func(sent int) {
-			if sent >= (done+1)*motionBytes/(rebinds+1) && done < rebinds {
-				b.path.Rebind() // the server sees the client on a new port
-				done++
-			}
+		progress, done := spread(motionBytes, rebinds, func(i int) {
+			b.path.Rebind() // the server sees the client on a new port
 		})
-		require.Equal(t, rebinds, done)
+		transfer(t, b.c, b.sc, motionBytes, progress)
+		require.Equal(t, rebinds, *done)
 		b.requireNoLoss(t)
 	})
 }
@@ -179,22 +167,19 @@ func TestMotionLossyHandovers(t *testing.T) {
 		b := newBed(t, calm, Config{})
 		lossy := emu.LinkConfig{Delay: 10 * time.Millisecond, Loss: 0.05}
 		const handovers = 10
-		done := 0
-		transfer(t, b.c, b.sc, motionBytes, func(sent int) {
-			if sent >= (done+1)*motionBytes/(handovers+1) && done < handovers {
-				done++
-				// 5% loss in both directions around each handover.
-				b.path.Configure(emu.Up, lossy)
-				b.path.Configure(emu.Down, lossy)
-				b.path.Handover(100 * time.Millisecond)
-				b.moveClient(t) // the device's own address changes with the cell
-				time.AfterFunc(2*time.Second, func() {
-					b.path.Configure(emu.Up, calm)
-					b.path.Configure(emu.Down, calm)
-				})
-			}
+		progress, done := spread(motionBytes, handovers, func(i int) {
+			// 5% loss in both directions around each handover.
+			b.path.Configure(emu.Up, lossy)
+			b.path.Configure(emu.Down, lossy)
+			b.path.Handover(100 * time.Millisecond)
+			b.moveClient(t) // the device's own address changes with the cell
+			time.AfterFunc(2*time.Second, func() {
+				b.path.Configure(emu.Up, calm)
+				b.path.Configure(emu.Down, calm)
+			})
 		})
-		require.Equal(t, handovers, done)
+		transfer(t, b.c, b.sc, motionBytes, progress)
+		require.Equal(t, handovers, *done)
 		b.requireNoLoss(t)
 	})
 }

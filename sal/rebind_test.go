@@ -49,14 +49,11 @@ func TestRebindClientMigratesMidStream(t *testing.T) {
 	c, sc := openPair(t, client, l, "move.demo")
 
 	const total, rebinds = 16 << 20, 8
-	done := 0
-	transfer(t, c, sc, total, func(sent int) {
-		if sent >= (done+1)*total/(rebinds+1) && done < rebinds {
-			require.NoError(t, client.Rebind(testCtx(t), loopbackAddr(done)))
-			done++
-		}
+	progress, done := spread(total, rebinds, func(i int) {
+		require.NoError(t, client.Rebind(testCtx(t), loopbackAddr(i)))
 	})
-	require.Equal(t, rebinds, done)
+	transfer(t, c, sc, total, progress)
+	require.Equal(t, rebinds, *done)
 	require.Equal(t, rebinds, clientLog.count(EventMigrated), "every rebind migrates the connection")
 	require.Zero(t, clientLog.count(EventLost))
 	require.Zero(t, clientLog.count(EventSuspended), "a migrated flow never loses its carrier")
@@ -82,14 +79,11 @@ func TestRebindServerFlowsResume(t *testing.T) {
 	c, sc := openPair(t, client, l, "provider.demo")
 
 	const total, rebinds = 16 << 20, 5
-	done := 0
-	transfer(t, c, sc, total, func(sent int) {
-		if sent >= (done+1)*total/(rebinds+1) && done < rebinds {
-			require.NoError(t, server.Rebind(testCtx(t), loopbackAddr(done)))
-			done++
-		}
+	progress, done := spread(total, rebinds, func(i int) {
+		require.NoError(t, server.Rebind(testCtx(t), loopbackAddr(i)))
 	})
-	require.Equal(t, rebinds, done)
+	transfer(t, c, sc, total, progress)
+	require.Equal(t, rebinds, *done)
 	// A rebind while the flow is still resuming from the previous one
 	// merges into that resume, so resumes may be fewer than rebinds.
 	require.NotZero(t, c.Stats().Resumes, "a moved server's flows resume at its new address")

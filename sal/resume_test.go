@@ -77,6 +77,18 @@ func transfer(t *testing.T, c, sc *Conn, n int, disrupt func(sent int)) {
 	}
 }
 
+// spread returns a transfer progress callback that calls event n times,
+// evenly spaced over total bytes, and a pointer to how often it has.
+func spread(total, n int, event func(i int)) (progress func(sent int), done *int) {
+	done = new(int)
+	return func(sent int) {
+		if *done < n && sent >= (*done+1)*total/(n+1) {
+			*done++
+			event(*done)
+		}
+	}, done
+}
+
 // openPair dials service from client and accepts it.
 func openPair(t *testing.T, client *Host, l *Listener, service string) (c, sc *Conn) {
 	t.Helper()
@@ -109,14 +121,9 @@ func TestResumeByteExactAcrossConnectionKills(t *testing.T) {
 	c, sc := openPair(t, client, l, "resume.demo")
 
 	const total = 24 << 20
-	kills := 0
-	transfer(t, c, sc, total, func(sent int) {
-		if sent >= (kills+1)*total/6 && kills < 5 {
-			kills++
-			killConn(c)
-		}
-	})
-	require.Equal(t, 5, kills)
+	progress, kills := spread(total, 5, func(int) { killConn(c) })
+	transfer(t, c, sc, total, progress)
+	require.Equal(t, 5, *kills)
 	st := c.Stats()
 	require.GreaterOrEqual(t, st.Resumes, 5, "every kill must be survived by a resume")
 	mu.Lock()
