@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -36,7 +36,7 @@ func BenchmarkFurtherFlowEmulated(b *testing.B) {
 		c.Close()
 	}
 
-	socks := &relayedUDP{}
+	socks := &relayedUDP{link: emuLink}
 	b.Cleanup(socks.Close)
 	mem := resolve.NewMemory()
 	server := newHost(b, sal.Config{Resolver: mem, ListenAddr: addrString(blockServer), ListenPacket: socks.ListenPacket})
@@ -96,7 +96,7 @@ func BenchmarkFurtherFlowEmulated(b *testing.B) {
 			wg.Go(func() { echo(c) })
 		}
 	})
-	tpath, err := newTCPPath(tln.Addr().String())
+	tpath, err := newTCPPath(tln.Addr().String(), fixedTCPLink())
 	require.NoError(b, err)
 	b.Cleanup(tpath.Close)
 

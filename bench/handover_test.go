@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -223,14 +223,12 @@ func newHost(tb testing.TB, cfg sal.Config) *sal.Host {
 	return h
 }
 
-func addrString(block byte) string { return netip.AddrPortFrom(loopbackIP(block), 0).String() }
-
 // roamFlow streams over a roam flow whose client (or, with serverMoves,
 // whose server) moves at each handover.
 func roamFlow(b *testing.B, wg *sync.WaitGroup, s schedule, serverMoves bool) (*mover, *eventLog) {
 	ctx := b.Context()
 	dead := &deadAddrs{}
-	socks := &relayedUDP{hook: dead.hook}
+	socks := &relayedUDP{link: emuLink, hook: dead.hook}
 	b.Cleanup(socks.Close)
 	mem := resolve.NewMemory()
 	reg := &registrar{Memory: mem}
@@ -245,7 +243,7 @@ func roamFlow(b *testing.B, wg *sync.WaitGroup, s schedule, serverMoves bool) (*
 	require.NoError(b, err)
 	m := &mover{name: "roam", rec: newRecorder(s)}
 	wg.Go(func() { m.rec.drain(sc) })
-	wg.Go(func() { pump(ctx, c, s, 0) })
+	wg.Go(func() { s.pump(ctx, c, 0) })
 	if serverMoves {
 		m.move = func(ctx context.Context) (time.Time, error) {
 			err := server.Rebind(ctx, addrString(blockServer))
@@ -273,7 +271,7 @@ func listenUDP(tb testing.TB, block byte) *net.UDPConn {
 func quicMigrating(b *testing.B, wg *sync.WaitGroup, s schedule) *mover {
 	ctx := b.Context()
 	dead := &deadAddrs{}
-	socks := &relayedUDP{hook: dead.hook}
+	socks := &relayedUDP{link: emuLink, hook: dead.hook}
 	b.Cleanup(socks.Close)
 	serverTLS, clientTLS := benchTLS(b, false)
 	pc, err := socks.listen()
@@ -309,7 +307,7 @@ func quicMigrating(b *testing.B, wg *sync.WaitGroup, s schedule) *mover {
 	b.Cleanup(func() { conn.CloseWithError(0, "") })
 	st, err := conn.OpenStreamSync(ctx)
 	require.NoError(b, err)
-	wg.Go(func() { pump(ctx, st, s, 0) })
+	wg.Go(func() { s.pump(ctx, st, 0) })
 	m.move = func(ctx context.Context) (time.Time, error) {
 		old := uc.LocalAddr().(*net.UDPAddr).AddrPort()
 		mapped, _ := socks.current().Mapping(old)
@@ -337,14 +335,14 @@ func quicMigrating(b *testing.B, wg *sync.WaitGroup, s schedule) *mover {
 // connection dies with its address, and it reconnects from a new one.
 func tcpClientMoving(b *testing.B, wg *sync.WaitGroup, s schedule) *mover {
 	m := &mover{name: "tcp", rec: newRecorder(s)}
-	srv := &tcpServer{recv: &resumeReceiver{rec: m.rec}, mem: resolve.NewMemory(), name: "stream.bench"}
+	srv := &tcpServer{recv: oneFlow(m.rec), mem: resolve.NewMemory(), name: "stream.bench"}
 	_, err := srv.move(b.Context())
 	require.NoError(b, err)
 	b.Cleanup(srv.Close)
 	var local atomic.Pointer[netip.Addr]
 	ip := loopbackIP(blockClient)
 	local.Store(&ip)
-	send := &resumeSender{s: s, mem: srv.mem, name: srv.name, connect: tcpConnect(func() netip.Addr { return *local.Load() })}
+	send := &resumeSender{send: s.pump, mem: srv.mem, name: srv.name, connect: tcpConnect(func() netip.Addr { return *local.Load() })}
 	wg.Go(func() { send.run(b.Context()); send.wg.Wait() })
 	m.move = func(context.Context) (time.Time, error) {
 		ip := loopbackIP(blockClient)
@@ -359,17 +357,17 @@ func tcpClientMoving(b *testing.B, wg *sync.WaitGroup, s schedule) *mover {
 // client reconnects to it.
 func quicReconnecting(b *testing.B, wg *sync.WaitGroup, s schedule) *mover {
 	serverTLS, clientTLS := benchTLS(b, false)
-	socks := &relayedUDP{}
+	socks := &relayedUDP{link: emuLink}
 	b.Cleanup(socks.Close)
 	m := &mover{name: "quic", rec: newRecorder(s)}
-	srv := &quicServer{recv: &resumeReceiver{rec: m.rec}, mem: resolve.NewMemory(), name: "stream.bench", tlsCfg: serverTLS, socks: socks}
+	srv := &quicServer{recv: oneFlow(m.rec), mem: resolve.NewMemory(), name: "stream.bench", tlsCfg: serverTLS, socks: socks}
 	_, err := srv.move(b.Context())
 	require.NoError(b, err)
 	b.Cleanup(srv.Close)
 	uc := listenUDP(b, blockClient)
 	tr := &quic.Transport{Conn: uc}
 	b.Cleanup(func() { tr.Close(); uc.Close() })
-	send := &resumeSender{s: s, mem: srv.mem, name: srv.name, connect: quicConnect(tr, clientTLS)}
+	send := &resumeSender{send: s.pump, mem: srv.mem, name: srv.name, connect: quicConnect(tr, clientTLS)}
 	require.NoError(b, send.follow(b.Context()))
 	wg.Go(func() { send.run(b.Context()); send.wg.Wait() })
 	m.move = srv.move
@@ -380,14 +378,19 @@ func quicReconnecting(b *testing.B, wg *sync.WaitGroup, s schedule) *mover {
 // reconnects to it.
 func tcpServerMoving(b *testing.B, wg *sync.WaitGroup, s schedule) *mover {
 	m := &mover{name: "tcp", rec: newRecorder(s)}
-	srv := &tcpServer{recv: &resumeReceiver{rec: m.rec}, mem: resolve.NewMemory(), name: "stream.bench"}
+	srv := &tcpServer{recv: oneFlow(m.rec), mem: resolve.NewMemory(), name: "stream.bench"}
 	_, err := srv.move(b.Context())
 	require.NoError(b, err)
 	b.Cleanup(srv.Close)
 	ip := loopbackIP(blockClient)
-	send := &resumeSender{s: s, mem: srv.mem, name: srv.name, connect: tcpConnect(func() netip.Addr { return ip })}
+	send := &resumeSender{send: s.pump, mem: srv.mem, name: srv.name, connect: tcpConnect(func() netip.Addr { return ip })}
 	require.NoError(b, send.follow(b.Context()))
 	wg.Go(func() { send.run(b.Context()); send.wg.Wait() })
 	m.move = srv.move
 	return m
+}
+
+// oneFlow is the server of the handover benchmarks' single flow.
+func oneFlow(rec *recorder) *resumeServer {
+	return &resumeServer{sink: func(uint64) streamSink { return rec }}
 }

@@ -16,6 +16,14 @@
 //     changes to watchers.
 //   - Static (NewStatic, ParseStatic) is a fixed table, such as
 //     "web=10.0.0.1:443,10.0.0.2:443;db=[fd00::5]:5432" from a flag.
+//   - Etcd (NewEtcd, or Open with etcd://host:port[,host:port...]/prefix)
+//     is for fleets on many machines. Each registration is a key under a
+//     lease kept alive until it is closed, so a Host that dies is withdrawn
+//     after EtcdConfig.LeaseTTL; etcd's watch pushes changes. It takes only
+//     RegisterSigned: records carry a Proof that readers check, and a name
+//     is bound to the key of its first registration (ErrNotOwner for any
+//     other). Registrations outlive a member failure and, re-made when
+//     etcd is back, an outage longer than their lease.
 //
 // # Cache
 //
@@ -24,6 +32,18 @@
 // answers are remembered briefly (CacheConfig.NegativeTTL). Over a backend
 // that can Watch, each cached service is kept fresh by a watch, so pushed
 // changes apply at once. The Cache is itself a Resolver, so it stacks.
+//
+// # Health
+//
+// NewHealth wraps any Resolver with a Prober (a sal.Host is one: it sends
+// SAL pings) and leaves out of answers and watches the endpoints that
+// failed HealthConfig.Failures probes in a row, until one succeeds: a
+// provider that crashed without withdrawing is gone from answers within
+// Interval*Failures+Timeout (4 s by default), long before its lease ends.
+// When every endpoint is down, all are answered rather than none. A Health
+// is always a Watcher (it polls a wrapped resolver that cannot watch),
+// passes registrations through, and probes a service while someone
+// resolves or watches it, or since Track. Status reports each endpoint.
 //
 // # Optional abilities
 //
@@ -58,5 +78,6 @@
 // # Testing a backend
 //
 // Package resolvetest holds a conformance suite; every backend should pass
-// resolvetest.Run.
+// resolvetest.Run, or resolvetest.RunSigned if it takes only signed
+// registrations.
 package resolve

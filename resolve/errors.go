@@ -15,6 +15,9 @@ var (
 	// ErrInvalid means an argument was malformed: an empty service name, an
 	// Endpoint without a usable address, or a bad static table.
 	ErrInvalid = errors.New("resolve: invalid argument")
+	// ErrUnavailable means a remote backend (a registry, an etcd cluster)
+	// could not be reached or stopped answering.
+	ErrUnavailable = errors.New("resolve: backend unavailable")
 )
 
 // Error records the operation and the service that failed, in the manner

@@ -95,6 +95,7 @@ func TestListenBadInput(t *testing.T) {
 }
 
 func TestNewHostBadConfig(t *testing.T) {
+	t.Setenv(resolve.EnvResolver, "")
 	_, err := NewHost(Config{})
 	require.ErrorIs(t, err, ErrNoResolver)
 	_, err = NewHost(Config{Resolver: resolve.NewMemory(), ListenAddr: "not an address"})

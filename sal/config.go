@@ -17,9 +17,16 @@ import (
 // sensible default. NewHost copies the Config; later changes to it have no
 // effect, and the Host never modifies it.
 type Config struct {
-	// Resolver maps service IDs to endpoints. Required. If it is also a
-	// resolve.Registrar, Listen registers the Host's endpoint with it. The
-	// Host puts a resolve.Cache in front of it unless it already is one.
+	// Resolver maps service IDs to endpoints. If it (or a resolver down
+	// its Unwrap chain) is a resolve.SignedRegistrar, Listen registers the
+	// Host's endpoint with it, proving the Host's key; else if it is a
+	// resolve.Registrar, Listen registers without proof. The Host puts a
+	// resolve.Cache in front of it unless it already is one.
+	//
+	// If nil, NewHost opens the URL in the environment variable
+	// ROAM_RESOLVER with resolve.Open (giving it at most 10 s) and closes
+	// what it opened when the Host closes; with neither, NewHost fails
+	// with ErrNoResolver.
 	Resolver resolve.Resolver
 
 	// ListenAddr is the local UDP address; default "0.0.0.0:0".

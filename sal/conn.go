@@ -79,6 +79,9 @@ type Conn struct {
 	moveTo              []resolve.Endpoint // dialer: where a watch said the service went; tried first
 	suspended           time.Time          // when the flow last lost its carrier
 	stats               FlowStats
+	counted             bool // in acct's open flows (see countOpen)
+
+	acct *serviceCounters // the service's counters in the Host; set before the flow is shared
 }
 
 type flowState uint8
@@ -132,6 +135,7 @@ func (h *Host) newConn(dialer bool, service ServiceID, flowID uint64, peerKey re
 		wlock:    make(chan struct{}, 1),
 		changed:  make(chan struct{}),
 		state:    flowSuspended, // until install
+		acct:     h.counters(service),
 	}
 	c.key = flowKey{id: flowID}
 	if !dialer {

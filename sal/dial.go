@@ -191,6 +191,7 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 		go c.awaitReply(car)
 	}
 	h.follow(c)
+	c.countOpen()
 	return c, nil
 }
 

@@ -36,6 +36,31 @@
 // Host.DialContext has net.Dialer's shape, for http.Transport.DialContext
 // and grpc.WithContextDialer; a Listener is a net.Listener, for http.Serve.
 //
+// # Resolvers and registration
+//
+// With no Config.Resolver, NewHost opens the URL in the environment
+// variable ROAM_RESOLVER (resolve.Open: memory:, static:, dns://,
+// registry://, etcd://) and closes it with the Host. Listen registers the
+// Host's endpoint with the first registrar down the resolver's Unwrap
+// chain, signed with the Host's key when it is a resolve.SignedRegistrar;
+// a refusal fails Listen with the backend's error (resolve.ErrNotOwner,
+// resolve.ErrUnauthenticated).
+//
+// # Health
+//
+// Host.Ping asks an endpoint, over the connection flows would use, whether
+// it serves a service, without opening a flow; Host.Probe is the same
+// check as a resolve.Prober, so that resolve.NewHealth(r, host, cfg) keeps
+// endpoints that stopped answering out of r's answers within seconds.
+//
+// # Accounting
+//
+// Host.ServiceStats counts, per service, the flows dialed, accepted, open
+// and lost, the application bytes sent and received, resumes and
+// migrations. The same figures are published with expvar: the map "roam"
+// holds one entry per live Host, named by the first 16 characters of its
+// key's fingerprint (Host.Key), and dropped when the Host closes.
+//
 // # Errors
 //
 // Methods return *OpError, which wraps the cause and implements net.Error.
@@ -43,7 +68,8 @@
 // errors.As), resolve.ErrNotFound (unknown service), ErrDropped,
 // ErrUnreachable, ErrNoListener, ErrBusy, ErrRefused, ErrProtocol (the peer
 // sent garbage), ErrKeyMismatch, ErrUnauthenticated, ErrAlreadyListening,
-// ErrNoResolver, ErrBadNetwork, net.ErrClosed (a closed Conn, Listener or
+// ErrNoResolver, ErrBadNetwork, resolve.ErrNotOwner and
+// resolve.ErrUnauthenticated (a refused registration), net.ErrClosed (a closed Conn, Listener or
 // Host), os.ErrDeadlineExceeded (a Conn deadline), and context errors. Errors
 // of quic-go (*quic.StreamError, *quic.ApplicationError, ...) pass through.
 package sal

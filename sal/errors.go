@@ -27,7 +27,7 @@ var (
 	ErrUnauthenticated = errors.New("sal: no key pinned for service")
 	// ErrAlreadyListening: the Host already listens on the service.
 	ErrAlreadyListening = errors.New("sal: already listening on service")
-	// ErrNoResolver: Config.Resolver is nil.
+	// ErrNoResolver: Config.Resolver is nil and ROAM_RESOLVER is unset.
 	ErrNoResolver = errors.New("sal: no resolver configured")
 	// ErrFlowLost: the flow's carrier failed and it could not be resumed
 	// within Config.ResumeTimeout, the peer refused the resume, or the

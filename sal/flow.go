@@ -58,6 +58,7 @@ func (c *Conn) install(car *carrier) bool {
 		car.replay = c.buf.end - min(car.sent, c.buf.end)
 		c.stats.BytesReplayed += car.replay
 		c.stats.Resumes++
+		c.acct.resumes.Add(1)
 		if car.ready == nil {
 			c.endStallLocked()
 		} // else a dialer's resume: the stall ends when the Reply is in (resumeAt)
@@ -338,6 +339,7 @@ func (c *Conn) maybeFinish() {
 // release gives back everything a finished or lost flow holds.
 func (c *Conn) release() {
 	c.mu.Lock()
+	c.countEndLocked()
 	car := c.car
 	if car != nil {
 		c.remote.Endpoint = netipAddrPortOf(car.qc.RemoteAddr()) // keep the last address seen
@@ -383,6 +385,7 @@ func (c *Conn) delivered(n int) {
 	c.mu.Lock()
 	c.readOff += uint64(n)
 	c.stats.BytesRead += uint64(n)
+	c.acct.received.Add(uint64(n))
 	due := c.readOff-c.ackSent >= c.ackEvery()
 	if !due && c.ackTimer == nil {
 		c.ackTimer = time.AfterFunc(ackDelay, c.sendAck)

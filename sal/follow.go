@@ -89,8 +89,10 @@ func (h *Host) followLoop(ctx context.Context, name string, updates <-chan []res
 			continue
 		}
 		listed := make(map[netip.AddrPort]bool, len(eps))
+		keys := make(map[resolve.Fingerprint]bool, len(eps)) // the zero key: someone unpinned
 		for _, ep := range eps {
 			listed[addrKey(dialable(ep.Addr))] = true
+			keys[ep.Key] = true
 		}
 		h.mu.Lock()
 		var moved []*Conn
@@ -103,7 +105,13 @@ func (h *Host) followLoop(ctx context.Context, name string, updates <-chan []res
 		for _, c := range moved {
 			c.mu.Lock()
 			car := c.car
-			withdrawn := car != nil && car.peer != nil && !listed[addrKey(car.peer.addr)]
+			// A set in which no endpoint could hold the flow's other end
+			// (all pinned to other keys) says the provider is gone, or
+			// only that a health checker left it out, not that it moved:
+			// resuming elsewhere cannot work, so the flow stays until its
+			// own path fails.
+			withdrawn := car != nil && car.peer != nil && !listed[addrKey(car.peer.addr)] &&
+				(keys[c.peerKey] || keys[resolve.Fingerprint{}])
 			if withdrawn {
 				// Resume straight to where the watch says the service
 				// is: a cache in front of the resolver may not know yet.

@@ -6,10 +6,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/roamnet/roam/resolve"
@@ -43,9 +46,9 @@ type Host struct {
 	selfID   ServiceID // rk--<fingerprint>: how this Host names itself as a dialer
 	quicConf *quic.Config
 	listen   func(ctx context.Context, network, address string) (net.PacketConn, error)
-	resolver resolve.Resolver // the cache in front of backend
-	backend  resolve.Resolver
-	ownCache *resolve.Cache // closed with the Host when the Host made it
+	resolver resolve.Resolver // Config.Resolver if it is a Cache, else a Cache in front of it
+	ownCache *resolve.Cache   // closed with the Host when the Host made it
+	opened   io.Closer        // the resolver the Host opened from ROAM_RESOLVER, closed with it
 	table    ServiceTable
 
 	ctx    context.Context // ends when the Host closes
@@ -67,12 +70,31 @@ type Host struct {
 	following map[string]*following    // services whose dialer flows follow the resolver
 
 	budget *budget // bytes all flows keep for replay
+
+	acctMu    sync.Mutex
+	acct      map[string]*serviceCounters // by canonical service ID
+	statsName string                      // the Host's entry in the "roam" expvar.Map
 }
 
 // NewHost opens the Host's socket and returns it ready to dial and listen.
-func NewHost(cfg Config) (*Host, error) {
+// With no Config.Resolver, it opens the resolver that the environment
+// variable ROAM_RESOLVER names (see Config.Resolver).
+func NewHost(cfg Config) (h *Host, err error) {
+	var opened io.Closer // a resolver this Host opened and must close
 	if cfg.Resolver == nil {
-		return nil, ErrNoResolver
+		r, openErr := openEnvResolver()
+		if openErr != nil {
+			return nil, openErr
+		}
+		cfg.Resolver = r // our copy: the caller's Config is left alone
+		if c, ok := r.(io.Closer); ok {
+			opened = c
+			defer func() {
+				if err != nil {
+					c.Close()
+				}
+			}()
+		}
 	}
 	id, err := newIdentity(cfg.Key)
 	if err != nil {
@@ -103,7 +125,7 @@ func NewHost(cfg Config) (*Host, error) {
 		pconn.Close()
 		return nil, err
 	}
-	h := &Host{
+	h = &Host{
 		cfg:       cfg,
 		log:       cfg.logger(),
 		id:        id,
@@ -119,18 +141,21 @@ func NewHost(cfg Config) (*Host, error) {
 		flows:     make(map[flowKey]*Conn),
 		following: make(map[string]*following),
 		budget:    newBudget(cfg.hostBuffer()),
+		acct:      make(map[string]*serviceCounters),
+		opened:    opened,
 	}
 	if c, ok := cfg.Resolver.(*resolve.Cache); ok {
-		h.resolver, h.backend = c, c.Unwrap()
+		h.resolver = c
 	} else {
 		h.ownCache = resolve.NewCache(cfg.Resolver, cfg.Cache)
-		h.resolver, h.backend = h.ownCache, cfg.Resolver
+		h.resolver = h.ownCache
 	}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	if cfg.Monitor != nil {
 		h.wg.Add(1)
 		go h.followAddresses(cfg.Monitor)
 	}
+	h.statsName = h.publishStats()
 	h.log.Debug("host started", "addr", local, "key", id.fp)
 	return h, nil
 }
@@ -168,6 +193,7 @@ func (h *Host) Close() error {
 		return nil
 	}
 	h.closed = true
+	h.unpublishStats()
 	listeners := make([]*Listener, 0, len(h.listeners))
 	for _, l := range h.listeners {
 		listeners = append(listeners, l)
@@ -214,6 +240,11 @@ func (h *Host) Close() error {
 		errs = append(errs, h.ownCache.Close())
 	}
 	h.wg.Wait()
+	if h.opened != nil {
+		// Last: closing a registry client withdraws what it registered,
+		// which the listeners above have done already.
+		errs = append(errs, h.opened.Close())
+	}
 	return errors.Join(errs...)
 }
 
@@ -327,6 +358,26 @@ func addrPortOf(a net.Addr) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("sal: socket address %q is not ip:port: %w", a, err)
 	}
 	return ap, nil
+}
+
+// openEnvTimeout bounds opening the resolver ROAM_RESOLVER names, which may
+// dial a registry or etcd: NewHost has no context to take a bound from.
+const openEnvTimeout = 10 * time.Second
+
+// openEnvResolver opens the resolver ROAM_RESOLVER names; without one, it
+// returns ErrNoResolver.
+func openEnvResolver() (resolve.Resolver, error) {
+	url := os.Getenv(resolve.EnvResolver)
+	if url == "" {
+		return nil, ErrNoResolver
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), openEnvTimeout)
+	defer cancel()
+	r, err := resolve.Open(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("sal: %s: %w", resolve.EnvResolver, err)
+	}
+	return r, nil
 }
 
 // contextErr returns why ctx ended. context.DeadlineExceeded reports

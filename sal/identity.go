@@ -29,6 +29,7 @@ const alpnNoListener = "roam/1-no-listener"
 // that serves it: what a pin names is the SHA-256 of this public key.
 type identity struct {
 	cert tls.Certificate
+	key  crypto.Signer // proves the Host's services to registries (resolve.SignedRegistrar)
 	fp   resolve.Fingerprint
 }
 
@@ -73,6 +74,7 @@ func newIdentity(key crypto.Signer) (*identity, error) {
 	}
 	return &identity{
 		cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf},
+		key:  key,
 		fp:   fp,
 	}, nil
 }

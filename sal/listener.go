@@ -77,12 +77,12 @@ func (h *Host) ListenService(ctx context.Context, id ServiceID) (*Listener, erro
 	h.listeners[l.name] = l
 	h.mu.Unlock()
 
-	if reg, ok := h.backend.(resolve.Registrar); ok {
-		r, err := reg.Register(ctx, l.name, resolve.Endpoint{Addr: h.advertiseAddr(), Key: h.id.fp})
-		if err != nil {
-			l.Close()
-			return nil, op(err)
-		}
+	r, err := h.register(ctx, l.name)
+	if err != nil {
+		l.Close()
+		return nil, op(err)
+	}
+	if r != nil {
 		l.mu.Lock()
 		l.reg = r
 		closed := l.closed
@@ -93,6 +93,46 @@ func (h *Host) ListenService(ctx context.Context, id ServiceID) (*Listener, erro
 	}
 	h.log.Debug("listening", "service", id, "addr", h.LocalAddr())
 	return l, nil
+}
+
+// register registers the Host's endpoint for service with the first
+// resolver down Config.Resolver's Unwrap chain that takes registrations:
+// signed with the Host's key when it is a resolve.SignedRegistrar, so that
+// backends which bind services to keys accept it, plain otherwise. It
+// returns nil, nil when no resolver takes registrations. A wrapper that
+// finds no registrar behind it (an error wrapping resolve.ErrUnsupported)
+// counts as none.
+func (h *Host) register(ctx context.Context, service string) (resolve.Registration, error) {
+	ep := resolve.Endpoint{Addr: h.advertiseAddr(), Key: h.id.fp}
+	if sr, ok := findAbility[resolve.SignedRegistrar](h.cfg.Resolver); ok {
+		r, err := sr.RegisterSigned(ctx, service, ep, h.id.key)
+		if !errors.Is(err, resolve.ErrUnsupported) {
+			return r, err
+		}
+	}
+	if reg, ok := findAbility[resolve.Registrar](h.cfg.Resolver); ok {
+		r, err := reg.Register(ctx, service, ep)
+		if !errors.Is(err, resolve.ErrUnsupported) {
+			return r, err
+		}
+	}
+	return nil, nil
+}
+
+// findAbility returns the first resolver down r's Unwrap chain that is a T.
+func findAbility[T any](r resolve.Resolver) (T, bool) {
+	for r != nil {
+		if t, ok := r.(T); ok {
+			return t, true
+		}
+		u, ok := r.(interface{ Unwrap() resolve.Resolver })
+		if !ok {
+			break
+		}
+		r = u.Unwrap()
+	}
+	var zero T
+	return zero, false
 }
 
 // serverTLS is the identity's server config plus an SNI check: a handshake
@@ -175,6 +215,7 @@ func (l *Listener) AcceptContext(ctx context.Context) (*Conn, error) {
 		l.mu.Lock()
 		l.reserved--
 		l.mu.Unlock()
+		c.countOpen()
 		return c, nil
 	case <-l.done:
 		return nil, &OpError{Op: "accept", Service: l.service.String(), Err: net.ErrClosed}
@@ -332,6 +373,16 @@ func (h *Host) serveStream(qc *quic.Conn, ctl *control, s *quic.Stream, key reso
 		h.serveResume(qc, ctl, s, key, req.Resume)
 		return
 	}
+	if req.Ping != nil {
+		st := h.pingStatus(req.Ping)
+		if st == wire.StatusBadRequest {
+			h.log.Debug("bad service ID in ping", "peer", remote.Endpoint)
+			reject(st, streamProtocol)
+		} else {
+			reject(st, streamClosed) // the answer, then the stream's end
+		}
+		return
+	}
 	open := req.Open
 	id, err := ParseServiceID(open.Service)
 	if err != nil {
@@ -351,6 +402,9 @@ func (h *Host) serveStream(qc *quic.Conn, ctl *control, s *quic.Stream, key reso
 		return
 	}
 	c := h.newConn(false, id, open.FlowID, key, true, Addr{Service: id, Endpoint: h.LocalAddr()}, remote)
+	if l.service != id {
+		c.acct = h.counters(l.service) // count under the name the Listener was opened with
+	}
 	if v, ok := wire.LookupTLV(open.Ext, wire.ExtSecret); ok && len(v) == secretLen {
 		copy(c.secret[:], v)
 	}

@@ -8,9 +8,9 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/roamnet/roam/resolve"
 )
 
 // transport is one of the Host's sockets and the quic.Transport on it.
@@ -137,11 +137,8 @@ func (h *Host) Rebind(ctx context.Context, localAddr string) error {
 // migrate moves p's connection onto t, or, failing that, closes it so its
 // flows resume on a new connection.
 func (h *Host) migrate(ctx context.Context, p *peer, t *transport, from netip.AddrPort) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 2*h.cfg.endpointTimeout())
-		defer cancel()
-	}
+	ctx, cancel := context.WithTimeout(ctx, h.probeTimeout(p.conn.ConnectionStats()))
+	defer cancel()
 	path, err := p.conn.AddPath(t.tr)
 	if err == nil {
 		h.mu.Lock()
@@ -159,8 +156,23 @@ func (h *Host) migrate(ctx context.Context, p *peer, t *transport, from netip.Ad
 		p.conn.CloseWithError(codeMoved, "migration failed")
 		return
 	}
+	p.ctl.migrated()
 	stats := p.conn.ConnectionStats()
 	h.emit(Event{Kind: EventMigrated, From: from, To: t.local, RTT: stats.SmoothedRTT})
+}
+
+// probeTimeout is how long a migration waits for its path probe before it
+// gives up and lets the flows resume on a new connection: three PTOs, as
+// RFC 9000 (section 8.2.4) says to abandon path validation. Waiting longer
+// rarely pays: quic-go sends the probe only when its congestion window has
+// room, and a sender that filled the window on the path that just died
+// gets no acknowledgements to open it again, so the probe may never leave
+// (seen on the hsr-300 trace, where the flows then stalled 4.4 s instead of
+// under one).
+func (h *Host) probeTimeout(stats quic.ConnectionStats) time.Duration {
+	const maxAckDelay = 25 * time.Millisecond // RFC 9000's default, and quic-go's
+	pto := stats.SmoothedRTT + max(4*stats.MeanDeviation, time.Millisecond) + maxAckDelay
+	return min(max(3*pto, 150*time.Millisecond), 2*h.cfg.endpointTimeout())
 }
 
 // closeUnusedLocked closes retired sockets no live connection needs.
@@ -181,13 +193,12 @@ func (h *Host) closeUnusedLocked() {
 // reregister registers l at the Host's current address and then withdraws
 // the old registration, so that the service is never unlisted meanwhile.
 func (l *Listener) reregister(ctx context.Context) error {
-	reg, ok := l.h.backend.(resolve.Registrar)
-	if !ok {
-		return nil
-	}
-	r, err := reg.Register(ctx, l.name, resolve.Endpoint{Addr: l.h.advertiseAddr(), Key: l.h.id.fp})
+	r, err := l.h.register(ctx, l.name)
 	if err != nil {
 		return fmt.Errorf("re-register %s: %w", l.service, err)
+	}
+	if r == nil {
+		return nil // nothing takes registrations
 	}
 	l.mu.Lock()
 	old := l.reg

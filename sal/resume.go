@@ -163,10 +163,18 @@ func (c *Conn) tryResume(ctx context.Context, attempt int) error {
 	c.mu.Lock()
 	last := c.remote.Endpoint
 	c.mu.Unlock()
+	holder := false // a listed endpoint may hold the flow's other end
 	for i, ep := range eps {
 		if dialable(ep.Addr) == last && i > 0 {
 			eps[0], eps[i] = eps[i], eps[0]
 		}
+		holder = holder || ep.Key == c.peerKey || ep.Key.IsZero()
+	}
+	if rule, _ := c.h.table.Lookup(c.service); !holder && rule.Action == ActionResolve && last.IsValid() {
+		// Only other Hosts are listed: the resolver may have left our peer
+		// out because a health checker could not reach it, while it still
+		// holds the flow. Try it last. (A table rule is never overridden.)
+		eps = append(eps, resolve.Endpoint{Addr: last, Key: c.peerKey})
 	}
 	var errs []error
 	for _, ep := range eps {

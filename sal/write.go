@@ -32,6 +32,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 			c.buf.append(b[:n])
 			b, total = b[n:], total+n
 			c.stats.BytesWritten += uint64(n)
+			c.acct.sent.Add(uint64(n))
 			if n == 0 {
 				budgetWait = wait
 			}
@@ -53,6 +54,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 				c.mu.Lock()
 				dropped := c.buf.truncate(max(car.sent, callStart))
 				c.stats.BytesWritten -= uint64(dropped)
+				c.acct.sent.Add(-uint64(dropped))
 				c.mu.Unlock()
 				c.h.budget.give(dropped)
 				total -= dropped

@@ -8,10 +8,17 @@
 // assertion, and its tests are skipped if Watch reports ErrUnsupported.
 // Changes are awaited rather than expected at once, so caching and remote
 // backends, which are eventually consistent, pass too.
+//
+// A backend that takes only signed registrations runs RunSigned instead:
+// the suite then registers through resolve.SignedRegistrar (found the same
+// way), and also checks that a service bound to one key refuses another.
 package resolvetest
 
 import (
 	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -35,10 +42,26 @@ var Settle = 5 * time.Second
 // a fresh backend; it should release the backend with t.Cleanup.
 func Run(t *testing.T, newBackend func(t *testing.T) resolve.Resolver) {
 	t.Helper()
-	tests := []struct {
-		name string
-		fn   func(t *testing.T, r resolve.Resolver)
-	}{
+	run(t, &suite{}, newBackend)
+}
+
+// RunSigned runs the suite against a backend whose registrations must be
+// signed: every registration goes through RegisterSigned with one key that
+// the suite makes, so every endpoint it registers pins that key. Its Owner
+// test registers under a second key too.
+func RunSigned(t *testing.T, newBackend func(t *testing.T) resolve.Resolver) {
+	t.Helper()
+	run(t, &suite{key: newKey(t)}, newBackend)
+}
+
+func run(t *testing.T, s *suite, newBackend func(t *testing.T) resolve.Resolver) {
+	t.Helper()
+	if s.key != nil {
+		fp, err := resolve.FingerprintOf(s.key.Public())
+		require.NoError(t, err)
+		s.fp = fp
+	}
+	tests := []subtest{
 		{"NotFound", testNotFound},
 		{"CanceledContext", testCanceledContext},
 		{"RegisterResolve", testRegisterResolve},
@@ -51,9 +74,29 @@ func Run(t *testing.T, newBackend func(t *testing.T) resolve.Resolver) {
 		{"WatchCurrent", testWatchCurrent},
 		{"Concurrent", testConcurrent},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newBackend(t)) })
+	if s.key != nil {
+		tests = append(tests, subtest{"Owner", testOwner})
 	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.fn(t, s, newBackend(t)) })
+	}
+}
+
+type subtest struct {
+	name string
+	fn   func(t *testing.T, s *suite, r resolve.Resolver)
+}
+
+// suite is what one Run or RunSigned call shares among its subtests.
+type suite struct {
+	key crypto.Signer // RunSigned's key; nil for Run
+	fp  resolve.Fingerprint
+}
+
+func newKey(t *testing.T) crypto.Signer {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	require.NoError(t, err)
+	return key
 }
 
 var serial atomic.Uint64
@@ -64,20 +107,30 @@ func name(t *testing.T) string {
 	return fmt.Sprintf("rt-%s-%d", strings.ToLower(strings.ReplaceAll(t.Name(), "/", "-")), serial.Add(1))
 }
 
-// endpoint returns a distinct loopback endpoint; nothing is dialled.
-func endpoint(i int) resolve.Endpoint {
-	return resolve.Endpoint{
+// endpoint returns a distinct loopback endpoint; nothing is dialled. Its
+// key is a made-up one, or RunSigned's, the only one a signature can prove.
+func (s *suite) endpoint(i int) resolve.Endpoint {
+	ep := resolve.Endpoint{
 		Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, byte(1 + i)}), uint16(4000+i)),
 		Key:  resolve.Fingerprint{byte(i + 1)},
 	}
+	if s.key != nil {
+		ep.Key = s.fp
+	}
+	return ep
 }
 
 // findRegistrar returns r, or the first resolver down its Unwrap chain,
-// that is a Registrar; nil if none is.
-func findRegistrar(r resolve.Resolver) resolve.Registrar {
+// that is a Registrar (a SignedRegistrar, made to look like a Registrar,
+// under RunSigned); nil if none is.
+func (s *suite) findRegistrar(r resolve.Resolver) resolve.Registrar {
 	for r != nil {
-		if reg, ok := r.(resolve.Registrar); ok {
-			return reg
+		if s.key == nil {
+			if reg, ok := r.(resolve.Registrar); ok {
+				return reg
+			}
+		} else if sr, ok := r.(resolve.SignedRegistrar); ok {
+			return signing{sr, s.key}
 		}
 		u, ok := r.(interface{ Unwrap() resolve.Resolver })
 		if !ok {
@@ -88,10 +141,23 @@ func findRegistrar(r resolve.Resolver) resolve.Registrar {
 	return nil
 }
 
-func registrar(t *testing.T, r resolve.Resolver) resolve.Registrar {
+// signing registers through RegisterSigned with one key.
+type signing struct {
+	sr  resolve.SignedRegistrar
+	key crypto.Signer
+}
+
+func (g signing) Register(ctx context.Context, service string, ep resolve.Endpoint) (resolve.Registration, error) {
+	return g.sr.RegisterSigned(ctx, service, ep, g.key)
+}
+
+func (s *suite) registrar(t *testing.T, r resolve.Resolver) resolve.Registrar {
 	t.Helper()
-	reg := findRegistrar(r)
+	reg := s.findRegistrar(r)
 	if reg == nil {
+		if s.key != nil {
+			t.Skip("backend is not a SignedRegistrar")
+		}
 		t.Skip("backend is not a Registrar")
 	}
 	return reg
@@ -185,7 +251,7 @@ func closed(t *testing.T, ch <-chan []resolve.Endpoint) {
 	}
 }
 
-func testNotFound(t *testing.T, r resolve.Resolver) {
+func testNotFound(t *testing.T, s *suite, r resolve.Resolver) {
 	eps, err := r.Resolve(context.Background(), name(t))
 	require.ErrorIs(t, err, resolve.ErrNotFound)
 	require.Empty(t, eps)
@@ -198,7 +264,7 @@ func testNotFound(t *testing.T, r resolve.Resolver) {
 // testCanceledContext checks that nothing waits on a dead context. An
 // answer is allowed (a cache hit, an in-process lookup), and so is an error
 // that says why.
-func testCanceledContext(t *testing.T, r resolve.Resolver) {
+func testCanceledContext(t *testing.T, s *suite, r resolve.Resolver) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	prompt(t, "Resolve", func() {
@@ -207,9 +273,9 @@ func testCanceledContext(t *testing.T, r resolve.Resolver) {
 			require.ErrorIs(t, err, resolve.ErrNotFound)
 		}
 	})
-	if reg := findRegistrar(r); reg != nil {
+	if reg := s.findRegistrar(r); reg != nil {
 		prompt(t, "Register", func() {
-			rg, err := reg.Register(ctx, name(t), endpoint(0))
+			rg, err := reg.Register(ctx, name(t), s.endpoint(0))
 			if err == nil {
 				require.NoError(t, rg.Close())
 			}
@@ -231,94 +297,119 @@ func prompt(t *testing.T, what string, fn func()) {
 	require.Less(t, time.Since(start), Settle, "%s with a canceled context took too long", what)
 }
 
-func testRegisterResolve(t *testing.T, r resolve.Resolver) {
-	reg := registrar(t, r)
+func testRegisterResolve(t *testing.T, s *suite, r resolve.Resolver) {
+	reg := s.registrar(t, r)
 	svc := name(t)
-	register(t, reg, svc, endpoint(1))
-	eventually(t, r, svc, []resolve.Endpoint{endpoint(1)})
+	register(t, reg, svc, s.endpoint(1))
+	eventually(t, r, svc, []resolve.Endpoint{s.endpoint(1)})
 }
 
-func testTwoEndpoints(t *testing.T, r resolve.Resolver) {
-	reg := registrar(t, r)
+func testTwoEndpoints(t *testing.T, s *suite, r resolve.Resolver) {
+	reg := s.registrar(t, r)
 	svc := name(t)
-	register(t, reg, svc, endpoint(1))
-	register(t, reg, svc, endpoint(2))
-	eventually(t, r, svc, []resolve.Endpoint{endpoint(1), endpoint(2)})
+	register(t, reg, svc, s.endpoint(1))
+	register(t, reg, svc, s.endpoint(2))
+	eventually(t, r, svc, []resolve.Endpoint{s.endpoint(1), s.endpoint(2)})
 }
 
-func testCloseWithdraws(t *testing.T, r resolve.Resolver) {
-	reg := registrar(t, r)
+func testCloseWithdraws(t *testing.T, s *suite, r resolve.Resolver) {
+	reg := s.registrar(t, r)
 	svc := name(t)
-	a := register(t, reg, svc, endpoint(1))
-	b := register(t, reg, svc, endpoint(2))
-	eventually(t, r, svc, []resolve.Endpoint{endpoint(1), endpoint(2)})
+	a := register(t, reg, svc, s.endpoint(1))
+	b := register(t, reg, svc, s.endpoint(2))
+	eventually(t, r, svc, []resolve.Endpoint{s.endpoint(1), s.endpoint(2)})
 	require.NoError(t, a.Close())
-	eventually(t, r, svc, []resolve.Endpoint{endpoint(2)})
+	eventually(t, r, svc, []resolve.Endpoint{s.endpoint(2)})
 	require.NoError(t, b.Close())
 	eventually(t, r, svc, nil)
 }
 
-func testDoubleClose(t *testing.T, r resolve.Resolver) {
-	reg := registrar(t, r)
-	rg := register(t, reg, name(t), endpoint(1))
+func testDoubleClose(t *testing.T, s *suite, r resolve.Resolver) {
+	reg := s.registrar(t, r)
+	rg := register(t, reg, name(t), s.endpoint(1))
 	require.NoError(t, rg.Close())
 	require.NoError(t, rg.Close())
 }
 
-func testCaseFolding(t *testing.T, r resolve.Resolver) {
-	reg := registrar(t, r)
+func testCaseFolding(t *testing.T, s *suite, r resolve.Resolver) {
+	reg := s.registrar(t, r)
 	svc := name(t)
-	register(t, reg, "Mixed-"+strings.ToUpper(svc), endpoint(1))
-	eventually(t, r, "mixed-"+svc, []resolve.Endpoint{endpoint(1)})
-	eventually(t, r, "MIXED-"+strings.ToUpper(svc), []resolve.Endpoint{endpoint(1)})
+	register(t, reg, "Mixed-"+strings.ToUpper(svc), s.endpoint(1))
+	eventually(t, r, "mixed-"+svc, []resolve.Endpoint{s.endpoint(1)})
+	eventually(t, r, "MIXED-"+strings.ToUpper(svc), []resolve.Endpoint{s.endpoint(1)})
 }
 
-func testInvalidRegistration(t *testing.T, r resolve.Resolver) {
-	reg := registrar(t, r)
-	_, err := reg.Register(context.Background(), "", endpoint(1))
+func testInvalidRegistration(t *testing.T, s *suite, r resolve.Resolver) {
+	reg := s.registrar(t, r)
+	_, err := reg.Register(context.Background(), "", s.endpoint(1))
 	require.Error(t, err, "empty service name")
 	_, err = reg.Register(context.Background(), name(t), resolve.Endpoint{})
 	require.Error(t, err, "endpoint without an address")
 }
 
-func testWatch(t *testing.T, r resolve.Resolver) {
+// testOwner checks SignedRegistrar's promise: a name is bound to the key
+// of its first registration, a self-certifying ID to its own key, and a
+// registration under any other key fails with ErrNotOwner. RunSigned only.
+func testOwner(t *testing.T, s *suite, r resolve.Resolver) {
+	reg := s.registrar(t, r).(signing)
+	svc := name(t)
+	register(t, reg, svc, s.endpoint(1))
+	eventually(t, r, svc, []resolve.Endpoint{s.endpoint(1)})
+
+	rival := newKey(t)
+	rivalFP, err := resolve.FingerprintOf(rival.Public())
+	require.NoError(t, err)
+	_, err = reg.sr.RegisterSigned(context.Background(), svc, resolve.Endpoint{Addr: s.endpoint(2).Addr}, rival)
+	require.ErrorIs(t, err, resolve.ErrNotOwner, "a bound name refuses another key")
+	eventually(t, r, svc, []resolve.Endpoint{s.endpoint(1)})
+
+	pinned := "rk--" + rivalFP.String() + "." + name(t)
+	_, err = reg.Register(context.Background(), pinned, s.endpoint(1))
+	require.ErrorIs(t, err, resolve.ErrNotOwner, "a self-certifying ID refuses any key but its own")
+	rg, err := reg.sr.RegisterSigned(context.Background(), pinned, resolve.Endpoint{Addr: s.endpoint(3).Addr}, rival)
+	require.NoError(t, err, "a self-certifying ID takes its own key")
+	t.Cleanup(func() { _ = rg.Close() })
+	eventually(t, r, pinned, []resolve.Endpoint{{Addr: s.endpoint(3).Addr, Key: rivalFP}})
+}
+
+func testWatch(t *testing.T, s *suite, r resolve.Resolver) {
 	w := watcher(t, r)
-	reg := registrar(t, r)
+	reg := s.registrar(t, r)
 	svc := name(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch, err := w.Watch(ctx, svc)
 	require.NoError(t, err)
 	next(t, ch, nil)
-	a := register(t, reg, svc, endpoint(1))
-	next(t, ch, []resolve.Endpoint{endpoint(1)})
-	b := register(t, reg, svc, endpoint(2))
-	next(t, ch, []resolve.Endpoint{endpoint(1), endpoint(2)})
+	a := register(t, reg, svc, s.endpoint(1))
+	next(t, ch, []resolve.Endpoint{s.endpoint(1)})
+	b := register(t, reg, svc, s.endpoint(2))
+	next(t, ch, []resolve.Endpoint{s.endpoint(1), s.endpoint(2)})
 	require.NoError(t, a.Close())
-	next(t, ch, []resolve.Endpoint{endpoint(2)})
+	next(t, ch, []resolve.Endpoint{s.endpoint(2)})
 	require.NoError(t, b.Close())
 	next(t, ch, nil)
 	cancel()
 	closed(t, ch)
 }
 
-func testWatchCurrent(t *testing.T, r resolve.Resolver) {
+func testWatchCurrent(t *testing.T, s *suite, r resolve.Resolver) {
 	w := watcher(t, r)
-	reg := registrar(t, r)
+	reg := s.registrar(t, r)
 	svc := name(t)
-	register(t, reg, svc, endpoint(1))
+	register(t, reg, svc, s.endpoint(1))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch, err := w.Watch(ctx, svc)
 	require.NoError(t, err)
-	next(t, ch, []resolve.Endpoint{endpoint(1)})
+	next(t, ch, []resolve.Endpoint{s.endpoint(1)})
 }
 
 // testConcurrent mixes every ability on shared and private names; its
 // value is in running under -race.
-func testConcurrent(t *testing.T, r resolve.Resolver) {
+func testConcurrent(t *testing.T, s *suite, r resolve.Resolver) {
 	shared := name(t)
-	reg := findRegistrar(r)
+	reg := s.findRegistrar(r)
 	w, _ := r.(resolve.Watcher)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -342,7 +433,7 @@ func testConcurrent(t *testing.T, r resolve.Resolver) {
 					wcancel()
 				}
 				if reg != nil {
-					rg, err := reg.Register(ctx, []string{shared, own}[i%2], endpoint(g*50%200+i))
+					rg, err := reg.Register(ctx, []string{shared, own}[i%2], s.endpoint(g*50%200+i))
 					if err != nil {
 						t.Errorf("Register: %v", err)
 						return

@@ -61,13 +61,16 @@ func AppendResume(b []byte, r Resume) ([]byte, error) {
 	return append(b, r.Ext...), nil
 }
 
-// Request is what may begin a flow's stream: an Open or a Resume.
+// Request is what may begin a stream: an Open or a Resume of a flow, or a
+// Ping. Exactly one field is set.
 type Request struct {
 	Open   *Open
 	Resume *Resume
+	Ping   *Ping
 }
 
-// ReadRequest reads an Open or a Resume from r, whichever the peer sent.
+// ReadRequest reads an Open, a Resume or a Ping from r, whichever the peer
+// sent.
 func ReadRequest(r io.Reader) (Request, error) {
 	var start [2]byte
 	if _, err := io.ReadFull(r, start[:1]); err != nil {
@@ -92,8 +95,14 @@ func ReadRequest(r io.Reader) (Request, error) {
 			return Request{}, err
 		}
 		return Request{Resume: &rs}, nil
+	case TypePing:
+		p, err := readPingBody(r)
+		if err != nil {
+			return Request{}, err
+		}
+		return Request{Ping: &p}, nil
 	}
-	return Request{}, malformed("type", "got %#x, want %#x or %#x", start[1], TypeOpen, TypeResume)
+	return Request{}, malformed("type", "got %#x, want %#x, %#x or %#x", start[1], TypeOpen, TypeResume, TypePing)
 }
 
 func readResumeBody(r io.Reader) (Resume, error) {

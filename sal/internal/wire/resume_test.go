@@ -56,7 +56,12 @@ func FuzzReadRequest(f *testing.F) {
 	f.Add(b)
 	b, _ = AppendOpen(nil, Open{FlowID: 1, Service: "x.y"})
 	f.Add(b)
+	b, _ = AppendPing(nil, Ping{Service: "x.y", Ext: []byte{0, 1, 7}})
+	f.Add(b)
 	f.Add([]byte{Version, TypeResume})
+	f.Add([]byte{Version, TypePing})
+	f.Add([]byte{Version, TypePing, 0})
+	f.Add([]byte{Version, TypePing, 200, 'a'})
 	f.Add([]byte{Version, 0x77})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		req, err := ReadRequest(bytes.NewReader(in))
@@ -67,10 +72,15 @@ func FuzzReadRequest(f *testing.F) {
 			return
 		}
 		var out []byte
-		if req.Open != nil {
+		switch {
+		case req.Open != nil:
 			out, err = AppendOpen(nil, *req.Open)
-		} else {
+		case req.Resume != nil:
 			out, err = AppendResume(nil, *req.Resume)
+		case req.Ping != nil:
+			out, err = AppendPing(nil, *req.Ping)
+		default:
+			t.Fatalf("%x decoded to an empty request", in)
 		}
 		if err != nil || !bytes.HasPrefix(in, out) {
 			t.Fatalf("round trip of %x: %x, %v", in, out, err)

@@ -9,8 +9,8 @@
 //	Open  = version(1) type(1)=0x01 flowID(8) svcLen(1) service(svcLen) extLen(2) ext(extLen)
 //	Reply = version(1) type(1)=0x81 status(1) extLen(2) ext(extLen)
 //
-// A Resume (resume.go) may begin a stream instead of an Open; ReadRequest
-// reads either.
+// A Resume (resume.go) or a Ping (ping.go) may begin a stream instead of an
+// Open; ReadRequest reads any of them.
 //
 // Integers are big-endian. ext is a sequence of TLVs, type(1) len(1) value(len),
 // reserved for later versions (resume secrets, offsets); unknown types are

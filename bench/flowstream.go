@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -59,7 +59,7 @@ func (s schedule) fill(b []byte, off uint64) {
 
 // pump writes the stream to w from offset off as it falls due, until ctx
 // ends or a write fails, and returns the offset it reached.
-func pump(ctx context.Context, w io.Writer, s schedule, off uint64) (uint64, error) {
+func (s schedule) pump(ctx context.Context, w io.Writer, off uint64) (uint64, error) {
 	t := time.NewTicker(msgEvery)
 	defer t.Stop()
 	buf := make([]byte, 64<<10)

@@ -1,4 +1,4 @@
-package bench
+package main
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -25,17 +26,27 @@ import (
 // as soon as it arrives. It finds the server's address in the same
 // registry as roam does, and, like roam, watches it (resumeSender.follow).
 
+// hello opens every session; the flow's ID follows it, so that one server
+// can carry many flows, each resumed on its own.
 const hello = "RESUME01"
 
-// resumeSender is the client: it keeps one connection open to the
-// service's registered address and streams on it, and reconnects whenever
-// the connection fails.
+// resumeSender is the client of one flow: it keeps one connection open to
+// the service's registered address and streams on it, and reconnects
+// whenever the connection fails.
 type resumeSender struct {
-	s       schedule
 	mem     *resolve.Memory
 	name    string
+	flow    uint64
 	connect func(ctx context.Context, addr netip.AddrPort) (io.ReadWriteCloser, error)
-	wg      sync.WaitGroup
+	// send writes the stream from offset off until ctx ends, a write
+	// fails, or the stream is complete (then it returns a nil error).
+	send func(ctx context.Context, w io.Writer, off uint64) (uint64, error)
+	wg   sync.WaitGroup
+
+	// Errors counts what the application saw fail: connections that
+	// ended under it and dials that failed; Reconnects, the sessions
+	// after the first.
+	errors, reconnects atomic.Int64
 
 	mu   sync.Mutex
 	cur  io.Closer
@@ -43,22 +54,31 @@ type resumeSender struct {
 }
 
 func (r *resumeSender) run(ctx context.Context) {
-	for ctx.Err() == nil {
+	for n := 0; ctx.Err() == nil; n++ {
 		dctx, cancel := context.WithTimeout(ctx, hangBound)
 		c, addr, err := r.dial(dctx)
 		cancel()
 		if err != nil {
+			if ctx.Err() == nil {
+				r.errors.Add(1)
+			}
 			select {
 			case <-ctx.Done():
 			case <-time.After(time.Millisecond):
 			}
 			continue
 		}
+		if n > 0 {
+			r.reconnects.Add(1)
+		}
 		r.mu.Lock()
 		r.cur, r.addr = c, addr
 		r.mu.Unlock()
 		r.session(ctx, c)
 		c.Close()
+		if ctx.Err() == nil {
+			r.errors.Add(1)
+		}
 	}
 }
 
@@ -93,20 +113,32 @@ func (r *resumeSender) follow(ctx context.Context) error {
 }
 
 func (r *resumeSender) session(ctx context.Context, c io.ReadWriteCloser) {
-	var off [8]byte
-	if _, err := io.WriteString(c, hello); err != nil {
+	var h [len(hello) + 8]byte
+	copy(h[:], hello)
+	binary.BigEndian.PutUint64(h[len(hello):], r.flow)
+	if _, err := c.Write(h[:]); err != nil {
 		return
 	}
+	var off [8]byte
 	if _, err := io.ReadFull(c, off[:]); err != nil {
 		return
 	}
 	// The receiver sends nothing more: a read returns when the connection
-	// ends, and closing it then stops the pump at its next write.
+	// ends, and closing it then stops the sender at its next write.
+	ended := make(chan struct{})
 	r.wg.Go(func() {
 		io.Copy(io.Discard, c)
 		c.Close()
+		close(ended)
 	})
-	pump(ctx, c, r.s, binary.BigEndian.Uint64(off[:]))
+	if _, err := r.send(ctx, c, binary.BigEndian.Uint64(off[:])); err == nil {
+		// All sent; what is still in flight is lost if the connection
+		// fails, so stay until it does (and resume) or the run ends.
+		select {
+		case <-ctx.Done():
+		case <-ended:
+		}
+	}
 }
 
 // drop closes the current connection, as when its address went away.
@@ -118,52 +150,88 @@ func (r *resumeSender) drop() {
 	}
 }
 
-// resumeReceiver is the server: the newest connection takes over the
-// stream from the one before.
+// streamSink is what a receiver feeds: it reports how much of the stream
+// it holds, which is where a resumed session goes on from.
+type streamSink interface {
+	drain(io.Reader)
+	received() uint64
+}
+
+// resumeServer is the server of many flows: for each, the newest
+// connection takes over the stream from the one before.
+type resumeServer struct {
+	sink func(flow uint64) streamSink // where a flow's bytes go; nil drops the session
+
+	mu    sync.Mutex
+	flows map[uint64]*resumeReceiver
+}
+
+// resumeReceiver is one flow's end of a resumeServer.
 type resumeReceiver struct {
-	rec *recorder
+	sink streamSink
 
 	mu   sync.Mutex // held through a takeover
 	cur  io.Closer
 	done chan struct{} // closed when cur's reader has stopped
 }
 
-func (r *resumeReceiver) serve(c io.ReadWriteCloser) {
+func (s *resumeServer) serve(c io.ReadWriteCloser) {
 	defer c.Close()
-	var h [len(hello)]byte
-	if _, err := io.ReadFull(c, h[:]); err != nil || string(h[:]) != hello {
+	var h [len(hello) + 8]byte
+	if _, err := io.ReadFull(c, h[:]); err != nil || string(h[:len(hello)]) != hello {
 		return
 	}
+	flow := binary.BigEndian.Uint64(h[len(hello):])
+	s.mu.Lock()
+	r, ok := s.flows[flow]
+	if !ok {
+		sink := s.sink(flow)
+		if sink == nil {
+			s.mu.Unlock()
+			return
+		}
+		if s.flows == nil {
+			s.flows = map[uint64]*resumeReceiver{}
+		}
+		r = &resumeReceiver{sink: sink}
+		s.flows[flow] = r
+	}
+	s.mu.Unlock()
 	r.mu.Lock()
 	if r.cur != nil {
 		r.cur.Close()
 		<-r.done // every byte it read is counted
 	}
 	var off [8]byte
-	binary.BigEndian.PutUint64(off[:], r.rec.received())
+	binary.BigEndian.PutUint64(off[:], r.sink.received())
 	done := make(chan struct{})
 	defer close(done)
 	r.cur, r.done = c, done
 	r.mu.Unlock()
 	if _, err := c.Write(off[:]); err == nil {
-		r.rec.drain(c)
+		r.sink.drain(c)
 	}
 }
 
-// closeCurrent closes the connection the stream is on, as a server that
-// moves does with the connections at its old address.
-func (r *resumeReceiver) closeCurrent() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cur != nil {
-		r.cur.Close()
+// closeCurrent closes the connections the streams are on, as a server
+// that moves does with the connections at its old address.
+func (s *resumeServer) closeCurrent() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range s.flows {
+		r.mu.Lock()
+		if r.cur != nil {
+			r.cur.Close()
+		}
+		r.mu.Unlock()
 	}
 }
 
 // tcpServer is the TCP baseline's server: a listener behind a tcpPath,
 // registered in mem, that can move to a new address.
 type tcpServer struct {
-	recv *resumeReceiver
+	recv *resumeServer
+	link *tcpLink // the path's link, kept across moves; nil is fixedTCPLink
 	mem  *resolve.Memory
 	name string
 	wg   sync.WaitGroup
@@ -181,7 +249,10 @@ func (s *tcpServer) move(ctx context.Context) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, err
 	}
-	path, err := newTCPPath(ln.Addr().String())
+	if s.link == nil {
+		s.link = fixedTCPLink()
+	}
+	path, err := newTCPPath(ln.Addr().String(), s.link)
 	if err != nil {
 		ln.Close()
 		return time.Time{}, err
@@ -232,7 +303,7 @@ func tcpConnect(local func() netip.Addr) func(context.Context, netip.AddrPort) (
 // cannot migrate (only clients can), so it listens on a new socket behind
 // a new relay and its clients reconnect, as TCP's do.
 type quicServer struct {
-	recv   *resumeReceiver
+	recv   *resumeServer
 	mem    *resolve.Memory
 	name   string
 	tlsCfg *tls.Config
@@ -315,5 +386,13 @@ func quicConnect(tr *quic.Transport, tlsCfg *tls.Config) func(context.Context, n
 			return nil, err
 		}
 		return streamConn{st, c}, nil
+	}
+}
+
+// reset closes every connection through the server's paths, as a NAT
+// that lost its mappings does (tcpPath.reset).
+func (s *tcpServer) reset() {
+	for _, p := range s.paths {
+		p.reset()
 	}
 }

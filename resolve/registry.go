@@ -1,0 +1,367 @@
+package resolve
+
+import (
+	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// RegistryConfig configures a Registry. The zero value is ready to use.
+type RegistryConfig struct {
+	// Key is the registry's identity, which clients pin with ?key= in the
+	// registry:// URL. If nil, a fresh Ed25519 key is made, and clients that
+	// pinned the old one will refuse a restarted registry. With a fixed
+	// Ed25519 key a restarted registry also answers its old connections
+	// with stateless resets, so that clients notice the restart at once.
+	Key crypto.Signer
+	// LeaseTTL is how long a registration lives without renewal. Clients
+	// renew at a third of it. If zero, 15s.
+	LeaseTTL time.Duration
+	// AnswerTTL is the TTL the registry puts on the endpoints it hands out:
+	// how long a client that does not watch may cache them. If zero, 5s.
+	AnswerTTL time.Duration
+	// BindingTTL is how long a name stays bound to its key after its last
+	// registration ends, so that a provider that restarts keeps its name
+	// and nobody can take it meanwhile. If zero, 24h.
+	BindingTTL time.Duration
+	// Prober, when set, probes every registered endpoint (a sal.Host is a
+	// Prober), and answers and watches leave out endpoints that fail
+	// repeatedly, long before their lease runs out. Health configures it.
+	Prober Prober
+	Health HealthConfig
+	// Limits against hostile clients. MaxLeasesPerConn bounds the
+	// registrations made over one connection (if zero, 1024), MaxWatches
+	// the watches open on one connection (if zero, 4096), MaxEndpoints a
+	// service's endpoints (if zero, 64) and MaxLeases the registry's
+	// registrations in all (if zero, 1<<20).
+	MaxLeasesPerConn, MaxWatches, MaxEndpoints, MaxLeases int
+	// QUIC configures the QUIC layer; nil gives roam's defaults.
+	QUIC *quic.Config
+	// Logger receives diagnostics; nil discards them.
+	Logger *slog.Logger
+}
+
+func (c *RegistryConfig) fill() {
+	c.LeaseTTL = orDefault(c.LeaseTTL, 15*time.Second)
+	c.AnswerTTL = orDefault(c.AnswerTTL, 5*time.Second)
+	c.BindingTTL = orDefault(c.BindingTTL, 24*time.Hour)
+	orInt := func(v *int, def int) {
+		if *v <= 0 {
+			*v = def
+		}
+	}
+	orInt(&c.MaxLeasesPerConn, 1024)
+	orInt(&c.MaxWatches, 4096)
+	orInt(&c.MaxEndpoints, 64)
+	orInt(&c.MaxLeases, 1<<20)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Registry is roam's embedded registry: the zero-setup resolver for a
+// laptop, a lab or a small fleet. Providers register endpoints under
+// leases that they renew; clients look services up and watch them over
+// QUIC (one connection per client, TLS 1.3, the registry's key pinned by
+// the client), and get changes pushed the moment they happen.
+//
+// Only the holder of a service's key may register it: each registration
+// carries a signature by the key the endpoint pins, bound to the client's
+// TLS session. A self-certifying ID ("rk--<fp>.name") is bound to its own
+// key; any other name to the key of its first registration, for as long
+// as it has registrations and BindingTTL after. State lives in memory: a
+// restarted registry is rebuilt by its providers' renewals within a lease.
+//
+// A Registry is also a Resolver and a Watcher for code in its own process.
+// Use RegistryClient (or Open with a registry:// URL) elsewhere.
+type Registry struct {
+	cfg  RegistryConfig
+	cert tls.Certificate
+	fp   Fingerprint
+	mem  *Memory
+	view registryView // mem, or a Health over it
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	leases   map[uint64]*lease
+	byAddr   map[leaseKey]*lease
+	owners   map[string]*binding
+	conns    map[*registryConn]struct{}
+	servers  []*quic.Transport
+	closed   bool
+	counters registryCounters
+}
+
+// registryView is what lookups and watches are answered from.
+type registryView interface {
+	Resolver
+	Watcher
+}
+
+type leaseKey struct {
+	service string
+	addr    netip.AddrPort
+}
+
+type lease struct {
+	id    uint64
+	key   leaseKey
+	reg   Registration // in r.mem
+	timer *time.Timer
+	owner *registryConn // counts against its MaxLeasesPerConn while it lives
+}
+
+type binding struct {
+	key    Fingerprint
+	leases int
+	until  time.Time // when leases is 0: the binding lapses then
+}
+
+type registryCounters struct {
+	lookups, registrations, renewals, refused, expired atomic.Uint64
+}
+
+// RegistryStats is a snapshot of a Registry's state and counters.
+type RegistryStats struct {
+	Services, Leases, Conns         int
+	Lookups, Registrations, Refused uint64 // since start
+	Renewals, Expired               uint64
+}
+
+// NewRegistry returns a Registry that serves nothing yet: call Serve, or
+// use ListenRegistry.
+func NewRegistry(cfg RegistryConfig) (*Registry, error) {
+	cfg.fill()
+	cert, fp, err := selfSigned(cfg.Key)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Registry{
+		cfg: cfg, cert: cert, fp: fp, mem: NewMemory(),
+		ctx: ctx, cancel: cancel,
+		leases: make(map[uint64]*lease),
+		byAddr: make(map[leaseKey]*lease),
+		owners: make(map[string]*binding),
+		conns:  make(map[*registryConn]struct{}),
+	}
+	r.view = r.mem
+	if cfg.Prober != nil {
+		r.view = NewHealth(r.mem, cfg.Prober, cfg.Health)
+	}
+	return r, nil
+}
+
+// ListenRegistry listens on a UDP address ("127.0.0.1:7700", ":0") and
+// serves a new Registry there until Close.
+func ListenRegistry(addr string, cfg RegistryConfig) (*Registry, error) {
+	r, err := NewRegistry(cfg)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("resolve: registry: %w", err)
+	}
+	if err := r.listen(pc); err != nil {
+		pc.Close()
+		r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Serve serves the registry on pc until Close, which also closes pc.
+func (r *Registry) Serve(pc net.PacketConn) error {
+	if err := r.listen(pc); err != nil {
+		return err
+	}
+	<-r.ctx.Done()
+	return ErrClosed
+}
+
+func (r *Registry) listen(pc net.PacketConn) error {
+	tr := &quic.Transport{Conn: pc, StatelessResetKey: resetKey(r.cfg.Key)}
+	ln, err := tr.Listen(registryServerTLS(r.cert), r.quicConfig())
+	if err != nil {
+		return fmt.Errorf("resolve: registry: %w", err)
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		ln.Close()
+		tr.Close()
+		return &Error{Op: "serve", Err: ErrClosed}
+	}
+	r.servers = append(r.servers, tr)
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go r.accept(ln)
+	return nil
+}
+
+func (r *Registry) quicConfig() *quic.Config {
+	if r.cfg.QUIC != nil {
+		return r.cfg.QUIC.Clone()
+	}
+	return &quic.Config{
+		MaxIdleTimeout:        20 * time.Second,
+		MaxIncomingStreams:    8,
+		MaxIncomingUniStreams: -1,
+	}
+}
+
+// resetKey derives a stable stateless-reset key from a deterministic
+// signature, which only an Ed25519 key gives; otherwise quic-go picks one.
+func resetKey(key crypto.Signer) *quic.StatelessResetKey {
+	k, ok := key.(ed25519.PrivateKey)
+	if !ok {
+		return nil
+	}
+	sum := sha256.Sum256(ed25519.Sign(k, []byte("roam registry stateless reset key")))
+	v := quic.StatelessResetKey(sum)
+	return &v
+}
+
+// Addr returns the first address the registry serves on, or nil.
+func (r *Registry) Addr() net.Addr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.servers) == 0 {
+		return nil
+	}
+	return r.servers[0].Conn.LocalAddr()
+}
+
+// Key returns the fingerprint of the registry's key, which clients pin.
+func (r *Registry) Key() Fingerprint { return r.fp }
+
+// URL returns the registry:// URL that reaches this registry with its key
+// pinned, for Open and ROAM_RESOLVER. An unspecified listening address is
+// given as loopback.
+func (r *Registry) URL() string {
+	a, _ := r.Addr().(*net.UDPAddr)
+	if a == nil {
+		return ""
+	}
+	ap := a.AddrPort()
+	if ip := ap.Addr().Unmap(); ip.IsUnspecified() {
+		if ip.Is4() {
+			ap = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), ap.Port())
+		} else {
+			ap = netip.AddrPortFrom(netip.IPv6Loopback(), ap.Port())
+		}
+	}
+	return "registry://" + ap.String() + "?key=" + r.fp.String()
+}
+
+// Resolve answers from the registry's own state (leaving out endpoints
+// that fail their health probes).
+func (r *Registry) Resolve(ctx context.Context, service string) ([]Endpoint, error) {
+	r.counters.lookups.Add(1)
+	return r.view.Resolve(ctx, service)
+}
+
+// Watch watches the registry's own state.
+func (r *Registry) Watch(ctx context.Context, service string) (<-chan []Endpoint, error) {
+	return r.view.Watch(ctx, service)
+}
+
+// Stats returns a snapshot of the registry's state and counters.
+func (r *Registry) Stats() RegistryStats {
+	r.mu.Lock()
+	s := RegistryStats{Leases: len(r.leases), Conns: len(r.conns)}
+	seen := make(map[string]struct{})
+	for k := range r.byAddr {
+		seen[k.service] = struct{}{}
+	}
+	s.Services = len(seen)
+	r.mu.Unlock()
+	s.Lookups = r.counters.lookups.Load()
+	s.Registrations = r.counters.registrations.Load()
+	s.Refused = r.counters.refused.Load()
+	s.Renewals = r.counters.renewals.Load()
+	s.Expired = r.counters.expired.Load()
+	return s
+}
+
+// Close stops serving, closes every client connection (clients then
+// reconnect, to a restarted registry if there is one) and drops all state.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	for _, l := range r.leases {
+		l.timer.Stop()
+	}
+	conns := make([]*registryConn, 0, len(r.conns))
+	for c := range r.conns {
+		conns = append(conns, c)
+	}
+	servers := r.servers
+	r.mu.Unlock()
+
+	r.cancel()
+	for _, c := range conns {
+		c.qc.CloseWithError(codeRegistryClosing, "registry closing")
+	}
+	for _, tr := range servers {
+		tr.Close()
+		tr.Conn.Close()
+	}
+	r.wg.Wait()
+	if h, ok := r.view.(*Health); ok {
+		h.Close()
+	}
+	return r.mem.Close()
+}
+
+// QUIC application error codes of the registry protocol.
+const (
+	codeRegistryClosing quic.ApplicationErrorCode = 1
+	codeRegistryProto   quic.ApplicationErrorCode = 2
+)
+
+func (r *Registry) accept(ln *quic.Listener) {
+	defer r.wg.Done()
+	for {
+		qc, err := ln.Accept(r.ctx)
+		if err != nil {
+			return
+		}
+		c := &registryConn{r: r, qc: qc, watches: make(map[uint64]context.CancelFunc)}
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			qc.CloseWithError(codeRegistryClosing, "registry closing")
+			return
+		}
+		r.conns[c] = struct{}{}
+		r.wg.Add(1)
+		r.mu.Unlock()
+		go c.serve()
+	}
+}
+
+// errRegistryLimit and friends are what the registry answers, and what the
+// client maps back to the resolve package's errors.
+var errRegistryLimit = errors.New("resolve: registry limit reached")

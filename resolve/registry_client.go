@@ -1,0 +1,453 @@
+package resolve
+
+import (
+	"context"
+	"crypto"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/roamnet/roam/resolve/internal/regwire"
+)
+
+// RegistryClientConfig configures a RegistryClient. The zero value is
+// ready to use, but pins no registry key (see Key).
+type RegistryClientConfig struct {
+	// Key pins the registry's key. If zero, any registry is trusted: the
+	// connection is encrypted but a man in the middle could answer in the
+	// registry's place, so pin the key anywhere but a lab.
+	Key Fingerprint
+	// Signer signs plain Register calls, whose endpoint then pins its key;
+	// RegisterSigned brings its own key. If nil, Register fails with
+	// ErrUnauthenticated.
+	Signer crypto.Signer
+	// CallTimeout bounds a connection attempt, and a registration,
+	// renewal or watch request, when the caller's context sets no earlier
+	// deadline; a request that outlives it also ends the connection, which
+	// is then dialled afresh. Lookups set no timer of their own: the
+	// caller's context bounds them, and so does the connection's idle
+	// timeout when the registry goes silent. If zero, 5s.
+	CallTimeout time.Duration
+	// QUIC configures the QUIC layer; nil gives roam's defaults.
+	QUIC *quic.Config
+	// Logger receives diagnostics; nil discards them.
+	Logger *slog.Logger
+}
+
+// RegistryClient speaks to a Registry over QUIC. It is a Resolver, a
+// Registrar, a SignedRegistrar and a Watcher, and is safe for concurrent
+// use.
+//
+// It connects on first use. While it holds registrations or watches it
+// stays connected, reconnecting with backoff after a failure, and then
+// restores its state: it renews its leases or, at a restarted registry
+// that no longer knows them, registers again (with fresh proofs), and
+// re-opens its watches, which stay open across the outage and resume with
+// the current set. Requests made while the registry is unreachable fail
+// with an error wrapping ErrUnavailable.
+type RegistryClient struct {
+	addr string
+	cfg  RegistryClientConfig
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	kick   chan struct{} // wakes the supervisor
+
+	mu         sync.Mutex
+	tr         *quic.Transport // made at the first connection
+	sess       *regSession     // nil while disconnected
+	connecting chan struct{}   // closed when the current attempt ends
+	connErr    error
+	regs       map[*registryReg]struct{}
+	watches    map[*registryWatch]struct{}
+	closed     bool
+}
+
+var (
+	_ Resolver        = (*RegistryClient)(nil)
+	_ Registrar       = (*RegistryClient)(nil)
+	_ SignedRegistrar = (*RegistryClient)(nil)
+	_ Watcher         = (*RegistryClient)(nil)
+)
+
+// NewRegistryClient returns a client for the registry at addr
+// ("host:port"). It does no I/O until first used.
+func NewRegistryClient(addr string, cfg RegistryClientConfig) (*RegistryClient, error) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, fmt.Errorf("%w: registry address %q: %w", ErrInvalid, addr, err)
+	}
+	cfg.CallTimeout = orDefault(cfg.CallTimeout, 5*time.Second)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &RegistryClient{
+		addr: addr, cfg: cfg, ctx: ctx, cancel: cancel,
+		kick:    make(chan struct{}, 1),
+		regs:    make(map[*registryReg]struct{}),
+		watches: make(map[*registryWatch]struct{}),
+	}
+	c.wg.Go(c.supervise)
+	return c, nil
+}
+
+// openRegistry opens "registry://host:port[?key=fingerprint]".
+func openRegistry(_ context.Context, u *url.URL) (Resolver, error) {
+	if u.Host == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") || u.Opaque != "" {
+		return nil, openError(u.String(), "registry needs host:port, as in registry://127.0.0.1:7700")
+	}
+	var cfg RegistryClientConfig
+	q := u.Query()
+	for k := range q {
+		if k != "key" {
+			return nil, openError(u.String(), "unknown parameter %q (only key= is known)", k)
+		}
+	}
+	if k := q.Get("key"); k != "" {
+		fp, err := ParseFingerprint(k)
+		if err != nil {
+			return nil, openError(u.String(), "key: %v", err)
+		}
+		cfg.Key = fp
+	}
+	return NewRegistryClient(u.Host, cfg)
+}
+
+// Close withdraws the client's registrations (best effort), ends its
+// watches and closes its connection.
+func (c *RegistryClient) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	regs := make([]*registryReg, 0, len(c.regs))
+	for r := range c.regs {
+		regs = append(regs, r)
+	}
+	c.mu.Unlock()
+	for _, r := range regs {
+		r.Close()
+	}
+	c.mu.Lock()
+	c.closed = true
+	watches := make([]*registryWatch, 0, len(c.watches))
+	for w := range c.watches {
+		watches = append(watches, w)
+	}
+	c.mu.Unlock()
+	c.cancel()
+	for _, w := range watches {
+		w.end()
+	}
+	c.mu.Lock()
+	sess := c.sess
+	c.mu.Unlock()
+	if sess != nil {
+		sess.fail(ErrClosed) // ends its reader, which c.wg waits for
+	}
+	c.wg.Wait()
+	c.mu.Lock()
+	tr := c.tr
+	c.mu.Unlock()
+	if tr != nil {
+		tr.Close()
+		tr.Conn.Close()
+	}
+	return nil
+}
+
+// Resolve asks the registry for a service's endpoints.
+func (c *RegistryClient) Resolve(ctx context.Context, service string) ([]Endpoint, error) {
+	key, err := serviceKey("resolve", service)
+	if err != nil {
+		return nil, err
+	}
+	f, err := c.call(ctx, &regwire.Frame{Type: regwire.TypeLookup, Service: key})
+	if err != nil {
+		return nil, &Error{Op: "resolve", Service: key, Err: err}
+	}
+	if f.Type != regwire.TypeEndpoints {
+		return nil, &Error{Op: "resolve", Service: key, Err: unexpected(f)}
+	}
+	eps := fromWire(f.Endpoints)
+	if len(eps) == 0 {
+		return nil, &Error{Op: "resolve", Service: key, Err: ErrNotFound}
+	}
+	return eps, nil
+}
+
+// call sends one request on the current session, connecting if need be,
+// and returns the answer, mapping an Error answer to the resolve errors.
+//
+// It sets no timer of its own: a registry that stops answering ends the
+// session within the QUIC idle timeout, which fails every pending call.
+func (c *RegistryClient) call(ctx context.Context, f *regwire.Frame) (*regwire.Frame, error) {
+	s, err := c.session(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.call(ctx, f, nil)
+}
+
+// bound applies CallTimeout to ctx and ends it at Close.
+func (c *RegistryClient) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+	stop := context.AfterFunc(c.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+func unexpected(f *regwire.Frame) error {
+	return fmt.Errorf("%w: registry answered with type %#x", ErrUnavailable, f.Type)
+}
+
+func fromWire(in []regwire.Endpoint) []Endpoint {
+	out := make([]Endpoint, len(in))
+	for i, ep := range in {
+		out[i] = Endpoint{Addr: ep.Addr, Key: ep.Key, TTL: ep.TTL}
+	}
+	return out
+}
+
+// session returns the live session, connecting (one attempt shared by all
+// callers) if there is none.
+func (c *RegistryClient) session(ctx context.Context) (*regSession, error) {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if s := c.sess; s != nil {
+			c.mu.Unlock()
+			return s, nil
+		}
+		wait := c.connecting
+		if wait == nil {
+			wait = make(chan struct{})
+			c.connecting = wait
+			c.wg.Go(func() { c.connect(wait) })
+		}
+		c.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+		c.mu.Lock()
+		s, err := c.sess, c.connErr
+		c.mu.Unlock()
+		if s != nil {
+			return s, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (c *RegistryClient) connect(done chan struct{}) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.CallTimeout)
+	defer cancel()
+	s, err := c.dial(ctx)
+	c.mu.Lock()
+	c.connecting = nil
+	if err != nil {
+		c.connErr = fmt.Errorf("%w: registry %s: %w", ErrUnavailable, c.addr, err)
+	} else if c.closed {
+		s.qc.CloseWithError(0, "client closing")
+	} else {
+		c.sess, c.connErr = s, nil
+		c.wg.Go(s.read)
+		c.wg.Go(func() {
+			if err := s.w.RunFlusher(s.done); err != nil {
+				s.fail(err)
+			}
+		})
+	}
+	c.mu.Unlock()
+	close(done)
+	c.poke()
+}
+
+func (c *RegistryClient) dial(ctx context.Context) (*regSession, error) {
+	raddr, err := net.ResolveUDPAddr("udp", c.addr)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	tr := c.tr
+	if tr == nil {
+		pc, err := net.ListenUDP("udp", nil)
+		if err != nil {
+			c.mu.Unlock()
+			return nil, err
+		}
+		tr = &quic.Transport{Conn: pc}
+		c.tr = tr
+	}
+	c.mu.Unlock()
+	qc, err := tr.Dial(ctx, raddr, registryClientTLS(c.cfg.Key), c.quicConfig())
+	if err != nil {
+		return nil, err
+	}
+	state := qc.ConnectionState().TLS
+	ekm, err := state.ExportKeyingMaterial(exporterLabel, nil, 32)
+	if err != nil {
+		qc.CloseWithError(codeRegistryProto, "no exporter")
+		return nil, err
+	}
+	str, err := qc.OpenStreamSync(ctx)
+	if err != nil {
+		qc.CloseWithError(codeRegistryProto, "no stream")
+		return nil, err
+	}
+	return &regSession{
+		c: c, qc: qc, str: str, ekm: ekm, w: regwire.NewWriter(deadlineWriter{str}),
+		pending: make(map[uint64]chan *regwire.Frame),
+		watches: make(map[uint64]*registryWatch),
+		done:    make(chan struct{}),
+	}, nil
+}
+
+func (c *RegistryClient) quicConfig() *quic.Config {
+	if c.cfg.QUIC != nil {
+		return c.cfg.QUIC.Clone()
+	}
+	// Keep-alives well inside the idle timeout make a dead registry show up
+	// as a closed connection within a lease, even with no renewal due.
+	return &quic.Config{
+		MaxIdleTimeout:        6 * time.Second,
+		KeepAlivePeriod:       2 * time.Second,
+		MaxIncomingStreams:    -1,
+		MaxIncomingUniStreams: -1,
+	}
+}
+
+func (c *RegistryClient) poke() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// supervise keeps the client connected while it has state to keep, and
+// renews leases; it ends at Close.
+func (c *RegistryClient) supervise() {
+	backoff := 50 * time.Millisecond
+	var restored *regSession // the session whose state was last restored
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.kick:
+		case <-tick.C:
+		}
+		c.mu.Lock()
+		need := len(c.regs)+len(c.watches) > 0
+		s := c.sess
+		c.mu.Unlock()
+		if s == nil {
+			if !need {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(c.ctx, c.cfg.CallTimeout)
+			_, err := c.session(ctx)
+			cancel()
+			if err != nil {
+				c.cfg.Logger.Debug("registry: reconnect failed", "addr", c.addr, "err", err, "backoff", backoff)
+				select {
+				case <-c.ctx.Done():
+					return
+				case <-time.After(backoff + rand.N(backoff/2)):
+				}
+				backoff = min(2*backoff, 2*time.Second)
+				c.poke()
+				continue
+			}
+			backoff = 50 * time.Millisecond
+			continue // the connect poked us
+		}
+		if s != restored {
+			restored = s
+			c.restore(s)
+		}
+		c.renewDue(s)
+	}
+}
+
+// restore re-opens every watch on a new session; leases are renewed or
+// re-registered by renewDue, which treats every lease as due.
+func (c *RegistryClient) restore(s *regSession) {
+	c.mu.Lock()
+	watches := make([]*registryWatch, 0, len(c.watches))
+	for w := range c.watches {
+		watches = append(watches, w)
+	}
+	for r := range c.regs {
+		r.renewAt = time.Time{}
+	}
+	c.mu.Unlock()
+	for _, w := range watches {
+		if err := s.rewatch(w); err != nil {
+			return // the session died; the next one restores again
+		}
+	}
+}
+
+func (c *RegistryClient) renewDue(s *regSession) {
+	now := time.Now()
+	c.mu.Lock()
+	var due []*registryReg
+	for r := range c.regs {
+		if r.renewAt.Before(now) {
+			due = append(due, r)
+		}
+	}
+	c.mu.Unlock()
+	for _, r := range due {
+		if err := r.refresh(s); err != nil {
+			c.cfg.Logger.Warn("registry: renewal failed", "service", r.service, "err", err)
+			if s.dead() {
+				return
+			}
+		}
+	}
+}
+
+// parseCode maps an Error answer to the resolve package's errors.
+func parseCode(f *regwire.Frame) error {
+	msg := strings.TrimPrefix(f.Message, "resolve: ")
+	var base error
+	switch f.Code {
+	case regwire.CodeNotFound:
+		base = ErrNotFound
+	case regwire.CodeInvalid:
+		base = ErrInvalid
+	case regwire.CodeUnauthenticated:
+		base = ErrUnauthenticated
+	case regwire.CodeNotOwner:
+		base = ErrNotOwner
+	case regwire.CodeLimit:
+		base = errRegistryLimit
+	case regwire.CodeUnknownLease:
+		base = errUnknownLease
+	default:
+		base = ErrUnavailable
+	}
+	return fmt.Errorf("%w (registry: %s)", base, msg)
+}
+
+// equalSets reports whether two endpoint sets are the same, in order.
+func equalSets(a, b []Endpoint) bool { return slices.Equal(a, b) }
