@@ -11,11 +11,24 @@
 //
 // # Backends
 //
+// Open picks a backend by URL (memory:, static:, registry://, dns://,
+// etcd://); a sal.Host given no resolver opens the URL in $ROAM_RESOLVER.
+//
 //   - Memory (NewMemory) is an in-process registry for Hosts in one process,
 //     tests and examples. It resolves, accepts registrations and pushes
 //     changes to watchers.
 //   - Static (NewStatic, ParseStatic) is a fixed table, such as
 //     "web=10.0.0.1:443,10.0.0.2:443;db=[fd00::5]:5432" from a flag.
+//   - Registry (ListenRegistry, and the roam-registry command) is roam's
+//     embedded registry, the zero-setup default beyond one process;
+//     RegistryClient (or Open with registry://host:port?key=FP) speaks to it
+//     over QUIC. Registrations are leases the client renews, each proved by
+//     a signature of the service's key bound to the TLS session; watches
+//     are pushed; with a Prober the registry leaves unhealthy endpoints out.
+//     A restarted registry is rebuilt from its clients' renewals.
+//   - DNS (NewDNS, or Open with dns://[server:port]/) reads SRV, A/AAAA and
+//     TXT key pins, honours TTLs and serves stale answers while the
+//     nameservers fail; its Watch polls at the TTL.
 //   - Etcd (NewEtcd, or Open with etcd://host:port[,host:port...]/prefix)
 //     is for fleets on many machines. Each registration is a key under a
 //     lease kept alive until it is closed, so a Host that dies is withdrawn
@@ -24,6 +37,14 @@
 //     is bound to the key of its first registration (ErrNotOwner for any
 //     other). Registrations outlive a member failure and, re-made when
 //     etcd is back, an outage longer than their lease.
+//
+// # Who may register
+//
+// Backends that implement SignedRegistrar accept a registration only with
+// a Proof (Sign, Proof.Verify) that the registrant holds the key its
+// endpoint pins. A self-certifying ID is bound to its own key (IDKey), any
+// other name to the key of its first registration (CheckOwner); another
+// key gets ErrNotOwner.
 //
 // # Cache
 //
