@@ -28,6 +28,10 @@ type laneSpec struct {
 // measured.
 const manyFlows = 100
 
+// slowStep is how long setting lanes up or closing one may take before
+// the progress says so.
+const slowStep = 5 * time.Second
+
 // readyTimeout bounds the time every flow of a run has to connect.
 const readyTimeout = 60 * time.Second
 
@@ -95,6 +99,7 @@ func (rn *runner) runLanes(ctx context.Context, sc *scenario, run int, specs []l
 	}
 	var lanes []*activeLane
 	waitFor := 0
+	setup := time.Now()
 	for _, s := range specs {
 		a := &activeLane{spec: s, res: laneResult{Scenario: sc.name, System: s.sys.name, Variant: s.variant, Run: run + 1}}
 		lanes = append(lanes, a)
@@ -126,6 +131,9 @@ func (rn *runner) runLanes(ctx context.Context, sc *scenario, run int, specs []l
 		}
 		cancel()
 		return rn.finish(lanes)
+	}
+	if d := time.Since(setup); d > slowStep {
+		rn.logf("  %s: setting up took %v", sc.name, d.Round(time.Millisecond))
 	}
 	var heap1 uint64
 	if alone {
@@ -230,7 +238,13 @@ func (rn *runner) finish(lanes []*activeLane) []laneResult {
 	var wg sync.WaitGroup
 	for _, a := range lanes {
 		if a.lane != nil {
-			wg.Go(a.lane.close)
+			wg.Go(func() {
+				start := time.Now()
+				a.lane.close()
+				if d := time.Since(start); d > slowStep {
+					rn.logf("  %s %s: closing took %v", a.res.Scenario, a.res.System, d.Round(time.Millisecond))
+				}
+			})
 		}
 	}
 	wg.Wait()

@@ -106,7 +106,7 @@ func scenarios(o scenarioOpts) ([]*scenario, error) {
 		bin: 100 * time.Millisecond, runs: 1,
 	})
 
-	tunnelAt, tunnelLen := pick(o, 2*time.Second, 5*time.Second), pick(o, 8*time.Second, 30*time.Second)
+	tunnelAt, tunnelLen := pick(o, 2*time.Second, 5*time.Second), pick(o, 6*time.Second, 30*time.Second)
 	tunnelLink := trace.Link{RTT: 60 * time.Millisecond, Jitter: 8 * time.Millisecond, Loss: 0.005, Rate: mbit(20)}
 	out = append(out, &scenario{
 		name: "tunnel",
@@ -125,7 +125,7 @@ func scenarios(o scenarioOpts) ([]*scenario, error) {
 	out = append(out, &scenario{
 		name:   "nat-rebind",
 		title:  "10 MB through 50 NAT rebindings in 3 s (from 0.5 s); 20 ms RTT, 20 Mbit/s, no loss; beside the same transfer without them",
-		events: nat, length: pick(o, 15*time.Second, 120*time.Second), work: workload{want: 10 << 20}, flows: 1,
+		events: nat, length: pick(o, 12*time.Second, 120*time.Second), work: workload{want: 10 << 20}, flows: 1,
 		bin: 100 * time.Millisecond, runs: 1, twin: "calm",
 	})
 
@@ -136,7 +136,7 @@ func scenarios(o scenarioOpts) ([]*scenario, error) {
 		name:   "flows",
 		title:  fmt.Sprintf("%d concurrent flows (256 B every 50 ms each) through one handover (100 ms outage); 20 ms RTT, 100 Mbit/s; systems in turns", flows),
 		events: []pathEvent{{kind: evLink, link: flowLink}, {at: handAt, kind: evHandover, dur: 100 * time.Millisecond}},
-		length: handAt + pick(o, 2500*time.Millisecond, 15*time.Second),
+		length: handAt + pick(o, 2*time.Second, 15*time.Second),
 		work:   workload{every: 50 * time.Millisecond, size: 256}, flows: flows,
 		bin: 100 * time.Millisecond, sequential: true, runs: 1,
 	})
