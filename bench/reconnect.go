@@ -162,8 +162,10 @@ type streamSink interface {
 type resumeServer struct {
 	sink func(flow uint64) streamSink // where a flow's bytes go; nil drops the session
 
-	mu    sync.Mutex
-	flows map[uint64]*resumeReceiver
+	mu     sync.Mutex
+	flows  map[uint64]*resumeReceiver
+	open   map[io.Closer]struct{} // every connection being served
+	closed bool
 }
 
 // resumeReceiver is one flow's end of a resumeServer.
@@ -176,7 +178,10 @@ type resumeReceiver struct {
 }
 
 func (s *resumeServer) serve(c io.ReadWriteCloser) {
-	defer c.Close()
+	if !s.track(c) {
+		return
+	}
+	defer s.untrack(c)
 	var h [len(hello) + 8]byte
 	if _, err := io.ReadFull(c, h[:]); err != nil || string(h[:len(hello)]) != hello {
 		return
@@ -210,6 +215,40 @@ func (s *resumeServer) serve(c io.ReadWriteCloser) {
 	r.mu.Unlock()
 	if _, err := c.Write(off[:]); err == nil {
 		r.sink.drain(c)
+	}
+}
+
+func (s *resumeServer) track(c io.Closer) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		c.Close()
+		return false
+	}
+	if s.open == nil {
+		s.open = map[io.Closer]struct{}{}
+	}
+	s.open[c] = struct{}{}
+	return true
+}
+
+func (s *resumeServer) untrack(c io.Closer) {
+	s.mu.Lock()
+	delete(s.open, c)
+	s.mu.Unlock()
+	c.Close()
+}
+
+// close closes every connection being served, those still waiting for
+// their hello too, and refuses new ones.
+func (s *resumeServer) close() {
+	s.mu.Lock()
+	s.closed = true
+	open := s.open
+	s.open = nil
+	s.mu.Unlock()
+	for c := range open {
+		c.Close()
 	}
 }
 

@@ -245,7 +245,10 @@ func memCell(w *row) string {
 		xs = append(xs, r.HeapPerFlow)
 	}
 	m := median(xs)
-	if math.Abs(m) >= 1<<20 {
+	if m < 1024 {
+		return "< 1 KiB" // the heap's noise is larger than the flow
+	}
+	if m >= 1<<20 {
 		return fmtNum(m/(1<<20), 1) + " MiB"
 	}
 	return fmtNum(m/1024, 1) + " KiB"

@@ -217,7 +217,7 @@ func (l *kernelLane) close() {
 	if ln != nil {
 		ln.Close()
 	}
-	l.srv.closeCurrent()
+	l.srv.close()
 	if l.net != nil {
 		l.net.close()
 	}

@@ -229,6 +229,7 @@ func (l *quicLane) counts() laneCounts {
 }
 
 func (l *quicLane) close() {
+	l.srv.close()
 	l.mu.Lock()
 	trs := l.trs
 	l.trs = nil

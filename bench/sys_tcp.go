@@ -82,6 +82,7 @@ func (l *tcpLane) counts() laneCounts {
 }
 
 func (l *tcpLane) close() {
+	l.srv.recv.close()
 	if l.srv.ln != nil {
 		l.srv.Close()
 	}
