@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -448,6 +447,3 @@ func parseCode(f *regwire.Frame) error {
 	}
 	return fmt.Errorf("%w (registry: %s)", base, msg)
 }
-
-// equalSets reports whether two endpoint sets are the same, in order.
-func equalSets(a, b []Endpoint) bool { return slices.Equal(a, b) }

@@ -402,7 +402,7 @@ func (c *RegistryClient) unwatch(w *registryWatch) {
 func (w *registryWatch) offer(eps []Endpoint) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.closed || (w.last != nil && equalSets(w.last, eps)) {
+	if w.closed || (w.last != nil && sameEndpoints(w.last, eps)) {
 		return
 	}
 	if eps == nil {
