@@ -70,6 +70,17 @@ type Config struct {
 	// SAL header, so that silent peers cannot pin streams. If zero, 10 s.
 	OpenTimeout time.Duration
 
+	// SilenceTimeout is how long a connection this Host dialed may go
+	// unanswered (packets sent that call for an acknowledgement, nothing
+	// heard) before the Host checks the peer with a fresh handshake. If
+	// that gets through while the old connection is still silent, the old
+	// connection is broken, not the network: a NAT forgot its mapping, or
+	// the peer keeps answering an address the Host no longer has. The
+	// flows then resume on the new connection instead of waiting out
+	// QUIC's idle timeout. If zero, 1 s (at least three PTOs); negative
+	// turns the check off.
+	SilenceTimeout time.Duration
+
 	// IdleConnTimeout is how long a connection to a peer stays open after
 	// its last flow closed, so that a further flow costs no handshake. If
 	// zero, 30 s.
@@ -132,6 +143,12 @@ func durationOr(d, def time.Duration) time.Duration {
 
 func (c *Config) endpointTimeout() time.Duration { return durationOr(c.EndpointTimeout, 2*time.Second) }
 func (c *Config) openTimeout() time.Duration     { return durationOr(c.OpenTimeout, 10*time.Second) }
+func (c *Config) silenceTimeout() time.Duration {
+	if c.SilenceTimeout < 0 {
+		return 0
+	}
+	return durationOr(c.SilenceTimeout, time.Second)
+}
 func (c *Config) idleConnTimeout() time.Duration {
 	return durationOr(c.IdleConnTimeout, 30*time.Second)
 }

@@ -36,6 +36,20 @@
 // Host.DialContext has net.Dialer's shape, for http.Transport.DialContext
 // and grpc.WithContextDialer; a Listener is a net.Listener, for http.Serve.
 //
+// # Motion
+//
+// Each end of a flow keeps what the other has not acknowledged reading
+// (Config.FlowBuffer, Config.HostBuffer). When the Host's address changes
+// (Host.Rebind, or Config.Monitor), the connections it dialed migrate with
+// QUIC's path probe; a probe stuck on a dead path is abandoned after three
+// PTOs. When a connection cannot go on (the peer moved, a NAT forgot its
+// mapping, a migration failed), the dialing end connects to the service's
+// current endpoint and resumes every flow the connection carried, each
+// end replaying what the other missed, until Config.ResumeTimeout. A
+// connection that stays silent for Config.SilenceTimeout while the peer
+// still completes a fresh handshake is replaced at once rather than after
+// QUIC's idle timeout. Config.OnEvent reports each step as an Event.
+//
 // # Resolvers and registration
 //
 // With no Config.Resolver, NewHost opens the URL in the environment

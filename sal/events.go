@@ -16,6 +16,7 @@ const (
 	EventLost                           // a flow could not be resumed
 	EventMigrated                       // a connection moved to a new local address (QUIC migration)
 	EventRebound                        // the Host moved to a new socket
+	EventReplaced                       // a silent connection gave way to a new one (Config.SilenceTimeout)
 )
 
 func (k EventKind) String() string {
@@ -30,6 +31,8 @@ func (k EventKind) String() string {
 		return "migrated"
 	case EventRebound:
 		return "rebound"
+	case EventReplaced:
+		return "replaced"
 	}
 	return "unknown"
 }
@@ -41,9 +44,9 @@ type Event struct {
 	Kind     EventKind
 	Service  ServiceID      // the flow's service, if the event concerns a flow
 	FlowID   uint64         // 0 for Host-wide events
-	Stall    time.Duration  // EventResumed: time without a carrier
+	Stall    time.Duration  // EventResumed: time without a carrier; EventReplaced: time unanswered
 	Replayed uint64         // EventResumed: bytes sent again
-	From, To netip.AddrPort // EventMigrated, EventRebound, EventResumed: the addresses involved
+	From, To netip.AddrPort // EventMigrated, EventRebound, EventResumed: the addresses involved; EventReplaced: To is the peer
 	RTT      time.Duration  // EventMigrated: the path's RTT after the switch
 	Err      error          // EventSuspended, EventLost: the cause
 }

@@ -119,6 +119,10 @@ func (h *Host) dialPeer(ctx context.Context, p *peer) {
 	p.conn = conn
 	h.mu.Unlock()
 	p.ctl = h.newControl(conn, true, p.key)
+	if h.cfg.silenceTimeout() > 0 {
+		h.wg.Add(1)
+		go h.watchSilence(p)
+	}
 	h.log.Debug("connected", "peer", p.addr, "key", p.key)
 	// Forget the peer as soon as its connection dies, so the next flow
 	// dials afresh instead of failing on a dead connection.

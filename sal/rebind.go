@@ -137,8 +137,9 @@ func (h *Host) Rebind(ctx context.Context, localAddr string) error {
 // migrate moves p's connection onto t, or, failing that, closes it so its
 // flows resume on a new connection.
 func (h *Host) migrate(ctx context.Context, p *peer, t *transport, from netip.AddrPort) {
-	ctx, cancel := context.WithTimeout(ctx, h.probeTimeout(p.conn.ConnectionStats()))
+	ctx, cancel := context.WithTimeout(ctx, 2*h.cfg.endpointTimeout())
 	defer cancel()
+	h.abandonWhenSilent(ctx, p.conn, cancel)
 	path, err := p.conn.AddPath(t.tr)
 	if err == nil {
 		h.mu.Lock()
@@ -161,18 +162,43 @@ func (h *Host) migrate(ctx context.Context, p *peer, t *transport, from netip.Ad
 	h.emit(Event{Kind: EventMigrated, From: from, To: t.local, RTT: stats.SmoothedRTT})
 }
 
-// probeTimeout is how long a migration waits for its path probe before it
-// gives up and lets the flows resume on a new connection: three PTOs, as
-// RFC 9000 (section 8.2.4) says to abandon path validation. Waiting longer
-// rarely pays: quic-go sends the probe only when its congestion window has
-// room, and a sender that filled the window on the path that just died
-// gets no acknowledgements to open it again, so the probe may never leave
-// (seen on the hsr-300 trace, where the flows then stalled 4.4 s instead of
-// under one).
+// abandonWhenSilent cancels a migration's path probe once the connection
+// has heard nothing from the peer for a probeTimeout. quic-go sends the
+// probe only when its congestion window has room, and a sender that filled
+// the window on a path that just died gets no acknowledgements to open it
+// again, so the probe may never leave (seen on the hsr-300 trace, where the
+// flows then stalled 4.4 s instead of under one). While packets still
+// arrive, the old path works and the window opens, so the probe is only
+// late, not stuck: waiting then beats a new connection, and a busy machine
+// (the race detector on two cores) can make it later than three PTOs.
+// The goroutine ends with ctx.
+func (h *Host) abandonWhenSilent(ctx context.Context, qc *quic.Conn, cancel context.CancelFunc) {
+	go func() {
+		heard := qc.ConnectionStats().PacketsReceived
+		for {
+			timer := time.NewTimer(h.probeTimeout(qc.ConnectionStats()))
+			select {
+			case <-ctx.Done():
+				timer.Stop()
+				return
+			case <-timer.C:
+			}
+			now := qc.ConnectionStats().PacketsReceived
+			if now == heard {
+				cancel()
+				return
+			}
+			heard = now
+		}
+	}()
+}
+
+// probeTimeout is how long a migration waits for the peer to be heard
+// before it gives up its path probe and lets the flows resume on a new
+// connection: three PTOs, as RFC 9000 (section 8.2.4) says to abandon path
+// validation.
 func (h *Host) probeTimeout(stats quic.ConnectionStats) time.Duration {
-	const maxAckDelay = 25 * time.Millisecond // RFC 9000's default, and quic-go's
-	pto := stats.SmoothedRTT + max(4*stats.MeanDeviation, time.Millisecond) + maxAckDelay
-	return min(max(3*pto, 150*time.Millisecond), 2*h.cfg.endpointTimeout())
+	return min(max(3*pto(stats), 150*time.Millisecond), 2*h.cfg.endpointTimeout())
 }
 
 // closeUnusedLocked closes retired sockets no live connection needs.

@@ -1,0 +1,135 @@
+package sal
+
+import (
+	"context"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// A QUIC connection can break while the network works. quic-go's server
+// validates at most three new client addresses per 5 s; after a burst of
+// NAT rebindings it keeps answering a mapping that no longer exists, and
+// the client, whose packets still arrive, hears nothing until the 30 s
+// idle timeout. The same happens when a peer's path changes in a way it
+// cannot see. Only the dialing end can repair this, by dialing again: so
+// it watches each connection it dialed, and once the peer has left its
+// packets unanswered for Config.SilenceTimeout it tries a fresh
+// handshake. If that completes while the old connection is still silent,
+// the new connection takes the old one's place and the flows resume on
+// it. If the handshake fails, the network is down (a tunnel), and the old
+// connection is left to recover by itself; the check repeats meanwhile,
+// so whichever gets through first carries the flows on.
+
+// silence follows a connection's packet counters to tell how long the peer
+// has left the Host's packets unanswered.
+type silence struct {
+	heard    uint64    // PacketsReceived at the last look
+	sent     uint64    // PacketsSent one look after the last packet heard
+	based    bool      // sent is set
+	askedAt  time.Time // the look that first saw packets go out unanswered
+	lastLook time.Time
+}
+
+// observe takes a look at the counters and returns how long the packets
+// sent since the last packet heard have gone unanswered (0 if none).
+func (s *silence) observe(st quic.ConnectionStats, now time.Time) time.Duration {
+	switch {
+	case st.PacketsReceived != s.heard:
+		s.heard, s.based, s.askedAt = st.PacketsReceived, false, time.Time{}
+	case !s.based:
+		// Acknowledgements of what was heard last go out up to
+		// max_ack_delay later, before this look; from here on, whatever
+		// is sent calls for an answer (data, probes, keep-alives).
+		s.sent, s.based = st.PacketsSent, true
+	case st.PacketsSent > s.sent && s.askedAt.IsZero():
+		s.askedAt = s.lastLook // sent at some time after the last look
+	}
+	s.lastLook = now
+	if s.askedAt.IsZero() {
+		return 0
+	}
+	return now.Sub(s.askedAt)
+}
+
+// silenceLimit is how long a connection may stay unanswered: the
+// configured timeout, but at least three PTOs, so that a slow path is not
+// mistaken for a broken one.
+func (h *Host) silenceLimit(st quic.ConnectionStats) time.Duration {
+	return max(h.cfg.silenceTimeout(), 3*pto(st))
+}
+
+// pto is RFC 9002's probe timeout for the connection's current path.
+func pto(st quic.ConnectionStats) time.Duration {
+	const maxAckDelay = 25 * time.Millisecond // RFC 9000's default, and quic-go's
+	return st.SmoothedRTT + max(4*st.MeanDeviation, time.Millisecond) + maxAckDelay
+}
+
+// watchSilence runs while the connection of p, a peer this Host dialed,
+// lives.
+func (h *Host) watchSilence(p *peer) {
+	defer h.wg.Done()
+	qc := p.conn
+	ctx := qc.Context()
+	look := max(h.cfg.silenceTimeout()/4, 50*time.Millisecond) // > max_ack_delay
+	s := silence{heard: qc.ConnectionStats().PacketsReceived, lastLook: time.Now()}
+	var backoff time.Duration // after a check that found the old connection still needed
+	timer := time.NewTimer(look)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		st := qc.ConnectionStats()
+		unanswered := s.observe(st, time.Now())
+		next := look
+		switch {
+		case unanswered == 0:
+			backoff = 0
+		case unanswered >= h.silenceLimit(st):
+			if h.replaceSilent(ctx, p, unanswered) {
+				return
+			}
+			backoff = min(max(2*backoff, look), h.cfg.endpointTimeout())
+			next = backoff
+		}
+		timer.Reset(next)
+	}
+}
+
+// replaceSilent dials p's address afresh and, if the handshake completes
+// while p's connection still hears nothing, puts the new connection in
+// p's place and closes p's, so that its flows resume on the new one. It
+// reports whether it did.
+func (h *Host) replaceSilent(ctx context.Context, p *peer, unanswered time.Duration) bool {
+	heard := p.conn.ConnectionStats().PacketsReceived
+	dctx, cancel := context.WithTimeout(ctx, h.cfg.endpointTimeout())
+	defer cancel()
+	np := &peer{host: h, addr: p.addr, sni: p.sni, ready: make(chan struct{}), flows: 1}
+	h.dialPeer(dctx, np)
+	if np.err != nil {
+		h.log.Debug("silent connection: peer unreachable too", "peer", p.addr, "err", np.err)
+		return false
+	}
+	cameBack := p.conn.ConnectionStats().PacketsReceived != heard
+	h.mu.Lock()
+	replace := !cameBack && !h.closed && !p.gone && !np.gone && h.peers[p.addr] == p &&
+		np.key == p.key && // else another Host answers there now; the flows' resume sorts that out
+		np.transports[0] == h.cur // else a Rebind ran meanwhile and migrated p
+	if replace {
+		h.removePeerLocked(p)
+		h.peers[p.addr] = np
+	}
+	h.mu.Unlock()
+	if !replace {
+		np.conn.CloseWithError(codeIdle, "not needed")
+		return false
+	}
+	h.releasePeer(np) // the flows take it up as they resume; until then it idles
+	h.log.Debug("silent connection replaced", "peer", p.addr, "unanswered", unanswered)
+	h.emit(Event{Kind: EventReplaced, To: p.addr, Stall: unanswered})
+	p.conn.CloseWithError(codeMoved, "peer silent; replaced")
+	return true
+}
