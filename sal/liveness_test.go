@@ -63,3 +63,47 @@ func TestSilenceObserve(t *testing.T) {
 	require.Zero(t, s.observe(stats(10, 12), at(2000)))
 	require.Zero(t, s.observe(stats(10, 12), at(2250)))
 }
+
+// A migration abandons its path probe after a PTO without a packet, within
+// a floor and a ceiling.
+func TestProbeSilence(t *testing.T) {
+	h := &Host{}
+	for _, tt := range []struct {
+		srtt, dev, want time.Duration
+	}{
+		{75 * time.Millisecond, 30 * time.Millisecond, (75 + 120 + 25) * time.Millisecond},
+		{time.Millisecond, 0, 150 * time.Millisecond},               // loopback: the floor
+		{3 * time.Second, time.Second, 2 * h.cfg.endpointTimeout()}, // a terrible path: the ceiling
+	} {
+		got := h.probeSilence(quic.ConnectionStats{SmoothedRTT: tt.srtt, MeanDeviation: tt.dev})
+		require.Equal(t, tt.want, got, "srtt %v, deviation %v", tt.srtt, tt.dev)
+	}
+}
+
+// A handover kills the old path while the sender's congestion window is
+// full, and the client learns its new address only when the outage ends:
+// quic-go then never sends the new path's probe, and the migration must
+// give up on it and resume the flows instead of waiting 4 s.
+func TestMigrationAbandonsStuckProbe(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBed(t, natStormLink, Config{})
+		const outage = 300 * time.Millisecond
+		handedOver := false
+		start := time.Now()
+		transfer(t, b.c, b.sc, 8<<20, func(sent int) {
+			if sent >= 4<<20 && !handedOver {
+				handedOver = true
+				b.path.Handover(outage)
+				time.AfterFunc(outage, func() { b.moveClient(t) })
+			}
+		})
+		took := time.Since(start)
+		require.True(t, handedOver)
+		st := b.c.Stats()
+		// Calm, the transfer takes 4.4 s, and 4.7 s with the outage when
+		// the flows resume; 6.1 s when the migration waits for its probe.
+		t.Logf("took %v; resumes %d, migrations %d", took, st.Resumes, b.clientLog.count(EventMigrated))
+		b.requireNoLoss(t)
+		require.Less(t, took, 5500*time.Millisecond)
+	})
+}
