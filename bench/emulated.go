@@ -132,29 +132,6 @@ func (f *relayedUDP) Close() {
 	}
 }
 
-// deadAddrs makes client addresses go away, as a device's old address
-// does at a handover: its hook drops what a dead address sends and what is
-// sent to its mapping. Datagrams already in a link still arrive, as those
-// already in the air would.
-type deadAddrs struct{ m sync.Map }
-
-// kill makes the client at addr, which the server sees at mapped, dead.
-func (d *deadAddrs) kill(addr, mapped netip.AddrPort) {
-	d.m.Store(addr, true)
-	if mapped.IsValid() {
-		d.m.Store(mapped, true)
-	}
-}
-
-func (d *deadAddrs) hook(p emu.Packet) emu.Verdict {
-	a := p.From
-	if p.Dir == emu.Down {
-		a = p.To
-	}
-	_, dead := d.m.Load(a)
-	return emu.Verdict{Drop: dead}
-}
-
 // addrString returns a fresh address of the block, port 0, for a Host's
 // ListenAddr.
 func addrString(block byte) string { return netip.AddrPortFrom(loopbackIP(block), 0).String() }

@@ -69,15 +69,19 @@ func (r *flowRecord) feed(p []byte, now time.Time) {
 }
 
 // drain feeds what rd delivers until it ends. It implements streamSink.
-func (r *flowRecord) drain(rd io.Reader) {
+func (r *flowRecord) drain(rd io.Reader) { feedAll(rd, r.feed) }
+
+// feedAll passes what rd delivers to feed, with the time of each read,
+// until a read fails, and returns that error.
+func feedAll(rd io.Reader, feed func(p []byte, now time.Time)) error {
 	buf := make([]byte, 64<<10)
 	for {
 		n, err := rd.Read(buf)
 		if n > 0 {
-			r.feed(buf[:n], time.Now())
+			feed(buf[:n], time.Now())
 		}
 		if err != nil {
-			return
+			return err
 		}
 	}
 }

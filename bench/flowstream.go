@@ -119,18 +119,7 @@ func (r *recorder) feed(p []byte, now time.Time) {
 }
 
 // drain feeds what rd delivers until it ends.
-func (r *recorder) drain(rd io.Reader) {
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := rd.Read(buf)
-		if n > 0 {
-			r.feed(buf[:n], time.Now())
-		}
-		if err != nil {
-			return
-		}
-	}
-}
+func (r *recorder) drain(rd io.Reader) { feedAll(rd, r.feed) }
 
 // received returns how many bytes of the stream arrived.
 func (r *recorder) received() uint64 {

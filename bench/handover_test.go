@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+	"github.com/roamnet/roam/mobility/emu"
 	"github.com/roamnet/roam/resolve"
 	"github.com/roamnet/roam/sal"
 	"github.com/stretchr/testify/require"
@@ -227,8 +228,8 @@ func newHost(tb testing.TB, cfg sal.Config) *sal.Host {
 // whose server) moves at each handover.
 func roamFlow(b *testing.B, wg *sync.WaitGroup, s schedule, serverMoves bool) (*mover, *eventLog) {
 	ctx := b.Context()
-	dead := &deadAddrs{}
-	socks := &relayedUDP{link: emuLink, hook: dead.hook}
+	dead := &emu.DeadAddrs{}
+	socks := &relayedUDP{link: emuLink, hook: dead.Hook}
 	b.Cleanup(socks.Close)
 	mem := resolve.NewMemory()
 	reg := &registrar{Memory: mem}
@@ -254,7 +255,7 @@ func roamFlow(b *testing.B, wg *sync.WaitGroup, s schedule, serverMoves bool) (*
 	m.move = func(ctx context.Context) (time.Time, error) {
 		old := client.LocalAddr()
 		mapped, _ := socks.current().Mapping(old)
-		dead.kill(old, mapped)
+		dead.Kill(old, mapped)
 		return time.Time{}, client.Rebind(ctx, addrString(blockClient))
 	}
 	return m, events
@@ -270,8 +271,8 @@ func listenUDP(tb testing.TB, block byte) *net.UDPConn {
 // migrates by hand at each handover.
 func quicMigrating(b *testing.B, wg *sync.WaitGroup, s schedule) *mover {
 	ctx := b.Context()
-	dead := &deadAddrs{}
-	socks := &relayedUDP{link: emuLink, hook: dead.hook}
+	dead := &emu.DeadAddrs{}
+	socks := &relayedUDP{link: emuLink, hook: dead.Hook}
 	b.Cleanup(socks.Close)
 	serverTLS, clientTLS := benchTLS(b, false)
 	pc, err := socks.listen()
@@ -311,7 +312,7 @@ func quicMigrating(b *testing.B, wg *sync.WaitGroup, s schedule) *mover {
 	m.move = func(ctx context.Context) (time.Time, error) {
 		old := uc.LocalAddr().(*net.UDPAddr).AddrPort()
 		mapped, _ := socks.current().Mapping(old)
-		dead.kill(old, mapped)
+		dead.Kill(old, mapped)
 		uc = listenUDP(b, blockClient)
 		tr := &quic.Transport{Conn: uc}
 		trsMu.Lock()

@@ -25,7 +25,7 @@ import (
 type quicLane struct {
 	migrate bool
 
-	dead      deadAddrs
+	dead      emu.DeadAddrs
 	socks     relayedUDP
 	mem       *resolve.Memory
 	reg       resolve.Registration
@@ -52,7 +52,7 @@ func (l *quicLane) start(ctx context.Context, env *laneEnv) error {
 	}
 	l.clientTLS, l.conf = clientTLS, baselineQUIC()
 	l.conns = map[*quic.Conn]struct{}{}
-	l.socks = relayedUDP{link: emu.LinkConfigOf(env.link), hook: l.dead.hook, seed: env.seed}
+	l.socks = relayedUDP{link: emu.LinkConfigOf(env.link), hook: l.dead.Hook, seed: env.seed}
 	pc, err := l.socks.listen()
 	if err != nil {
 		return err
@@ -150,7 +150,7 @@ func (l *quicLane) handover(ctx context.Context, outage time.Duration) {
 	old := l.tr.Conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	l.mu.Unlock()
 	mapped, _ := r.Mapping(old)
-	l.dead.kill(old, mapped)
+	l.dead.Kill(old, mapped)
 	r.Handover(outage)
 	l.wg.Go(func() {
 		afterOutage(ctx, outage, func() {

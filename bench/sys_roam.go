@@ -22,7 +22,7 @@ import (
 // itself. Each flow opens with its index (8 bytes), so the listener knows
 // which record it feeds; the pattern follows.
 type roamLane struct {
-	dead   deadAddrs
+	dead   emu.DeadAddrs
 	socks  relayedUDP
 	server *sal.Host
 	client *sal.Host
@@ -33,7 +33,7 @@ type roamLane struct {
 }
 
 func (l *roamLane) start(ctx context.Context, env *laneEnv) error {
-	l.socks = relayedUDP{link: emu.LinkConfigOf(env.link), hook: l.dead.hook, seed: env.seed}
+	l.socks = relayedUDP{link: emu.LinkConfigOf(env.link), hook: l.dead.Hook, seed: env.seed}
 	mem := resolve.NewMemory()
 	var err error
 	l.server, err = sal.NewHost(sal.Config{Resolver: mem, ListenAddr: addrString(blockServer), ListenPacket: l.socks.ListenPacket})
@@ -95,23 +95,9 @@ func (l *roamLane) receive(ctx context.Context, c *sal.Conn, records []*flowReco
 	if i >= uint64(len(records)) {
 		return
 	}
-	err := drainErr(c, records[i])
+	err := feedAll(c, records[i].feed)
 	if ctx.Err() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 		l.appErrors.Add(1)
-	}
-}
-
-// drainErr is flowRecord.drain that returns the error that ended it.
-func drainErr(rd io.Reader, r *flowRecord) error {
-	buf := make([]byte, 64<<10)
-	for {
-		n, err := rd.Read(buf)
-		if n > 0 {
-			r.feed(buf[:n], time.Now())
-		}
-		if err != nil {
-			return err
-		}
 	}
 }
 
@@ -145,7 +131,7 @@ func (l *roamLane) handover(ctx context.Context, outage time.Duration) {
 	r := l.socks.current()
 	old := l.client.LocalAddr()
 	mapped, _ := r.Mapping(old)
-	l.dead.kill(old, mapped)
+	l.dead.Kill(old, mapped)
 	r.Handover(outage)
 	l.wg.Go(func() {
 		// As the Host's Monitor does: no deadline, so roam bounds the

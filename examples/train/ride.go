@@ -184,7 +184,7 @@ func (r *ride) setup(ctx context.Context) error {
 	r.train.relay, err = emu.NewRelay(emu.RelayConfig{
 		Server: provider.LocalAddr(),
 		PathConfig: emu.PathConfig{
-			Up: emu.LinkConfigOf(r.train.link), Down: emu.LinkConfigOf(r.train.link), Hook: r.train.dead.hook,
+			Up: emu.LinkConfigOf(r.train.link), Down: emu.LinkConfigOf(r.train.link), Hook: r.train.dead.Hook,
 		},
 		Seed: r.cfg.Seed, Logger: r.log.With("part", "relay"),
 	})

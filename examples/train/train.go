@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"sync"
 	"time"
 
@@ -28,7 +27,7 @@ type train struct {
 	relay    *emu.Relay
 	provider *sal.Host
 	client   *sal.Host
-	dead     deadAddrs
+	dead     emu.DeadAddrs
 	log      *slog.Logger
 	t0       time.Time
 	wg       sync.WaitGroup
@@ -68,7 +67,7 @@ func (t *train) Handover(outage time.Duration) {
 	now := time.Now()
 	old := t.client.LocalAddr()
 	mapped, _ := t.relay.Mapping(old)
-	t.dead.kill(old, mapped)
+	t.dead.Kill(old, mapped)
 	t.relay.Handover(outage)
 
 	t.mu.Lock()
@@ -159,27 +158,6 @@ func handoverStall(h handover, down, up *receiver, now time.Time) (time.Duration
 		return u, uOpen
 	}
 	return d, dOpen
-}
-
-// deadAddrs makes the train's old addresses go away at a handover: its
-// hook drops what an old address sends and what is sent to its mapping.
-// Datagrams already in a link still arrive, as those in the air would.
-type deadAddrs struct{ m sync.Map }
-
-func (d *deadAddrs) kill(addr, mapped netip.AddrPort) {
-	d.m.Store(addr, true)
-	if mapped.IsValid() {
-		d.m.Store(mapped, true)
-	}
-}
-
-func (d *deadAddrs) hook(p emu.Packet) emu.Verdict {
-	a := p.From
-	if p.Dir == emu.Down {
-		a = p.To
-	}
-	_, dead := d.m.Load(a)
-	return emu.Verdict{Drop: dead}
 }
 
 // cellAddr is the train's address in a cell: 127.0.77.<cell> where all of

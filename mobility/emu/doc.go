@@ -40,6 +40,10 @@
 //	MoveServer()         a new ServerAddr; the old one drops everything
 //	SetHook(h)           see every datagram first; drop or delay it
 //
+// DeadAddrs is a ready hook for a device whose old address goes away at a
+// handover: it drops what the old address still sends, and what is sent
+// to its old mapping.
+//
 // # Observing
 //
 // PathConfig.OnEvent receives an Event for each datagram forwarded or

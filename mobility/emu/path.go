@@ -22,9 +22,9 @@ const firstMapPort = 1024
 // a new ServerAddr. Old addresses stay dead: datagrams sent to them are
 // dropped with DropStale. Path implements trace.Target.
 type Path struct {
+	shaper // Link, Configure, SetLink, SetHook, Blackout, Handover, Rebind
 	nw     *Network
 	server netip.AddrPort
-	sh     shaper
 	sched  [2]*sched[flight]
 
 	mu       sync.Mutex
@@ -64,16 +64,17 @@ func (n *Network) NewPath(server netip.AddrPort, cfg PathConfig) (*Path, error) 
 		mapIP:    nextAddr(mappingBlock, &n.maps),
 		mapPort:  firstMapPort,
 	}
-	p.sh.init(cfg, n.seed+uint64(len(n.paths))<<32)
+	p.init(cfg, n.seed+uint64(len(n.paths))<<32)
+	p.remap = p.forget
 	for _, dir := range []Dir{Up, Down} {
 		deliver := p.deliverDown
 		if dir == Up {
 			deliver = p.deliverUp
 		}
 		p.sched[dir] = newSched(deliver, func(f flight, why DropReason) {
-			p.sh.drop(time.Now(), dir, len(f.data), why)
+			p.drop(time.Now(), dir, len(f.data), why)
 		})
-		p.sh.flush[dir] = p.sched[dir].flush
+		p.flush[dir] = p.sched[dir].flush
 	}
 	p.front = p.newFrontLocked(server.Port())
 	n.paths = append(n.paths, p)
@@ -113,46 +114,8 @@ func (p *Path) Mapping(client netip.AddrPort) (netip.AddrPort, bool) {
 	return m, ok
 }
 
-// Link returns the model of one direction, for its configuration and
-// counters.
-func (p *Path) Link(dir Dir) *Link { return p.sh.links[dir] }
-
-// Configure sets one direction's link.
-func (p *Path) Configure(dir Dir, cfg LinkConfig) { p.sh.configure(dir, cfg) }
-
-// SetLink sets both directions from a trace's path-wide figures: each
-// gets half the RTT and half the jitter.
-func (p *Path) SetLink(l trace.Link) { p.sh.setLink(l) }
-
-// SetHook replaces the hook; nil removes it.
-func (p *Path) SetHook(h Hook) { p.sh.setHook(h) }
-
-// Blackout drops every datagram in both directions for d, including
-// those in flight when it begins. Addresses do not change.
-func (p *Path) Blackout(d time.Duration) {
-	now := time.Now()
-	p.sh.emit(Event{Time: now, Kind: EventBlackout, Delay: d})
-	p.sh.blackout(now, d)
-}
-
-// Handover drops everything for outage and gives every client a new
-// mapping on a new address: the server sees the client anew, as after a
-// change of cell. The old mappings are dead.
-func (p *Path) Handover(outage time.Duration) {
-	now := time.Now()
-	p.forget(true)
-	p.sh.emit(Event{Time: now, Kind: EventHandover, Delay: outage})
-	p.sh.blackout(now, outage)
-}
-
-// Rebind gives every client a new port on its mapping's address, as a NAT
-// does when a mapping times out; nothing is dropped but what is sent to
-// the old mappings.
-func (p *Path) Rebind() {
-	p.forget(false)
-	p.sh.emit(Event{Time: time.Now(), Kind: EventRebind})
-}
-
+// forget clears every mapping; the next ones are on a new address if
+// newAddr. It is the shaper's remap.
 func (p *Path) forget(newAddr bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -177,7 +140,7 @@ func (p *Path) MoveServer() error {
 	p.nw.mu.Unlock()
 	moved := p.front
 	p.mu.Unlock()
-	p.sh.emit(Event{Time: time.Now(), Kind: EventServerMove, Old: old, New: moved})
+	p.emit(Event{Time: time.Now(), Kind: EventServerMove, Old: old, New: moved})
 	return nil
 }
 
@@ -225,16 +188,16 @@ func (p *Path) receive(from, to netip.AddrPort, data []byte) {
 	case mapped && from == p.server:
 		dir, f = Down, flight{from: front, to: client, data: data}
 	case mapped:
-		p.sh.drop(now, Down, len(data), DropFiltered)
+		p.drop(now, Down, len(data), DropFiltered)
 		return
 	case wasFront:
-		p.sh.drop(now, Up, len(data), DropStale)
+		p.drop(now, Up, len(data), DropStale)
 		return
 	default:
-		p.sh.drop(now, Down, len(data), DropStale)
+		p.drop(now, Down, len(data), DropStale)
 		return
 	}
-	at, ok := p.sh.offer(now, dir, from, to, data)
+	at, ok := p.offer(now, dir, from, to, data)
 	if ok && p.sched[dir].submit(now, at, f) {
 		p.sched[dir].deliver(f)
 	}
@@ -267,7 +230,7 @@ func (p *Path) deliverUp(f flight) {
 	}
 	p.mu.Unlock()
 	if !ok {
-		p.sh.emit(Event{Time: time.Now(), Kind: EventMapping, Old: f.from, New: m})
+		p.emit(Event{Time: time.Now(), Kind: EventMapping, Old: f.from, New: m})
 	}
 	p.nw.send(m, p.server, f.data)
 }

@@ -46,9 +46,9 @@ type RelayConfig struct {
 // bottleneck of a benchmark; BenchmarkRelay gives its figures. Shaped, it
 // times datagrams within a fraction of a millisecond.
 type Relay struct {
+	shaper // Link, Configure, SetLink, SetHook, Blackout, Handover, Rebind
 	server netip.AddrPort
 	log    *slog.Logger
-	sh     shaper
 	sched  [2]*sched[relayPacket]
 	wg     sync.WaitGroup
 
@@ -100,18 +100,19 @@ func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
-	r.sh.init(cfg.PathConfig, cfg.Seed)
+	r.init(cfg.PathConfig, cfg.Seed)
+	r.remap = r.forget
 	for _, dir := range []Dir{Up, Down} {
 		deliver := r.deliverDown
 		if dir == Up {
 			deliver = r.deliverUp
 		}
 		r.sched[dir] = newSched(deliver, func(p relayPacket, why DropReason) {
-			r.sh.drop(time.Now(), dir, p.n, why)
+			r.drop(time.Now(), dir, p.n, why)
 			putBuf(p.buf)
 		})
 		r.sched[dir].fine, r.sched[dir].early = fineSleep, timerSlack
-		r.sh.flush[dir] = r.sched[dir].flush
+		r.flush[dir] = r.sched[dir].flush
 	}
 	listen := cfg.Listen
 	if !listen.IsValid() {
@@ -157,42 +158,9 @@ func (r *Relay) Mapping(client netip.AddrPort) (netip.AddrPort, bool) {
 	return localAddr(m.conn), true
 }
 
-// Link returns the model of one direction.
-func (r *Relay) Link(dir Dir) *Link { return r.sh.links[dir] }
-
-// Configure sets one direction's link.
-func (r *Relay) Configure(dir Dir, cfg LinkConfig) { r.sh.configure(dir, cfg) }
-
-// SetLink sets both directions from a trace's path-wide figures.
-func (r *Relay) SetLink(l trace.Link) { r.sh.setLink(l) }
-
-// SetHook replaces the hook; nil removes it.
-func (r *Relay) SetHook(h Hook) { r.sh.setHook(h) }
-
-// Blackout drops every datagram in both directions for d, including those
-// in flight when it begins.
-func (r *Relay) Blackout(d time.Duration) {
-	now := time.Now()
-	r.sh.emit(Event{Time: now, Kind: EventBlackout, Delay: d})
-	r.sh.blackout(now, d)
-}
-
-// Handover drops everything for outage and closes every mapping; a
-// client's next datagram gets a new one, on a new address where the system
-// allows it.
-func (r *Relay) Handover(outage time.Duration) {
-	now := time.Now()
-	r.forget(true)
-	r.sh.emit(Event{Time: now, Kind: EventHandover, Delay: outage})
-	r.sh.blackout(now, outage)
-}
-
-// Rebind closes every mapping; a client's next datagram gets a new port.
-func (r *Relay) Rebind() {
-	r.forget(false)
-	r.sh.emit(Event{Time: time.Now(), Kind: EventRebind})
-}
-
+// forget closes every mapping; a client's next datagram gets a new one,
+// on a new address if newAddr and the system allows it. It is the
+// shaper's remap.
 func (r *Relay) forget(newAddr bool) {
 	r.mu.Lock()
 	old := r.clients
@@ -233,7 +201,7 @@ func (r *Relay) MoveServer() error {
 	}
 	r.startFront(front)
 	r.mu.Unlock()
-	r.sh.emit(Event{Time: time.Now(), Kind: EventServerMove, Old: old, New: localAddr(front)})
+	r.emit(Event{Time: time.Now(), Kind: EventServerMove, Old: old, New: localAddr(front)})
 	return nil
 }
 
@@ -290,7 +258,7 @@ func (r *Relay) readFront(front *net.UDPConn) {
 		now := time.Now()
 		client = unmap(client)
 		if front != r.front.Load() {
-			r.sh.drop(now, Up, n, DropStale)
+			r.drop(now, Up, n, DropStale)
 			continue
 		}
 		r.forward(now, Up, client, addr, buf[:n], groSegment(oob[:oobn]), relayPacket{peer: client}, w)
@@ -343,7 +311,7 @@ func (r *Relay) forward(now time.Time, dir Dir, from, to netip.AddrPort, data []
 	}
 	for off := 0; off < len(data); off += seg {
 		d := data[off:min(off+seg, len(data))]
-		at, ok := r.sh.offer(now, dir, from, to, d)
+		at, ok := r.offer(now, dir, from, to, d)
 		if ok && s.due(now, at) {
 			if end != off { // a gap: a datagram was dropped or queued
 				flush()
@@ -414,7 +382,7 @@ func (r *Relay) mapping(client netip.AddrPort) (*mapping, error) {
 	m, opened, err := r.openMapping(client)
 	r.mu.Unlock()
 	if opened {
-		r.sh.emit(Event{Time: time.Now(), Kind: EventMapping, Old: client, New: localAddr(m.conn)})
+		r.emit(Event{Time: time.Now(), Kind: EventMapping, Old: client, New: localAddr(m.conn)})
 	}
 	return m, err
 }

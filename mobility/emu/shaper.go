@@ -23,10 +23,12 @@ type PathConfig struct {
 }
 
 // shaper is what both forms share: the two Link models, the hook, the
-// events, and blackouts. The forms add addresses and the waiting.
+// events, blackouts, and the controls built on them, which Path and Relay
+// get by embedding it. The forms add addresses and the waiting.
 type shaper struct {
 	links   [2]*Link
-	flush   [2]func() // drop what a direction holds in flight
+	flush   [2]func()          // drop what a direction holds in flight
+	remap   func(newAddr bool) // forget every mapping; the next ones on a new address if newAddr
 	hook    atomic.Pointer[Hook]
 	onEvent func(Event)
 	evMu    sync.Mutex
@@ -80,7 +82,26 @@ func (s *shaper) offer(now time.Time, dir Dir, from, to netip.AddrPort, data []b
 	return at, true
 }
 
-func (s *shaper) setHook(h Hook) {
+// Link returns the model of one direction, for its configuration and
+// counters.
+func (s *shaper) Link(dir Dir) *Link { return s.links[dir] }
+
+// Configure sets one direction's link.
+func (s *shaper) Configure(dir Dir, cfg LinkConfig) {
+	s.links[dir].Set(cfg)
+	s.emit(Event{Time: time.Now(), Kind: EventLink, Dir: dir, Link: cfg})
+}
+
+// SetLink sets both directions from a trace's path-wide figures: each
+// gets half the RTT and half the jitter.
+func (s *shaper) SetLink(l trace.Link) {
+	cfg := LinkConfigOf(l)
+	s.Configure(Up, cfg)
+	s.Configure(Down, cfg)
+}
+
+// SetHook replaces the hook; nil removes it.
+func (s *shaper) SetHook(h Hook) {
 	if h == nil {
 		s.hook.Store(nil)
 		return
@@ -88,15 +109,32 @@ func (s *shaper) setHook(h Hook) {
 	s.hook.Store(&h)
 }
 
-func (s *shaper) configure(dir Dir, cfg LinkConfig) {
-	s.links[dir].Set(cfg)
-	s.emit(Event{Time: time.Now(), Kind: EventLink, Dir: dir, Link: cfg})
+// Blackout drops every datagram in both directions for d, including
+// those in flight when it begins. Addresses do not change.
+func (s *shaper) Blackout(d time.Duration) {
+	now := time.Now()
+	s.emit(Event{Time: now, Kind: EventBlackout, Delay: d})
+	s.blackout(now, d)
 }
 
-func (s *shaper) setLink(l trace.Link) {
-	cfg := LinkConfigOf(l)
-	s.configure(Up, cfg)
-	s.configure(Down, cfg)
+// Handover drops everything for outage and gives every client a new
+// mapping on a new address: the server sees the client anew, as after a
+// change of cell. The old mappings are dead. (A Relay closes their
+// sockets, and stays on 127.0.0.1 with new ports where the system has no
+// other loopback address.)
+func (s *shaper) Handover(outage time.Duration) {
+	now := time.Now()
+	s.remap(true)
+	s.emit(Event{Time: now, Kind: EventHandover, Delay: outage})
+	s.blackout(now, outage)
+}
+
+// Rebind gives every client a new port on its mapping's address, as a NAT
+// does when a mapping times out; nothing is dropped but what is sent to
+// the old mappings.
+func (s *shaper) Rebind() {
+	s.remap(false)
+	s.emit(Event{Time: time.Now(), Kind: EventRebind})
 }
 
 // blackout drops everything for d, in both directions, including what is
