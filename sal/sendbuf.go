@@ -45,6 +45,16 @@ func (b *sendBuffer) trim() {
 		b.chunks = b.chunks[1:]
 		b.first += chunkSize
 	}
+	if len(b.chunks) > 0 && b.acked == b.end && !b.held {
+		// All acknowledged: a flow that sends a little now and then (a
+		// telemetry feed) holds no chunk between its messages, rather than
+		// 64 KiB at each end for as long as it lives.
+		for i, c := range b.chunks {
+			chunkPool.Put(c)
+			b.chunks[i] = nil
+		}
+		b.chunks = b.chunks[:0]
+	}
 	if len(b.chunks) == 0 {
 		b.chunks = nil // let the backing array go too
 		b.first = b.acked - b.acked%chunkSize

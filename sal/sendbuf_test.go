@@ -53,6 +53,26 @@ func TestSendBufferModel(t *testing.T) {
 	require.Nil(t, b.chunks)
 }
 
+// A flow that sends a little now and then holds no chunk between its
+// messages once they are acknowledged, unless a flush still reads them.
+func TestSendBufferIdleHoldsNoChunk(t *testing.T) {
+	var b sendBuffer
+	msg := []byte("256 bytes of telemetry, give or take")
+	b.append(msg)
+	require.Len(t, b.chunks, 1)
+	b.ack(uint64(len(msg)))
+	require.Empty(t, b.chunks, "everything acknowledged")
+
+	b.append(msg)
+	require.Equal(t, msg, b.slice(uint64(len(msg))), "the next message starts mid-chunk")
+	b.hold(uint64(len(msg)))
+	b.ack(uint64(2 * len(msg)))
+	require.Len(t, b.chunks, 1, "a flush still reads the chunk")
+	b.unhold()
+	require.Empty(t, b.chunks)
+	require.Zero(t, b.release())
+}
+
 func TestBudget(t *testing.T) {
 	b := newBudget(100)
 	n, _ := b.take(60)
