@@ -108,6 +108,27 @@ func (ctl *control) died() {
 	}
 }
 
+// awaitsPeer reports whether a flow on the connection holds bytes the peer
+// has not acknowledged reading: then the peer owes an answer, and a
+// connection that hears nothing is broken, not merely idle.
+func (ctl *control) awaitsPeer() bool {
+	ctl.mu.Lock()
+	flows := make([]*Conn, 0, len(ctl.flows))
+	for c := range ctl.flows {
+		flows = append(flows, c)
+	}
+	ctl.mu.Unlock()
+	for _, c := range flows {
+		c.mu.Lock()
+		owed := c.buf.buffered() > 0
+		c.mu.Unlock()
+		if owed {
+			return true
+		}
+	}
+	return false
+}
+
 // ack queues an acknowledgement for the peer.
 func (ctl *control) ack(flowID, off uint64) {
 	ctl.mu.Lock()

@@ -41,8 +41,8 @@
 // Each end of a flow keeps what the other has not acknowledged reading
 // (Config.FlowBuffer, Config.HostBuffer). When the Host's address changes
 // (Host.Rebind, or Config.Monitor), the connections it dialed migrate with
-// QUIC's path probe; a probe stuck on a dead path is abandoned after a
-// PTO in which nothing was heard. When a connection cannot go on (the peer moved, a NAT forgot its
+// QUIC's path probe; a probe stuck on a dead path (the peer owes
+// acknowledgements, and nothing was heard for a PTO) is abandoned. When a connection cannot go on (the peer moved, a NAT forgot its
 // mapping, a migration failed), the dialing end connects to the service's
 // current endpoint and resumes every flow the connection carried, each
 // end replaying what the other missed, until Config.ResumeTimeout. A

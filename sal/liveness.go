@@ -33,7 +33,9 @@ type silence struct {
 
 // observe takes a look at the counters and returns how long the packets
 // sent since the last packet heard have gone unanswered (0 if none).
-func (s *silence) observe(st quic.ConnectionStats, now time.Time) time.Duration {
+// A look that comes late (a descheduled process) does not stretch the
+// silence: it counts at most one look interval back.
+func (s *silence) observe(st quic.ConnectionStats, now time.Time, look time.Duration) time.Duration {
 	switch {
 	case st.PacketsReceived != s.heard:
 		s.heard, s.based, s.askedAt = st.PacketsReceived, false, time.Time{}
@@ -44,6 +46,9 @@ func (s *silence) observe(st quic.ConnectionStats, now time.Time) time.Duration 
 		s.sent, s.based = st.PacketsSent, true
 	case st.PacketsSent > s.sent && s.askedAt.IsZero():
 		s.askedAt = s.lastLook // sent at some time after the last look
+		if earliest := now.Add(-look); s.askedAt.Before(earliest) {
+			s.askedAt = earliest
+		}
 	}
 	s.lastLook = now
 	if s.askedAt.IsZero() {
@@ -83,7 +88,7 @@ func (h *Host) watchSilence(p *peer) {
 		case <-timer.C:
 		}
 		st := qc.ConnectionStats()
-		unanswered := s.observe(st, time.Now())
+		unanswered := s.observe(st, time.Now(), look)
 		next := look
 		switch {
 		case unanswered == 0:

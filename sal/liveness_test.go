@@ -1,6 +1,7 @@
 package sal
 
 import (
+	"io"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -53,19 +54,23 @@ func TestSilenceObserve(t *testing.T) {
 	stats := func(sent, heard uint64) quic.ConnectionStats {
 		return quic.ConnectionStats{PacketsSent: sent, PacketsReceived: heard}
 	}
+	const look = 250 * time.Millisecond
 	s := silence{heard: 10, lastLook: t0}
-	require.Zero(t, s.observe(stats(5, 11), at(250)), "heard something")
-	require.Zero(t, s.observe(stats(6, 11), at(500)), "the ack of what was heard")
-	require.Zero(t, s.observe(stats(6, 11), at(750)), "nothing sent, nothing owed")
-	require.Equal(t, 250*time.Millisecond, s.observe(stats(7, 11), at(1000)), "sent since the last look")
-	require.Equal(t, 750*time.Millisecond, s.observe(stats(9, 11), at(1500)))
-	require.Zero(t, s.observe(stats(9, 12), at(1750)), "answered")
-	require.Zero(t, s.observe(stats(10, 12), at(2000)))
-	require.Zero(t, s.observe(stats(10, 12), at(2250)))
+	require.Zero(t, s.observe(stats(5, 11), at(250), look), "heard something")
+	require.Zero(t, s.observe(stats(6, 11), at(500), look), "the ack of what was heard")
+	require.Zero(t, s.observe(stats(6, 11), at(750), look), "nothing sent, nothing owed")
+	require.Equal(t, 250*time.Millisecond, s.observe(stats(7, 11), at(1000), look), "sent since the last look")
+	require.Equal(t, 750*time.Millisecond, s.observe(stats(9, 11), at(1500), look))
+	require.Zero(t, s.observe(stats(9, 12), at(1750), look), "answered")
+	require.Zero(t, s.observe(stats(10, 12), at(2000), look))
+	require.Zero(t, s.observe(stats(10, 12), at(2250), look))
+	// A late look (the process was descheduled for 2 s) counts one look
+	// interval back, not the whole gap.
+	require.Equal(t, look, s.observe(stats(11, 12), at(4250), look))
 }
 
-// A migration abandons its path probe after a PTO without a packet, within
-// a floor and a ceiling.
+// A migration abandons its path probe after a PTO without a packet,
+// within a floor and a ceiling.
 func TestProbeSilence(t *testing.T) {
 	h := &Host{}
 	for _, tt := range []struct {
@@ -78,6 +83,26 @@ func TestProbeSilence(t *testing.T) {
 		got := h.probeSilence(quic.ConnectionStats{SmoothedRTT: tt.srtt, MeanDeviation: tt.dev})
 		require.Equal(t, tt.want, got, "srtt %v, deviation %v", tt.srtt, tt.dev)
 	}
+}
+
+// An idle connection hears nothing on its old path, which works: its
+// migration waits for the probe's answer over a new path much slower than
+// the old one, rather than give up and reconnect.
+func TestIdleMigrationWaitsForSlowPath(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBed(t, calm, Config{})
+		echo(t, b.c, b.sc, "before")
+		time.Sleep(time.Second) // quiet: every acknowledgement is in
+
+		// The client moves to a path with a 300 ms RTT (it had 20 ms).
+		slow := emu.LinkConfig{Delay: 150 * time.Millisecond}
+		b.path.Configure(emu.Up, slow)
+		b.path.Configure(emu.Down, slow)
+		b.moveClient(t)
+		require.Equal(t, 1, b.clientLog.count(EventMigrated), "migrated, not reconnected")
+		require.Zero(t, b.clientLog.count(EventSuspended))
+		echo(t, b.c, b.sc, "after")
+	})
 }
 
 // A handover kills the old path while the sender's congestion window is
@@ -106,4 +131,19 @@ func TestMigrationAbandonsStuckProbe(t *testing.T) {
 		b.requireNoLoss(t)
 		require.Less(t, took, 5500*time.Millisecond)
 	})
+}
+
+// echo sends msg from c to sc and back, and checks it.
+func echo(t *testing.T, c, sc *Conn, msg string) {
+	t.Helper()
+	_, err := c.Write([]byte(msg))
+	require.NoError(t, err)
+	buf := make([]byte, len(msg))
+	_, err = io.ReadFull(sc, buf)
+	require.NoError(t, err)
+	_, err = sc.Write(buf)
+	require.NoError(t, err)
+	_, err = io.ReadFull(c, buf)
+	require.NoError(t, err)
+	require.Equal(t, msg, string(buf))
 }

@@ -119,16 +119,18 @@ func (h *Host) dialPeer(ctx context.Context, p *peer) {
 	p.conn = conn
 	h.mu.Unlock()
 	p.ctl = h.newControl(conn, true, p.key)
-	if h.cfg.silenceTimeout() > 0 {
-		h.wg.Add(1)
-		go h.watchSilence(p)
-	}
 	h.log.Debug("connected", "peer", p.addr, "key", p.key)
 	// Forget the peer as soon as its connection dies, so the next flow
 	// dials afresh instead of failing on a dead connection.
 	context.AfterFunc(conn.Context(), func() { h.dropPeer(p) })
 	h.mu.Lock()
 	closed := h.closed
+	if !closed && h.cfg.silenceTimeout() > 0 {
+		// Under h.mu, so that Close, which sets closed under it before
+		// it waits, either sees this Add or stops it.
+		h.wg.Add(1)
+		go h.watchSilence(p)
+	}
 	h.mu.Unlock()
 	if closed { // Close ran while we dialed and could not see this conn
 		conn.CloseWithError(codeHostClosed, "host closed")

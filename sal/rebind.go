@@ -139,7 +139,12 @@ func (h *Host) Rebind(ctx context.Context, localAddr string) error {
 func (h *Host) migrate(ctx context.Context, p *peer, t *transport, from netip.AddrPort) {
 	ctx, cancel := context.WithTimeout(ctx, 2*h.cfg.endpointTimeout())
 	defer cancel()
-	h.abandonWhenSilent(ctx, p.conn, cancel)
+	if p.ctl.awaitsPeer() {
+		// An idle connection hears nothing on a working path too, and its
+		// probe leaves at once: it waits for the answer, however slow the
+		// new path, up to the ceiling.
+		h.abandonWhenSilent(ctx, p.conn, cancel)
+	}
 	path, err := p.conn.AddPath(t.tr)
 	if err == nil {
 		h.mu.Lock()
@@ -193,13 +198,13 @@ func (h *Host) abandonWhenSilent(ctx context.Context, qc *quic.Conn, cancel cont
 	}()
 }
 
-// probeSilence is how long a migration lets the connection hear nothing
-// before it gives up its path probe and lets the flows resume on a new
-// connection: one PTO, within a floor against a descheduled process and a
-// ceiling against a terrible path. A PTO without a single packet, while
-// the peer owes acknowledgements, says the old path is dead; RFC 9000's
-// three PTOs (section 8.2.4) bound a probe that is under way, and waiting
-// them out on hsr-300 doubled the stall (1.3 s against 0.68 s).
+// probeSilence is how long a migration lets a connection whose peer owes
+// acknowledgements hear nothing before it gives up its path probe and lets
+// the flows resume on a new connection: one PTO, within a floor against a
+// descheduled process and a ceiling against a terrible path. A PTO without
+// a single packet then says the old path is dead and the probe is likely
+// stuck behind the window; waiting RFC 9000's three PTOs (section 8.2.4)
+// doubled the hsr-300 stall (1.3 s against 0.68 s).
 func (h *Host) probeSilence(stats quic.ConnectionStats) time.Duration {
 	return min(max(pto(stats), 150*time.Millisecond), 2*h.cfg.endpointTimeout())
 }
