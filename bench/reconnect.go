@@ -26,6 +26,22 @@ import (
 // as soon as it arrives. It finds the server's address in the same
 // registry as roam does, and, like roam, watches it (resumeSender.follow).
 
+// startSenders starts one resumeSender per flow of a lane, each following
+// the service in mem and connecting with connect; wg counts them until
+// they and their connections are done.
+func startSenders(ctx context.Context, mem *resolve.Memory, connect func(context.Context, netip.AddrPort) (io.ReadWriteCloser, error), flows []*flowSender, wg *sync.WaitGroup) ([]*resumeSender, error) {
+	senders := make([]*resumeSender, 0, len(flows))
+	for i, fs := range flows {
+		s := &resumeSender{mem: mem, name: service, flow: uint64(i), connect: connect, send: fs.send}
+		if err := s.follow(ctx); err != nil {
+			return senders, err
+		}
+		senders = append(senders, s)
+		wg.Go(func() { s.run(ctx); s.wg.Wait() })
+	}
+	return senders, nil
+}
+
 // hello opens every session; the flow's ID follows it, so that one server
 // can carry many flows, each resumed on its own.
 const hello = "RESUME01"

@@ -63,15 +63,9 @@ func (l *kernelLane) start(ctx context.Context, env *laneEnv) error {
 	if err := l.listen(ctx, l.net.srvAddr); err != nil {
 		return err
 	}
-	for i, fs := range env.senders {
-		s := &resumeSender{mem: l.mem, name: service, flow: uint64(i), connect: l.connect, send: fs.send}
-		if err := s.follow(ctx); err != nil {
-			return err
-		}
-		l.senders = append(l.senders, s)
-		l.wg.Go(func() { s.run(ctx); s.wg.Wait() })
-	}
-	return nil
+	senders, err := startSenders(ctx, l.mem, l.connect, env.senders, &l.wg)
+	l.senders = senders
+	return err
 }
 
 // endpoint adds or deletes addr as an MPTCP subflow endpoint of the

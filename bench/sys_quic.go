@@ -90,15 +90,9 @@ func (l *quicLane) start(ctx context.Context, env *laneEnv) error {
 	if err := l.newClientSocket(); err != nil {
 		return err
 	}
-	for i, fs := range env.senders {
-		s := &resumeSender{mem: l.mem, name: service, flow: uint64(i), connect: l.connect, send: fs.send}
-		if err := s.follow(ctx); err != nil {
-			return err
-		}
-		l.senders = append(l.senders, s)
-		l.wg.Go(func() { s.run(ctx); s.wg.Wait() })
-	}
-	return nil
+	senders, err := startSenders(ctx, l.mem, l.connect, env.senders, &l.wg)
+	l.senders = senders
+	return err
 }
 
 // newClientSocket opens the client's socket on a fresh address.

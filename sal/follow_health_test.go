@@ -1,7 +1,6 @@
 package sal
 
 import (
-	"io"
 	"testing"
 	"time"
 
@@ -34,26 +33,12 @@ func TestFlowSurvivesProviderLeftOutOfAnswers(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []resolve.Endpoint{{Addr: b.LocalAddr(), Key: b.Key()}}, eps)
 
-	echo := func(msg string) {
-		t.Helper()
-		_, err := c.Write([]byte(msg))
-		require.NoError(t, err)
-		buf := make([]byte, len(msg))
-		_, err = io.ReadFull(sc, buf)
-		require.NoError(t, err)
-		_, err = sc.Write(buf)
-		require.NoError(t, err)
-		require.NoError(t, c.SetReadDeadline(time.Now().Add(quick)))
-		_, err = io.ReadFull(c, buf)
-		require.NoError(t, err)
-		require.Equal(t, msg, string(buf))
-	}
-	echo("still here")
+	echo(t, c, sc, "still here")
 	time.Sleep(50 * time.Millisecond) // the watch has long been delivered
 	require.Zero(t, clientLog.count(EventSuspended), "no endpoint listed could take the flow over")
 
 	killConn(c)
-	echo("after a kill")
+	echo(t, c, sc, "after a kill")
 	require.Equal(t, 1, c.Stats().Resumes)
 	require.Equal(t, a.LocalAddr(), c.RemoteAddr().(Addr).Endpoint, "resumed at the provider left out")
 	require.Zero(t, clientLog.count(EventLost))

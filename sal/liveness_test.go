@@ -1,7 +1,6 @@
 package sal
 
 import (
-	"io"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -131,19 +130,4 @@ func TestMigrationAbandonsStuckProbe(t *testing.T) {
 		b.requireNoLoss(t)
 		require.Less(t, took, 5500*time.Millisecond)
 	})
-}
-
-// echo sends msg from c to sc and back, and checks it.
-func echo(t *testing.T, c, sc *Conn, msg string) {
-	t.Helper()
-	_, err := c.Write([]byte(msg))
-	require.NoError(t, err)
-	buf := make([]byte, len(msg))
-	_, err = io.ReadFull(sc, buf)
-	require.NoError(t, err)
-	_, err = sc.Write(buf)
-	require.NoError(t, err)
-	_, err = io.ReadFull(c, buf)
-	require.NoError(t, err)
-	require.Equal(t, msg, string(buf))
 }

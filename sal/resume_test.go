@@ -89,6 +89,24 @@ func spread(total, n int, event func(i int)) (progress func(sent int), done *int
 	}, done
 }
 
+// echo sends msg from c to sc and back, and checks it; the reply must come
+// within quick.
+func echo(t *testing.T, c, sc *Conn, msg string) {
+	t.Helper()
+	_, err := c.Write([]byte(msg))
+	require.NoError(t, err)
+	buf := make([]byte, len(msg))
+	_, err = io.ReadFull(sc, buf)
+	require.NoError(t, err)
+	_, err = sc.Write(buf)
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(quick)))
+	defer c.SetReadDeadline(time.Time{})
+	_, err = io.ReadFull(c, buf)
+	require.NoError(t, err)
+	require.Equal(t, msg, string(buf))
+}
+
 // openPair dials service from client and accepts it.
 func openPair(t *testing.T, client *Host, l *Listener, service string) (c, sc *Conn) {
 	t.Helper()
