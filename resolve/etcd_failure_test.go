@@ -101,14 +101,18 @@ func TestEtcdMemberKilled(t *testing.T) {
 	require.NoError(t, err)
 	etcdWaitWatch(t, ch, onlyA)
 
-	// The member that serves the watch: the only one with a watcher.
+	// The member that serves the watch: the only one with a watcher. The
+	// first set comes from a listing, and etcd's watch opens after it, so
+	// the carrier may take a moment to count its watcher.
 	carrier := -1
-	for i := range 3 {
-		if c.Watchers(i) > 0 {
-			carrier = i
+	require.Eventually(t, func() bool {
+		for i := range 3 {
+			if c.Watchers(i) > 0 {
+				carrier = i
+			}
 		}
-	}
-	require.NotEqual(t, -1, carrier, "some member serves the watch")
+		return carrier != -1
+	}, etcdBound, 20*time.Millisecond, "some member serves the watch")
 
 	survive := func(t *testing.T, killed int, port uint16) {
 		alive := []int{}
@@ -124,11 +128,15 @@ func TestEtcdMemberKilled(t *testing.T) {
 		both := []resolve.Endpoint{onlyA[0], {Addr: addr, Key: fp}}
 		etcdWaitWatch(t, ch, both)
 		etcdWaitResolve(t, resolver, svc, both)
-		serving := 0
-		for _, i := range alive {
-			serving += c.Watchers(i)
-		}
-		require.Positive(t, serving, "the watch lives on a surviving member")
+		// (A set may come from a fresh listing, with the new watch still
+		// opening.)
+		require.Eventually(t, func() bool {
+			serving := 0
+			for _, i := range alive {
+				serving += c.Watchers(i)
+			}
+			return serving > 0
+		}, etcdBound, 20*time.Millisecond, "the watch lives on a surviving member")
 		// Past two lease TTLs: the leases are kept alive through the
 		// surviving members.
 		stillThere(t, resolver, svc, both, 2*ttl)
