@@ -273,8 +273,14 @@ func (c *Conn) suspend(car *carrier, cause error) {
 	c.h.emit(Event{Kind: EventSuspended, Service: c.service, FlowID: c.flowID, Err: cause})
 	c.h.log.Debug("flow suspended", "service", c.service, "flow", c.flowID, "cause", cause)
 	if startResume {
-		c.h.wg.Add(1)
-		go c.resumeLoop(cause)
+		// Under h.mu, as Close sets closed before it waits; a closing Host
+		// ends the flow itself (it was registered before closed was set).
+		c.h.mu.Lock()
+		if !c.h.closed {
+			c.h.wg.Add(1)
+			go c.resumeLoop(cause)
+		}
+		c.h.mu.Unlock()
 	} else if !c.dialer {
 		time.AfterFunc(c.h.cfg.resumeTimeout(), func() {
 			c.mu.Lock()

@@ -115,26 +115,28 @@ func (h *Host) dialPeer(ctx context.Context, p *peer) {
 		h.dropPeer(p)
 		return
 	}
+	// Under h.mu, so that Close, which sets closed under it before it
+	// waits, either sees the conn and the goroutines (the control loops, the
+	// silence watcher) counted in its WaitGroup, or stops them starting.
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		conn.CloseWithError(codeHostClosed, "host closed")
+		p.err = net.ErrClosed
+		h.dropPeer(p)
+		return
+	}
 	p.conn = conn
-	h.mu.Unlock()
 	p.ctl = h.newControl(conn, true, p.key)
-	h.log.Debug("connected", "peer", p.addr, "key", p.key)
-	// Forget the peer as soon as its connection dies, so the next flow
-	// dials afresh instead of failing on a dead connection.
-	context.AfterFunc(conn.Context(), func() { h.dropPeer(p) })
-	h.mu.Lock()
-	closed := h.closed
-	if !closed && h.cfg.silenceTimeout() > 0 {
-		// Under h.mu, so that Close, which sets closed under it before
-		// it waits, either sees this Add or stops it.
+	if h.cfg.silenceTimeout() > 0 {
 		h.wg.Add(1)
 		go h.watchSilence(p)
 	}
 	h.mu.Unlock()
-	if closed { // Close ran while we dialed and could not see this conn
-		conn.CloseWithError(codeHostClosed, "host closed")
-	}
+	h.log.Debug("connected", "peer", p.addr, "key", p.key)
+	// Forget the peer as soon as its connection dies, so the next flow
+	// dials afresh instead of failing on a dead connection.
+	context.AfterFunc(conn.Context(), func() { h.dropPeer(p) })
 }
 
 // releasePeer gives back a reference taken by getPeer.

@@ -97,12 +97,11 @@ func (h *Host) Rebind(ctx context.Context, localAddr string) error {
 	for _, l := range h.listeners {
 		listeners = append(listeners, l)
 	}
-	h.mu.Unlock()
-
 	if qln != nil {
-		h.wg.Add(1)
+		h.wg.Add(1) // under h.mu, as Close sets closed before it waits
 		go h.acceptConns(qln)
 	}
+	h.mu.Unlock()
 	if oldQln != nil {
 		oldQln.Close()
 	}
