@@ -108,7 +108,9 @@ func TestFailoverToNextEndpoint(t *testing.T) {
 	require.NoError(t, err)
 	deadAddr := dead.LocalAddr().(*net.UDPAddr).AddrPort()
 	dead.Close()
-	client.cfg.EndpointTimeout = 100 * time.Millisecond
+	// Long enough for a loaded machine to reach the live endpoint in time,
+	// short enough that the dead one costs little.
+	client.cfg.EndpointTimeout = 500 * time.Millisecond
 	require.NoError(t, client.Table().Set(Rule{Service: "fo.demo", Action: ActionEndpoints,
 		Endpoints: []resolve.Endpoint{{Addr: deadAddr}, {Addr: server.LocalAddr()}}}))
 	// Whichever endpoint the spread starts at, every dial reaches the live one.

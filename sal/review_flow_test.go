@@ -168,7 +168,7 @@ func TestReview_FinAfterStopSendingSuspends(t *testing.T) {
 	var serverLog, clientLog eventLog
 	mem := resolve.NewMemory()
 	server := newHost(t, Config{Resolver: mem, OnEvent: serverLog.record, ResumeTimeout: 2 * time.Second, Logger: rvLogger("S")})
-	client := newHost(t, Config{Resolver: mem, OnEvent: clientLog.record, EndpointTimeout: 50 * time.Millisecond, Logger: rvLogger("C")})
+	client := newHost(t, Config{Resolver: mem, OnEvent: clientLog.record, EndpointTimeout: 300 * time.Millisecond, Logger: rvLogger("C")})
 	l, err := server.Listen(testCtx(t), "stop.demo")
 	require.NoError(t, err)
 	c, sc := openPair(t, client, l, "stop.demo")
