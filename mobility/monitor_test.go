@@ -421,11 +421,16 @@ func TestNewMonitorErrors(t *testing.T) {
 // Policy.Prefer.
 func TestMonitorPolicyIsCopied(t *testing.T) {
 	prefer := []Kind{KindWiFi, KindCellular}
-	f := &fakeOS{s: state(wifiA, cellA)}
+	f := &fakeOS{s: state(cellA)}
 	m := startFake(t, f, nil, MonitorConfig{Policy: Policy{Prefer: prefer}})
+	require.Equal(t, netip.MustParseAddr("100.70.1.2"), m.Preferred())
 	prefer[0], prefer[1] = KindCellular, KindWiFi
+	// Wi-Fi comes up. The Monitor's own Policy prefers it; had it kept
+	// the caller's slice, cellular would stay preferred. The expected
+	// address differs from the one before, so the check cannot pass on
+	// a state the Monitor has not re-read yet.
 	f.set(state(wifiA, cellA, loA), nil)
 	m.Poke()
-	require.Eventually(t, func() bool { return f.count() >= 2 }, 2*time.Second, time.Millisecond)
-	require.Equal(t, netip.MustParseAddr("192.168.1.20"), m.Preferred())
+	require.Eventually(t, func() bool { return m.Preferred() == netip.MustParseAddr("192.168.1.20") },
+		2*time.Second, time.Millisecond, "the Monitor's own Policy prefers Wi-Fi")
 }

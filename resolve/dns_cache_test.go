@@ -14,7 +14,8 @@ import (
 )
 
 // DNS keeps answers on the fake clock; network timeouts still run on the
-// real one, which is why failing servers are given failFast timeouts.
+// real one, which is why a DNS whose servers must answer before they fail
+// gets patient timeouts, short enough that the failures cost little.
 
 func TestDNSHonoursTTL(t *testing.T) {
 	s := dnstest.NewServer(t)
@@ -61,34 +62,36 @@ func TestDNSServesStale(t *testing.T) {
 	s := dnstest.NewServer(t)
 	publish(s, "web.example", 443, "192.0.2.1")
 	clock := newFakeClock()
-	cfg := failFast
-	cfg.Now, cfg.MaxStale = clock.Now, 10*time.Minute
+	var log logBuffer
+	cfg := patient
+	cfg.Now, cfg.MaxStale, cfg.Logger = clock.Now, 10*time.Minute, log.logger()
 	d := newDNS(t, cfg, s)
 	ctx := context.Background()
 	_, err := d.Resolve(ctx, "web.example")
 	require.NoError(t, err)
+	// Each lookup, and so each refresh, asks for the SRV record once.
+	srvQueries := func() int { return s.Count(srvName("web.example"), dnsmessage.TypeSRV) }
+	require.Equal(t, 1, srvQueries())
 
 	s.SetMode(dnstest.Mode{Drop: true}) // the server is gone
 	clock.Advance(dnsTTL)
-	asked := s.Queries()
 	eps, err := d.Resolve(ctx, "web.example")
 	require.NoError(t, err, "stale beats nothing")
 	require.Equal(t, []string{"192.0.2.1:443"}, addrsOf(eps))
 	require.Equal(t, 30*time.Second, eps[0].TTL, "until the next retry")
-	require.Eventually(t, func() bool { return s.Queries() > asked }, time.Second, time.Millisecond, "a refresh was tried")
-	waitRefresh()
+	waitRefreshes(t, &log, 1)
+	waitSRVQueries(t, srvQueries, 2, "a refresh was tried")
 
-	asked = s.Queries()
 	clock.Advance(10 * time.Second)
 	_, err = d.Resolve(ctx, "web.example")
 	require.NoError(t, err)
-	require.Equal(t, asked, s.Queries(), "no retry within 30s of a failure")
+	require.Equal(t, 2, srvQueries(), "no retry within 30s of a failure")
 
 	clock.Advance(20 * time.Second)
 	_, err = d.Resolve(ctx, "web.example")
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return s.Queries() > asked }, time.Second, time.Millisecond, "retried")
-	waitRefresh()
+	waitRefreshes(t, &log, 2)
+	waitSRVQueries(t, srvQueries, 3, "retried")
 
 	clock.Advance(10 * time.Minute) // past MaxStale
 	_, err = d.Resolve(ctx, "web.example")
@@ -103,19 +106,33 @@ func TestDNSServesStale(t *testing.T) {
 	require.NoError(t, err)
 }
 
-// waitRefresh waits for a refresh to end: a Resolve holding a stale answer
-// returns after one Timeout even if its refresh is still running, and a
-// later Resolve would join that refresh rather than start one. With one
-// server and one attempt, a refresh lasts about one Timeout.
-func waitRefresh() { time.Sleep(3 * failFast.Timeout) }
+// waitRefreshes waits until n refreshes have failed and left the stale
+// answer in place, which DNS logs as it files the failure. A Resolve
+// holding a stale answer returns after one Timeout even if its refresh is
+// still running; a later Resolve would join that refresh rather than start
+// one, and a refresh that ended after the test moved the fake clock on
+// would time its retry from there.
+func waitRefreshes(t *testing.T, log *logBuffer, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return log.count("refresh failed; serving the stale answer") >= n },
+		5*time.Second, time.Millisecond, "refresh %d did not end", n)
+	require.Equal(t, n, log.count("refresh failed; serving the stale answer"))
+}
+
+// waitSRVQueries waits until the server has counted want SRV queries: it
+// counts each when it reads it, which may trail the refresh that sent it.
+func waitSRVQueries(t *testing.T, srvQueries func() int, want int, msg string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return srvQueries() >= want }, 5*time.Second, time.Millisecond, msg)
+	require.Equal(t, want, srvQueries(), msg)
+}
 
 func TestDNSNeverStale(t *testing.T) {
 	s := dnstest.NewServer(t)
 	publish(s, "web.example", 443, "192.0.2.1")
 	clock := newFakeClock()
-	cfg := failFast
-	cfg.Now, cfg.MaxStale = clock.Now, -1
-	d := newDNS(t, cfg, s)
+	// SERVFAIL comes back at once: the default Timeout costs nothing.
+	d := newDNS(t, resolve.DNSConfig{Now: clock.Now, MaxStale: -1}, s)
 	_, err := d.Resolve(context.Background(), "web.example")
 	require.NoError(t, err)
 
@@ -130,7 +147,7 @@ func TestDNSNotFoundDropsAnswer(t *testing.T) {
 	s := dnstest.NewServer(t)
 	publish(s, "web.example", 443, "192.0.2.1")
 	clock := newFakeClock()
-	cfg := failFast
+	cfg := patient
 	cfg.Now = clock.Now
 	d := newDNS(t, cfg, s)
 	_, err := d.Resolve(context.Background(), "web.example")

@@ -67,6 +67,12 @@ func (b *logBuffer) has(s string) bool {
 	return strings.Contains(b.buf.String(), s)
 }
 
+func (b *logBuffer) count(s string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Count(b.buf.String(), s)
+}
+
 // stillThere checks that service keeps resolving to want for d, as it does
 // only if its registrations' leases are kept alive all along.
 func stillThere(t *testing.T, r resolve.Resolver, service string, want []resolve.Endpoint, d time.Duration) {
@@ -86,8 +92,10 @@ func TestEtcdMemberKilled(t *testing.T) {
 	c := etcdtest.Start(t, 3)
 	eps := c.Endpoints()
 	prefix := etcdtest.Prefix(t)
-	// Leases of 2s keep their keep-alives (every 667ms) clear of a loaded
-	// CI machine's scheduling delays.
+	// Leases of 2s keep their keep-alives clear of a loaded CI machine's
+	// scheduling delays: etcd's client (v3.7) sends one TTL/3 after the
+	// last answer, on its next 500 ms tick, so up to ~1.2 s apart, which
+	// leaves ~0.8 s of the TTL to spare.
 	const ttl = 2 * time.Second
 	provider := newEtcd(t, eps, resolve.EtcdConfig{Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second})
 	resolver := newEtcd(t, eps, resolve.EtcdConfig{Prefix: prefix})
@@ -217,13 +225,15 @@ func TestEtcdOutage(t *testing.T) {
 		cancel()
 		require.Error(t, err, "nothing answers during the outage")
 		// The client gives a lease up once a TTL has passed without an
-		// answer, checking each second.
-		time.Sleep(ttl + 2*time.Second)
+		// answer, checking each second: restart only once it has, so that
+		// the outage outlasts the lease as the client sees it, however
+		// late a loaded machine runs that check.
+		require.Eventually(t, func() bool { return log.has("lost its lease") }, etcdBound, 10*time.Millisecond,
+			"the outage outlasted the lease, as the client saw it")
 		c.Restart(0, 1, 2)
 
 		etcdWaitResolve(t, observer, svc, want)
 		stillThere(t, observer, svc, want, 2*ttl)
-		require.True(t, log.has("lost its lease"), "the outage outlasted the lease, as the client saw it")
 		// The watch from before the outage goes on.
 		b, err := provider.RegisterSigned(etcdCtx(t), svc, resolve.Endpoint{Addr: netip.MustParseAddrPort("127.0.0.1:4001")}, key)
 		require.NoError(t, err)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -158,11 +159,11 @@ func (r *etcdReg) put(ctx context.Context, lease clientv3.LeaseID, replace bool)
 		free = append(free, clientv3.Compare(clientv3.CreateRevision(r.key), "=", 0))
 	}
 	if r.owner == "" { // the ID binds the service; nothing to claim
-		resp, err := kv.Txn(ctx).If(free...).Then(put).Commit()
+		resp, err := kv.Txn(ctx).If(free...).Then(put).Else(clientv3.OpGet(r.key)).Commit()
 		switch {
 		case err != nil:
 			return err
-		case !resp.Succeeded:
+		case !resp.Succeeded && !r.wroteOn(resp.Responses[0].GetResponseRange(), lease):
 			return errSuperseded
 		}
 		return nil
@@ -183,6 +184,9 @@ func (r *etcdReg) put(ctx context.Context, lease clientv3.LeaseID, replace bool)
 			return nil
 		}
 		owner, rec := resp.Responses[0].GetResponseRange(), resp.Responses[1].GetResponseRange()
+		if r.wroteOn(rec, lease) {
+			return nil
+		}
 		if len(owner.Kvs) > 0 {
 			bound, err := ParseFingerprint(string(owner.Kvs[0].Value))
 			if err != nil {
@@ -211,6 +215,15 @@ func (r *etcdReg) put(ctx context.Context, lease clientv3.LeaseID, replace bool)
 		}
 	}
 	return fmt.Errorf("the owner key %s keeps changing", r.owner)
+}
+
+// wroteOn reports whether rec is r's own record on lease: a put of ours
+// whose answer was lost (it outlasted the deadline) and which renew then
+// tried again. Without this, renew would take its own write for a newer
+// registration and stop keeping the lease alive.
+func (r *etcdReg) wroteOn(rec *etcdserverpb.RangeResponse, lease clientv3.LeaseID) bool {
+	return rec != nil && len(rec.Kvs) == 1 && clientv3.LeaseID(rec.Kvs[0].Lease) == lease &&
+		string(rec.Kvs[0].Value) == r.val
 }
 
 // run keeps the lease alive until the registration is closed, and makes

@@ -35,14 +35,19 @@ func TestHealthDropsCrashedSALProvider(t *testing.T) {
 	require.NoError(t, err)
 	defer stale.Close()
 
-	h := resolve.NewHealth(mem, prober, resolve.HealthConfig{})
+	// Short probes: the crashed provider is out within Interval*Failures +
+	// Timeout, about 1 s here (4 s with the defaults), which leaves most of
+	// the 5 s bound to a loaded machine's delays.
+	h := resolve.NewHealth(mem, prober, resolve.HealthConfig{Interval: 200 * time.Millisecond, Timeout: 300 * time.Millisecond})
 	defer h.Close()
 	ch, err := h.Watch(ctx, "crash.demo")
 	require.NoError(t, err)
 	require.Len(t, <-ch, 2)
+	// Wait for a successful probe of each (a first one, which dials, may
+	// outlast the short Timeout on a busy machine).
 	require.Eventually(t, func() bool {
 		st := h.Status("crash.demo")
-		return len(st) == 2 && !st[0].Checked.IsZero() && !st[1].Checked.IsZero()
+		return len(st) == 2 && st[0].RTT > 0 && st[1].RTT > 0
 	}, 5*time.Second, 10*time.Millisecond, "both providers probed")
 	for _, st := range h.Status("crash.demo") {
 		require.True(t, st.Up, "%v: %v", st.Endpoint, st.Err)

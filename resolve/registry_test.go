@@ -155,9 +155,17 @@ func TestRegistryRestart(t *testing.T) {
 	ctx := context.Background()
 	key := newKey(t) // a fixed registry key: clients keep their pin
 	const ttl = 2 * time.Second
-	r1, err := resolve.ListenRegistry("127.0.0.1:0", resolve.RegistryConfig{Key: key, LeaseTTL: ttl})
+	// Answers that outlive the test: the cache can only learn of a change
+	// through its watch, never by an answer expiring and being looked up
+	// again.
+	cfg := resolve.RegistryConfig{Key: key, LeaseTTL: ttl, AnswerTTL: time.Hour}
+	// The socket outlives the first registry, so the second one comes back
+	// at the same address without binding a freed port, which another
+	// process could take meanwhile.
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
-	at := r1.Addr().String()
+	t.Cleanup(func() { pc.Close() }) // after the registries'
+	r1 := serveRegistry(t, keptConn{pc}, cfg)
 
 	provider := registryClient(t, r1, newKey(t))
 	reg, err := provider.Register(ctx, "svc.demo", resolve.Endpoint{Addr: addr("127.0.0.1:4000")})
@@ -168,6 +176,10 @@ func TestRegistryRestart(t *testing.T) {
 	defer cache.Close()
 	_, err = cache.Resolve(ctx, "svc.demo")
 	require.NoError(t, err)
+	// The cache opens its watch after the miss, in the background: wait for
+	// the watch's first set, or the restart could find it still opening
+	// (a watch that fails to open leaves the answer to expire instead).
+	require.Eventually(t, func() bool { return cache.Stats().Updates > 0 }, 10*time.Second, time.Millisecond, "the cache watches")
 
 	require.NoError(t, r1.Close())
 	// While the registry is down, the cache still answers.
@@ -175,9 +187,7 @@ func TestRegistryRestart(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, eps, 1)
 
-	r2, err := resolve.ListenRegistry(at, resolve.RegistryConfig{Key: key, LeaseTTL: ttl})
-	require.NoError(t, err)
-	defer r2.Close()
+	r2 := serveRegistry(t, keptConn{pc}, cfg)
 	restarted := time.Now()
 	require.Eventually(t, func() bool {
 		eps, err := r2.Resolve(ctx, "svc.demo")
@@ -193,6 +203,30 @@ func TestRegistryRestart(t *testing.T) {
 		eps, err := cache.Resolve(ctx, "svc.demo")
 		return err == nil && len(eps) == 2
 	}, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, uint64(1), cache.Stats().Lookups, "pushed by the watch, not looked up again")
+}
+
+// keptConn is a socket that a Registry's Close leaves open.
+type keptConn struct{ *net.UDPConn }
+
+func (keptConn) Close() error { return nil }
+
+// serveRegistry serves a Registry on pc until the test ends.
+func serveRegistry(t testing.TB, pc net.PacketConn, cfg resolve.RegistryConfig) *resolve.Registry {
+	t.Helper()
+	r, err := resolve.NewRegistry(cfg)
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- r.Serve(pc) }()
+	t.Cleanup(func() { r.Close(); <-served })
+	for r.Addr() == nil {
+		select {
+		case err := <-served:
+			t.Fatalf("serve: %v", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return r
 }
 
 func TestRegistryLimits(t *testing.T) {
@@ -262,7 +296,11 @@ func TestRegistryHealth(t *testing.T) {
 	prober, err := sal.NewHost(sal.Config{Resolver: resolve.NewStatic(nil), ListenAddr: "127.0.0.1:0"})
 	require.NoError(t, err)
 	defer prober.Close()
-	r := startRegistry(t, resolve.RegistryConfig{Prober: prober, LeaseTTL: time.Minute})
+	// Short probes: a dead provider is out within Interval*Failures +
+	// Timeout, about 1 s here (4 s with the defaults), which leaves most of
+	// the 5 s bound to a loaded machine's delays.
+	health := resolve.HealthConfig{Interval: 200 * time.Millisecond, Timeout: 300 * time.Millisecond}
+	r := startRegistry(t, resolve.RegistryConfig{Prober: prober, Health: health, LeaseTTL: time.Minute})
 	agent := registryClient(t, r, nil) // renews the leases, whatever becomes of the providers
 
 	key := newKey(t) // two replicas of one service share its key

@@ -184,15 +184,18 @@ func TestRelayMoveServer(t *testing.T) {
 	mu.Unlock()
 }
 
-// TestRelayDelayAccuracy checks that the relay adds its configured delay
-// within 1 ms. It compares the median round trip with and without the
-// delay, which cancels the loopback's own time and resists the outliers of
-// a busy machine.
+// TestRelayDelayAccuracy checks the delay the relay adds. A delay can
+// only come out late, never early: every round trip must take at least
+// twice the one-way delay. Lateness is bounded on a low percentile of the
+// round trips less that of round trips without the delay, which cancels
+// the loopback's own time and leaves out most of the late wake-ups of a
+// busy machine; the bound is 1 ms per direction, or a tenth of the delay
+// where that is more.
 func TestRelayDelayAccuracy(t *testing.T) {
 	srv := newUDPServer(t, true)
 	r := newRelay(t, RelayConfig{Server: srv.addr()})
 	cli := udpClient(t)
-	median := func() time.Duration {
+	roundTrips := func() []time.Duration {
 		var rtts []time.Duration
 		for i := range 60 {
 			msg := binary.BigEndian.AppendUint32(nil, uint32(i))
@@ -202,45 +205,49 @@ func TestRelayDelayAccuracy(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 		slices.Sort(rtts)
-		return rtts[len(rtts)/2]
+		return rtts
 	}
-	base := median()
+	low := func(sorted []time.Duration) time.Duration { return sorted[len(sorted)/5] }
+	base := low(roundTrips())
 	for _, d := range []time.Duration{5 * time.Millisecond, 20 * time.Millisecond} {
 		r.Configure(Up, LinkConfig{Delay: d})
 		r.Configure(Down, LinkConfig{Delay: d})
-		added := median() - base
-		t.Logf("delay %v each way: round trip grew by %v (base %v)", d, added, base)
-		require.InDelta(t, float64(2*d), float64(added), float64(2*time.Millisecond), "1 ms per direction")
+		rtts := roundTrips()
+		added := low(rtts) - base
+		t.Logf("delay %v each way: round trips from %v, grew by %v (base %v)", d, rtts[0], added, base)
+		require.GreaterOrEqual(t, rtts[0], 2*d, "a datagram left the relay early")
+		require.LessOrEqual(t, added, 2*d+max(2*time.Millisecond, 2*d/10), "late by more than 1 ms (or a tenth) per direction")
 	}
 }
 
-// TestRelayBandwidth offers twice a 20 Mbit/s rate and checks what comes
-// out within 5%.
+// TestRelayBandwidth offers twice a 20 Mbit/s rate and checks the rate
+// that comes out: the median over spans of 100 datagrams in the middle half
+// of the run, clear of the start and of the drain. A median of short spans
+// leaves out the few that a stalled reader or relay (on a loaded machine)
+// squeezes or stretches, which would skew one measurement over the whole
+// run. What leaves a link cannot beat its rate, so the bound above is
+// tight; the one below allows the relay to fall behind a little.
 func TestRelayBandwidth(t *testing.T) {
 	const rate, size = 20_000_000, 1200
 	var mu sync.Mutex
-	var first, last time.Time
-	var bytes int
+	var arrivals []time.Time
 	srvConn, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
 	defer srvConn.Close()
+	_ = srvConn.SetReadBuffer(4 << 20)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer srvConn.Close()
 	wg.Go(func() {
 		buf := make([]byte, 2048)
 		for {
-			n, _, err := srvConn.ReadFromUDPAddrPort(buf)
+			_, _, err := srvConn.ReadFromUDPAddrPort(buf)
 			if err != nil {
 				return
 			}
+			now := time.Now()
 			mu.Lock()
-			if first.IsZero() {
-				first = time.Now()
-			} else {
-				bytes += n // the first datagram's bytes left before first
-			}
-			last = time.Now()
+			arrivals = append(arrivals, now)
 			mu.Unlock()
 		}
 	})
@@ -256,12 +263,30 @@ func TestRelayBandwidth(t *testing.T) {
 		}
 		time.Sleep(time.Until(start.Add(time.Duration(tick+1) * 2 * time.Millisecond)))
 	}
-	time.Sleep(200 * time.Millisecond) // the queue drains
+	// The queue drains (100 ms at most), and the server reads it. (Only
+	// the middle of the run is measured, so a datagram the server's socket
+	// dropped, or one still to come, would not skew it.)
+	received := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(arrivals)
+	}
+	for deadline := time.Now().Add(2 * time.Second); received() < int(r.Link(Up).Stats().Forwarded) && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 	mu.Lock()
-	got := float64(bytes*8) / last.Sub(first).Seconds()
-	mu.Unlock()
-	t.Logf("rate %d bit/s, measured %.0f bit/s", rate, got)
-	require.InEpsilon(t, rate, got, 0.05)
+	defer mu.Unlock()
+	const span = 100
+	var spans []time.Duration
+	for i := len(arrivals) / 4; i+span <= 3*len(arrivals)/4; i++ {
+		spans = append(spans, arrivals[i+span].Sub(arrivals[i]))
+	}
+	require.NotEmpty(t, spans)
+	slices.Sort(spans)
+	got := float64(span*size*8) / spans[len(spans)/2].Seconds()
+	t.Logf("rate %d bit/s, measured %.0f bit/s (%d datagrams)", rate, got, len(arrivals))
+	require.LessOrEqual(t, got, rate*1.02, "faster than the link")
+	require.GreaterOrEqual(t, got, rate*0.9, "slower than the link")
 	require.Positive(t, r.Link(Up).Stats().Dropped[DropQueue])
 }
 
@@ -293,21 +318,34 @@ func TestRelayLoss(t *testing.T) {
 
 func TestRelayBlackout(t *testing.T) {
 	srv := newUDPServer(t, true)
-	r := newRelay(t, RelayConfig{Server: srv.addr(), PathConfig: PathConfig{Down: LinkConfig{Delay: 50 * time.Millisecond}}})
+	// The blackout's own clock: it ends at the event's Time plus its Delay.
+	blackout := make(chan Event, 1)
+	r := newRelay(t, RelayConfig{Server: srv.addr(), PathConfig: PathConfig{
+		// Echoes sit 500 ms in the down link: ample time to start the
+		// blackout while one is there.
+		Down: LinkConfig{Delay: 500 * time.Millisecond},
+		OnEvent: func(e Event) {
+			if e.Kind == EventBlackout {
+				blackout <- e
+			}
+		},
+	}})
 	cli := udpClient(t)
-	_, _, ok := roundTrip(t, cli, r.ServerAddr(), []byte("a"))
+	_, _, ok := roundTripWithin(t, cli, r.ServerAddr(), []byte("a"), 5*time.Second)
 	require.True(t, ok)
 	// The echo of "b" is in flight in the down link when the blackout
 	// begins, and is dropped with it.
 	_, err := cli.WriteToUDPAddrPort([]byte("b"), r.ServerAddr())
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return len(srv.sources()) == 2 }, 5*time.Second, time.Millisecond)
-	r.Blackout(300 * time.Millisecond)
+	r.Blackout(time.Second)
 	require.True(t, noReply(t, cli, r.ServerAddr(), []byte("c")))
 	st := r.Link(Down).Stats()
 	require.Equal(t, uint64(1), st.Dropped[DropBlackout], "the datagram in flight")
 	require.Equal(t, uint64(1), r.Link(Up).Stats().Dropped[DropBlackout])
-	_, _, ok = roundTrip(t, cli, r.ServerAddr(), []byte("d"))
+	e := <-blackout
+	time.Sleep(time.Until(e.Time.Add(e.Delay)))
+	_, _, ok = roundTripWithin(t, cli, r.ServerAddr(), []byte("d"), 5*time.Second)
 	require.True(t, ok, "after the blackout")
 }
 

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/roamnet/roam/resolve"
@@ -95,9 +96,15 @@ func testHosts(t *testing.T, newResolver func(t *testing.T) resolve.Resolver, re
 	require.Equal(t, sha256.Sum256(down), waitSum(t, got), "provider to client")
 	require.Equal(t, sha256.Sum256(up), waitSum(t, served), "client to provider")
 	if rebind {
-		eps, err := client.Resolver().Resolve(ctx, service)
-		require.NoError(t, err)
-		require.Equal(t, provider.LocalAddr(), eps[0].Addr, "the client's resolver follows the provider")
+		// The client's resolver is its Host's Cache, which the backend's
+		// watch updates asynchronously: the flow may have followed the
+		// provider before the cache did.
+		require.EventuallyWithT(t, func(c *assert.CollectT) {
+			eps, err := client.Resolver().Resolve(ctx, service)
+			require.NoError(c, err)
+			require.Len(c, eps, 1)
+			require.Equal(c, provider.LocalAddr(), eps[0].Addr)
+		}, Settle, time.Millisecond, "the client's resolver follows the provider")
 	}
 }
 
