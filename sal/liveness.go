@@ -2,6 +2,7 @@ package sal
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -17,9 +18,12 @@ import (
 // packets unanswered for Config.SilenceTimeout it tries a fresh
 // handshake. If that completes while the old connection is still silent,
 // the new connection takes the old one's place and the flows resume on
-// it. If the handshake fails, the network is down (a tunnel), and the old
-// connection is left to recover by itself; the check repeats meanwhile,
-// so whichever gets through first carries the flows on.
+// it. If another Host answers (another key, or a refusal of the service),
+// the peer has left the address, and the old connection closes so that its
+// flows resume wherever the service now is. If the handshake fails, the
+// network is down (a tunnel), and the old connection is left to recover by
+// itself; the check repeats meanwhile, so whichever gets through first
+// carries the flows on.
 
 // silence follows a connection's packet counters to tell how long the peer
 // has left the Host's packets unanswered.
@@ -106,35 +110,48 @@ func (h *Host) watchSilence(p *peer) {
 
 // replaceSilent dials p's address afresh and, if the handshake completes
 // while p's connection still hears nothing, puts the new connection in
-// p's place and closes p's, so that its flows resume on the new one. It
-// reports whether it did.
+// p's place and closes p's, so that its flows resume on the new one. If
+// something else answers there (a Host with another key, or one that
+// refuses the service), p's peer has left the address: p's connection
+// closes, and its flows resume wherever the resolver or table now says the
+// service is, rather than waiting out the idle timeout. It reports whether
+// p's connection was closed.
 func (h *Host) replaceSilent(ctx context.Context, p *peer, unanswered time.Duration) bool {
 	heard := p.conn.ConnectionStats().PacketsReceived
 	dctx, cancel := context.WithTimeout(ctx, h.cfg.endpointTimeout())
 	defer cancel()
 	np := &peer{host: h, addr: p.addr, sni: p.sni, ready: make(chan struct{}), flows: 1}
 	h.dialPeer(dctx, np)
-	if np.err != nil {
+	refused := errors.Is(np.err, ErrNoListener)
+	if np.err != nil && !refused {
 		h.log.Debug("silent connection: peer unreachable too", "peer", p.addr, "err", np.err)
 		return false
 	}
 	cameBack := p.conn.ConnectionStats().PacketsReceived != heard
 	h.mu.Lock()
-	replace := !cameBack && !h.closed && !p.gone && !np.gone && h.peers[p.addr] == p &&
-		np.key == p.key && // else another Host answers there now; the flows' resume sorts that out
+	still := !cameBack && !h.closed && !p.gone && h.peers[p.addr] == p &&
 		np.transports[0] == h.cur // else a Rebind ran meanwhile and migrated p
+	left := refused || np.key != p.key // someone else answers there now
+	replace := still && !left && !np.gone
 	if replace {
 		h.removePeerLocked(p)
 		h.peers[p.addr] = np
 	}
 	h.mu.Unlock()
-	if !replace {
+	if !replace && np.err == nil {
 		np.conn.CloseWithError(codeIdle, "not needed")
-		return false
 	}
-	h.releasePeer(np) // the flows take it up as they resume; until then it idles
-	h.log.Debug("silent connection replaced", "peer", p.addr, "unanswered", unanswered)
-	h.emit(Event{Kind: EventReplaced, To: p.addr, Stall: unanswered})
-	p.conn.CloseWithError(codeMoved, "peer silent; replaced")
-	return true
+	switch {
+	case replace:
+		h.releasePeer(np) // the flows take it up as they resume; until then it idles
+		h.log.Debug("silent connection replaced", "peer", p.addr, "unanswered", unanswered)
+		h.emit(Event{Kind: EventReplaced, To: p.addr, Stall: unanswered})
+		p.conn.CloseWithError(codeMoved, "peer silent; replaced")
+		return true
+	case still && left:
+		h.log.Debug("silent connection: the peer left its address", "peer", p.addr, "refused", refused)
+		p.conn.CloseWithError(codeMoved, "peer silent; another host answers")
+		return true
+	}
+	return false
 }

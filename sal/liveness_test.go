@@ -1,12 +1,16 @@
 package sal
 
 import (
+	"context"
+	"net"
+	"net/netip"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/roamnet/roam/mobility/emu"
+	"github.com/roamnet/roam/resolve"
 	"github.com/stretchr/testify/require"
 )
 
@@ -130,4 +134,67 @@ func TestMigrationAbandonsStuckProbe(t *testing.T) {
 		b.requireNoLoss(t)
 		require.Less(t, took, 5500*time.Millisecond)
 	})
+}
+
+// A server loses its socket without a word (a crash of its network stack,
+// a container moved), another Host takes its address, and the server
+// comes back elsewhere. The client reaches the service by a fixed table
+// rule, so no watch tells it: its connection hears nothing, and a fresh
+// handshake at the old address is refused by the newcomer. That refusal
+// says the peer has left, so the flow resumes at once where the table now
+// points, instead of after the 30 s idle timeout, and no byte is lost.
+func TestSilentPeerWhoseAddressAnotherHostTook(t *testing.T) {
+	for _, sameName := range []bool{false, true} {
+		name := map[bool]string{false: "Refuses", true: "OtherKey"}[sameName]
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				testAddressTaken(t, sameName)
+			})
+		})
+	}
+}
+
+func testAddressTaken(t *testing.T, sameName bool) {
+	nw := emu.NewNetwork(1)
+	t.Cleanup(func() { nw.Close() })
+	var serverSock net.PacketConn
+	serverListen := func(ctx context.Context, network, address string) (net.PacketConn, error) {
+		pc, err := nw.ListenPacket(ctx, network, address)
+		if serverSock == nil {
+			serverSock = pc
+		}
+		return pc, err
+	}
+	var clientLog eventLog
+	server := newHost(t, Config{Resolver: resolve.NewMemory(), ListenAddr: "10.0.0.1:443", ListenPacket: serverListen})
+	client := newHost(t, Config{Resolver: resolve.NewMemory(), ListenAddr: "10.0.1.1:0", ListenPacket: nw.ListenPacket, OnEvent: clientLog.record})
+	const svc = "taken.demo"
+	at := func(addr string) {
+		require.NoError(t, client.Table().Set(Rule{Service: svc, Action: ActionEndpoints,
+			Endpoints: []resolve.Endpoint{{Addr: netip.MustParseAddrPort(addr)}}}))
+	}
+	at("10.0.0.1:443")
+	l, err := server.Listen(t.Context(), svc)
+	require.NoError(t, err)
+	c, sc := openPair(t, client, l, svc)
+	echo(t, c, sc, "before")
+
+	start := time.Now()
+	require.NoError(t, serverSock.Close())
+	newcomer := newHost(t, Config{Resolver: resolve.NewMemory(), ListenAddr: "10.0.0.1:443", ListenPacket: nw.ListenPacket})
+	// The newcomer serves the same name under another key, or another
+	// service only, and so refuses this one in the handshake.
+	nl, err := newcomer.Listen(t.Context(), map[bool]string{true: svc, false: "other.demo"}[sameName])
+	require.NoError(t, err)
+	t.Cleanup(func() { nl.Close() })
+	require.NoError(t, server.Rebind(t.Context(), "10.0.0.2:443"))
+	at("10.0.0.2:443")
+
+	echo(t, c, sc, "after the server left its address")
+	took := time.Since(start)
+	t.Logf("the flow carried on after %v", took)
+	require.Less(t, took, 10*time.Second, "the flow waited for the idle timeout")
+	require.Zero(t, clientLog.count(EventReplaced), "the newcomer took nothing over")
+	require.Positive(t, clientLog.count(EventResumed))
+	transfer(t, c, sc, 1<<20, nil)
 }
