@@ -111,28 +111,36 @@ func TestIdleMigrationWaitsForSlowPath(t *testing.T) {
 // A handover kills the old path while the sender's congestion window is
 // full, and the client learns its new address only when the outage ends:
 // quic-go then never sends the new path's probe, and the migration must
-// give up on it and resume the flows instead of waiting 4 s.
+// give up on it and resume the flows instead of waiting for the probe's
+// ceiling (2×EndpointTimeout).
 func TestMigrationAbandonsStuckProbe(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newBed(t, natStormLink, Config{})
 		const outage = 300 * time.Millisecond
-		handedOver := false
+		var handedOver time.Time
 		start := time.Now()
 		transfer(t, b.c, b.sc, 8<<20, func(sent int) {
-			if sent >= 4<<20 && !handedOver {
-				handedOver = true
+			if sent >= 4<<20 && handedOver.IsZero() {
+				handedOver = time.Now()
 				b.path.Handover(outage)
 				time.AfterFunc(outage, func() { b.moveClient(t) })
 			}
 		})
 		took := time.Since(start)
-		require.True(t, handedOver)
-		st := b.c.Stats()
-		// Calm, the transfer takes 4.4 s, and 4.7 s with the outage when
-		// the flows resume; 6.1 s when the migration waits for its probe.
-		t.Logf("took %v; resumes %d, migrations %d", took, st.Resumes, b.clientLog.count(EventMigrated))
+		require.False(t, handedOver.IsZero())
 		b.requireNoLoss(t)
-		require.Less(t, took, 5500*time.Millisecond)
+		moved, ok := b.clientLog.firstAfter(handedOver, EventResumed, EventMigrated)
+		require.True(t, ok, "the flow moved to the new address")
+		// The outage, one silent PTO (150 ms floor) and a handshake: 0.49 s.
+		// Waiting for the probe, the flow moved after 1.28 s, and the
+		// transfer took 6.1 s. With the probe given up it takes 4.5-5.8 s
+		// (4.4 s calm): how the new connection's slow start meets the
+		// 20 Mbit/s queue depends on the order in which goroutines run, so
+		// the total is no measure of the migration.
+		stall := moved.Sub(handedOver)
+		t.Logf("flow moved %v after the handover began; transfer took %v; resumes %d, migrations %d",
+			stall, took, b.c.Stats().Resumes, b.clientLog.count(EventMigrated))
+		require.Less(t, stall, time.Second, "the migration waited for a probe that never left")
 	})
 }
 

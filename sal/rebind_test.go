@@ -4,23 +4,39 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/roamnet/roam/resolve"
 	"github.com/stretchr/testify/require"
 )
 
-// eventLog records a Host's events.
+// eventLog records a Host's events, and when they came.
 type eventLog struct {
 	mu     sync.Mutex
 	events []Event
+	at     []time.Time
 }
 
 func (l *eventLog) record(e Event) {
 	l.mu.Lock()
 	l.events = append(l.events, e)
+	l.at = append(l.at, time.Now())
 	l.mu.Unlock()
+}
+
+// firstAfter returns when the first event of one of kinds came after t.
+func (l *eventLog) firstAfter(t time.Time, kinds ...EventKind) (time.Time, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, e := range l.events {
+		if l.at[i].After(t) && slices.Contains(kinds, e.Kind) {
+			return l.at[i], true
+		}
+	}
+	return time.Time{}, false
 }
 
 func (l *eventLog) count(kind EventKind) int {
