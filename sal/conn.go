@@ -72,6 +72,7 @@ type Conn struct {
 	gotFin              bool   // Read delivered io.EOF
 	ackSent             uint64 // the read offset last acknowledged to the peer
 	ackTimer            *time.Timer
+	ackArmed            bool   // ackTimer runs for reads already made
 	gen                 uint64 // dialer: next resume generation; listener: lowest it accepts
 	readDL              time.Time
 	writeDL             time.Time
@@ -117,6 +118,10 @@ type FlowStats struct {
 	LastStall     time.Duration
 	SmoothedRTT   time.Duration
 	MinRTT        time.Duration
+	// BytesRedundant counts what the peer sent again after a resume that
+	// Read had already delivered, and so discarded: the price of a resume
+	// that sends before it hears how far this end read.
+	BytesRedundant uint64
 }
 
 func (h *Host) newConn(dialer bool, service ServiceID, flowID uint64, peerKey resolve.Fingerprint, authed bool, local, remote Addr) *Conn {
@@ -254,9 +259,16 @@ func (c *Conn) readableLocked() (car *carrier, changed <-chan struct{}, err erro
 // already delivered from an earlier carrier.
 func (c *Conn) discard(car *carrier) error {
 	var scratch [4096]byte
+	var dropped uint64
+	defer func() {
+		c.mu.Lock()
+		c.stats.BytesRedundant += dropped
+		c.mu.Unlock()
+	}()
 	for car.skip > 0 {
 		n, err := car.s.Read(scratch[:min(uint64(len(scratch)), car.skip)])
 		car.skip -= uint64(n)
+		dropped += uint64(n)
 		if err != nil {
 			if err == io.EOF && car.skip > 0 {
 				return io.ErrUnexpectedEOF

@@ -378,7 +378,7 @@ func (c *Conn) release() {
 }
 
 // ackEvery is how much a reader consumes before it acknowledges at once;
-// smaller reads are acknowledged after ackDelay.
+// what it reads otherwise is acknowledged ackDelay after the first read.
 const (
 	ackDelay = 5 * time.Millisecond
 )
@@ -393,10 +393,18 @@ func (c *Conn) delivered(n int) {
 	c.stats.BytesRead += uint64(n)
 	c.acct.received.Add(uint64(n))
 	due := c.readOff-c.ackSent >= c.ackEvery()
-	if !due && c.ackTimer == nil {
-		c.ackTimer = time.AfterFunc(ackDelay, c.sendAck)
-	} else if !due {
-		c.ackTimer.Reset(ackDelay)
+	// The timer runs from the first read it covers, not the last: pushed
+	// back by every read, a steady stream would be acknowledged only each
+	// ackEvery bytes, and a resume would replay up to that much that the
+	// peer had already read (a 1 MiB replay stalled a 20 Mbit/s flow for
+	// up to 0.4 s after a server move).
+	if !due && !c.ackArmed {
+		c.ackArmed = true
+		if c.ackTimer == nil {
+			c.ackTimer = time.AfterFunc(ackDelay, c.sendAck)
+		} else {
+			c.ackTimer.Reset(ackDelay)
+		}
 	}
 	c.mu.Unlock()
 	if due {
@@ -422,6 +430,7 @@ const readerGone = ^uint64(0)
 // byte, so it can free what it keeps for replay.
 func (c *Conn) sendAck() {
 	c.mu.Lock()
+	c.ackArmed = false
 	off := c.readOff
 	if c.gotFin {
 		off++

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -283,4 +284,44 @@ func roundTrip(t *testing.T, c, sc *Conn, msg string) {
 		require.Equal(t, msg, string(buf))
 		p[1].SetReadDeadline(time.Time{})
 	}
+}
+
+// A resume sends from the last offset the reader acknowledged, before it
+// hears how far the reader got: everything read but not yet acknowledged
+// crosses the path twice. A steady stream must therefore be acknowledged
+// every few milliseconds, not only each ackEvery bytes (1 MiB here), or a
+// 20 Mbit/s flow resends up to 0.4 s of data after every server move.
+func TestResumeResendsLittleOfASteadyStream(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBed(t, natStormLink, Config{})
+		const moves = 4
+		// Writes return once buffered, so the moves follow the clock, not
+		// the writer's progress: one every 0.6 s of the 3.4 s transfer.
+		moved := make(chan error, 1)
+		go func() {
+			for range moves {
+				time.Sleep(600 * time.Millisecond)
+				if err := b.path.MoveServer(); err != nil {
+					moved <- err
+					return
+				}
+				if err := b.server.SetAdvertiseAddr(t.Context(), b.path.ServerAddr()); err != nil {
+					moved <- err
+					return
+				}
+			}
+			moved <- nil
+		}()
+		transfer(t, b.c, b.sc, 8<<20, nil)
+		require.NoError(t, <-moved)
+		b.requireNoLoss(t)
+		st := b.sc.Stats()
+		require.Equal(t, moves, st.Resumes)
+		// Each resume resends what was read in the last ackDelay and in
+		// the Ack's trip back (10 ms, plus the queue): 2.5 MB/s × 20 ms is
+		// 50 KB.
+		perResume := st.BytesRedundant / moves
+		t.Logf("%d bytes resent and discarded per resume", perResume)
+		require.Less(t, perResume, uint64(200<<10))
+	})
 }
