@@ -99,12 +99,8 @@ func TestEtcdMemberKilled(t *testing.T) {
 	const ttl = 2 * time.Second
 	provider := newEtcd(t, eps, resolve.EtcdConfig{Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second})
 	resolver := newEtcd(t, eps, resolve.EtcdConfig{Prefix: prefix})
-	key, fp := etcdSigner(t)
 	const svc = "ha.demo"
-	a, err := provider.RegisterSigned(etcdCtx(t), svc, resolve.Endpoint{Addr: netip.MustParseAddrPort("127.0.0.1:4000")}, key)
-	require.NoError(t, err)
-	defer a.Close()
-	onlyA := []resolve.Endpoint{etcdEP("127.0.0.1:4000", fp)}
+	key, onlyA := etcdRegisterAt(t, provider, svc, "127.0.0.1:4000")
 	ch, err := resolver.Watch(etcdCtx(t), svc)
 	require.NoError(t, err)
 	etcdWaitWatch(t, ch, onlyA)
@@ -133,7 +129,7 @@ func TestEtcdMemberKilled(t *testing.T) {
 		addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
 		b, err := provider.RegisterSigned(etcdCtx(t), svc, resolve.Endpoint{Addr: addr}, key)
 		require.NoError(t, err, "a registration after the kill")
-		both := []resolve.Endpoint{onlyA[0], {Addr: addr, Key: fp}}
+		both := []resolve.Endpoint{onlyA[0], {Addr: addr, Key: onlyA[0].Key}}
 		etcdWaitWatch(t, ch, both)
 		etcdWaitResolve(t, resolver, svc, both)
 		// (A set may come from a fresh listing, with the new watch still

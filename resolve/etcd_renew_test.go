@@ -3,7 +3,6 @@ package resolve_test
 import (
 	"context"
 	"errors"
-	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -57,12 +56,8 @@ func TestEtcdRenewAfterLostAnswer(t *testing.T) {
 	const ttl = 2 * time.Second
 	provider := newEtcd(t, nil, resolve.EtcdConfig{Client: cli, Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second, Logger: log.logger()})
 	observer := newEtcd(t, eps, resolve.EtcdConfig{Prefix: prefix})
-	key, fp := etcdSigner(t)
 	const svc = "lossy.demo"
-	reg, err := provider.RegisterSigned(etcdCtx(t), svc, resolve.Endpoint{Addr: netip.MustParseAddrPort("127.0.0.1:4000")}, key)
-	require.NoError(t, err)
-	defer reg.Close()
-	want := []resolve.Endpoint{etcdEP("127.0.0.1:4000", fp)}
+	_, want := etcdRegisterAt(t, provider, svc, "127.0.0.1:4000")
 	etcdWaitResolve(t, observer, svc, want)
 	// Past the keep-alive loop's guard against spinning, so that the
 	// renewal starts at once.

@@ -60,6 +60,17 @@ func etcdSigner(t testing.TB) (crypto.Signer, resolve.Fingerprint) {
 	return key, fp
 }
 
+// etcdRegisterAt registers svc at addr through r under a new key, until
+// the test ends, and returns the key and the set a resolver should answer.
+func etcdRegisterAt(t testing.TB, r *resolve.Etcd, svc, addr string) (crypto.Signer, []resolve.Endpoint) {
+	t.Helper()
+	key, fp := etcdSigner(t)
+	reg, err := r.RegisterSigned(etcdCtx(t), svc, resolve.Endpoint{Addr: netip.MustParseAddrPort(addr)}, key)
+	require.NoError(t, err)
+	t.Cleanup(func() { reg.Close() })
+	return key, []resolve.Endpoint{etcdEP(addr, fp)}
+}
+
 func etcdEP(s string, key resolve.Fingerprint) resolve.Endpoint {
 	return resolve.Endpoint{Addr: netip.MustParseAddrPort(s), Key: key}
 }

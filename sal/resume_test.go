@@ -322,6 +322,8 @@ func TestResumeResendsLittleOfASteadyStream(t *testing.T) {
 		// 50 KB.
 		perResume := st.BytesRedundant / moves
 		t.Logf("%d bytes resent and discarded per resume", perResume)
+		// Some always are: the Acks in flight at each move never arrive.
+		require.NotZero(t, st.BytesRedundant, "the stat counts the bytes discarded")
 		require.Less(t, perResume, uint64(200<<10))
 	})
 }
