@@ -90,9 +90,14 @@ type Config struct {
 	// are refused with ErrBusy. If zero, 256.
 	Backlog int
 
-	// ResumeTimeout is how long a flow whose carrier failed keeps trying to
-	// resume (dialing end) or waits to be resumed (listening end) before
-	// its Reads and Writes fail with ErrFlowLost. If zero, 60 s.
+	// ResumeTimeout bounds how long a flow may go without hearing from its
+	// peer: once this long has passed since the last packet heard on the
+	// connection that carried it, and no resume has got through, its Reads
+	// and Writes fail with ErrFlowLost. The clock starts at the last packet
+	// heard, not when the connection is declared dead, so a path that dies
+	// for good fails the flow within about ResumeTimeout. Unless QUIC sets
+	// MaxIdleTimeout, a connection's idle timeout is ResumeTimeout, at most
+	// 30 s, and its keep-alives come at half of that. If zero, 60 s.
 	ResumeTimeout time.Duration
 
 	// FlowBuffer bounds the bytes one flow keeps until the peer
@@ -188,7 +193,16 @@ func (c *Config) quicConfig() *quic.Config {
 	}
 	if q.KeepAlivePeriod == 0 {
 		// Keeps NAT mappings and the idle timer alive while flows are quiet.
+		// quic-go sends them at most every half idle timeout.
 		q.KeepAlivePeriod = 10 * time.Second
+	}
+	if q.MaxIdleTimeout == 0 {
+		// A connection silent for longer than ResumeTimeout cannot carry
+		// its flows any more: they are lost by then (see Conn.suspend).
+		// Declaring it dead no later lets them fail within ResumeTimeout of
+		// the last packet heard, on both ends, instead of after 30 s plus
+		// ResumeTimeout. quic-go's default is 30 s.
+		q.MaxIdleTimeout = min(30*time.Second, c.resumeTimeout())
 	}
 	return &q
 }

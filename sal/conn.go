@@ -79,6 +79,7 @@ type Conn struct {
 	resuming            bool               // dialer: a resume loop runs
 	moveTo              []resolve.Endpoint // dialer: where a watch said the service went; tried first
 	suspended           time.Time          // when the flow last lost its carrier
+	resumeBy            time.Time          // while suspended: lost unless resumed by then
 	stats               FlowStats
 	counted             bool // in acct's open flows (see countOpen)
 

@@ -26,6 +26,8 @@ type control struct {
 	wake    chan struct{}     // cap 1: pending has entries
 	flows   map[*Conn]struct{}
 	dead    bool
+
+	heard heardClock // when the peer was last heard (see lastHeard)
 }
 
 // newControl starts the control channel of a connection; it ends with the

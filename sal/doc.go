@@ -45,7 +45,8 @@
 // acknowledgements, and nothing was heard for a PTO) is abandoned. When a connection cannot go on (the peer moved, a NAT forgot its
 // mapping, a migration failed), the dialing end connects to the service's
 // current endpoint and resumes every flow the connection carried, each
-// end replaying what the other missed, until Config.ResumeTimeout. A
+// end replaying what the other missed, until Config.ResumeTimeout has
+// passed since the peer was last heard. A
 // connection that stays silent for Config.SilenceTimeout while the peer
 // still completes a fresh handshake is replaced at once rather than after
 // QUIC's idle timeout. Config.OnEvent reports each step as an Event.

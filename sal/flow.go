@@ -250,8 +250,11 @@ func (c *Conn) endErr() error {
 }
 
 // suspend detaches a failed carrier. The dialer starts resuming; the
-// listener waits for a resume until Config.ResumeTimeout.
+// listener waits for a resume. Either gives up once Config.ResumeTimeout
+// has passed since the peer was last heard on the carrier's connection.
 func (c *Conn) suspend(car *carrier, cause error) {
+	now := time.Now()
+	heard := car.ctl.lastHeard(cause, now) // before mu: it asks quic-go
 	c.mu.Lock()
 	if c.car != car || c.state != flowActive {
 		c.mu.Unlock()
@@ -260,7 +263,8 @@ func (c *Conn) suspend(car *carrier, cause error) {
 	c.remote.Endpoint = netipAddrPortOf(car.qc.RemoteAddr())
 	c.car = nil
 	c.state = flowSuspended
-	c.suspended = time.Now()
+	c.suspended = now
+	c.resumeBy = heard.Add(c.h.cfg.resumeTimeout())
 	c.broadcastLocked()
 	startResume := c.dialer && !c.resuming
 	if startResume {
@@ -282,15 +286,25 @@ func (c *Conn) suspend(car *carrier, cause error) {
 		}
 		c.h.mu.Unlock()
 	} else if !c.dialer {
-		time.AfterFunc(c.h.cfg.resumeTimeout(), func() {
-			c.mu.Lock()
-			expired := c.state == flowSuspended && time.Since(c.suspended) >= c.h.cfg.resumeTimeout()
-			c.mu.Unlock()
-			if expired {
-				c.lose(fmt.Errorf("no resume within %v: %w", c.h.cfg.resumeTimeout(), cause))
-			}
-		})
+		c.awaitResume(cause)
 	}
+}
+
+// awaitResume ends a suspended listener flow that no resume reached by its
+// resumeBy.
+func (c *Conn) awaitResume(cause error) {
+	c.mu.Lock()
+	by := c.resumeBy
+	c.mu.Unlock()
+	time.AfterFunc(time.Until(by), func() {
+		c.mu.Lock()
+		// A later suspension may have moved resumeBy: its own timer decides.
+		expired := c.state == flowSuspended && !time.Now().Before(c.resumeBy)
+		c.mu.Unlock()
+		if expired {
+			c.lose(fmt.Errorf("%w: %w", c.h.resumeExpired(), cause))
+		}
+	})
 }
 
 // reject ends a flow that no application will see: its Listener closed

@@ -3,6 +3,7 @@ package sal
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -61,6 +62,86 @@ func (s *silence) observe(st quic.ConnectionStats, now time.Time, look time.Dura
 	return now.Sub(s.askedAt)
 }
 
+// heardClock keeps when the peer was last heard on a connection: where a
+// flow's Config.ResumeTimeout starts (see Conn.suspend). The silence
+// watcher of a dialed connection keeps it; on other connections it is not
+// watched, and lastHeard falls back on what the cause of death tells.
+type heardClock struct {
+	mu      sync.Mutex
+	watched bool
+	packets uint64    // PacketsReceived at the last look
+	at      time.Time // the look that first saw packets count
+}
+
+// observe records a look at the connection's received-packet counter.
+func (hc *heardClock) observe(packets uint64, now time.Time) {
+	hc.mu.Lock()
+	if !hc.watched || packets != hc.packets {
+		hc.watched, hc.packets, hc.at = true, packets, now
+	}
+	hc.mu.Unlock()
+}
+
+// since returns the time the peer was last heard, given the counter now: a
+// packet counted after the last look was heard now, as far as anyone can
+// tell. ok is false when nobody watches the connection.
+func (hc *heardClock) since(packets uint64, now time.Time) (at time.Time, ok bool) {
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	switch {
+	case !hc.watched:
+		return time.Time{}, false
+	case packets != hc.packets:
+		return now, true
+	}
+	return hc.at, true
+}
+
+// lastHeard tells when the peer was last heard on ctl's connection, which
+// died (or whose stream failed) of cause at now. It errs late, never early:
+// a flow's ResumeTimeout may run a little long, but never cuts a flow
+// short that its peer still keeps.
+func (ctl *control) lastHeard(cause error, now time.Time) time.Time {
+	if peerSpoke(cause) {
+		return now // the peer's own close or reset is a packet heard
+	}
+	if at, ok := ctl.heard.since(ctl.qc.ConnectionStats().PacketsReceived, now); ok {
+		return at
+	}
+	var idle *quic.IdleTimeoutError
+	if errors.As(cause, &idle) {
+		// quic-go declares a connection dead once it has heard nothing
+		// for the idle timeout (counted from its first ack-eliciting
+		// packet after the last one heard). The peer may have asked for a
+		// shorter one: a roam peer does when its own ResumeTimeout is
+		// shorter, and then gives up on the flow earlier than this end
+		// anyway, so counting back our own timeout never ends a flow the
+		// peer still resumes.
+		return now.Add(-ctl.h.quicConf.MaxIdleTimeout)
+	}
+	return now
+}
+
+// peerSpoke reports whether err came from the peer: a close, a reset or a
+// stateless reset it sent.
+func peerSpoke(err error) bool {
+	var (
+		ae *quic.ApplicationError
+		te *quic.TransportError
+		se *quic.StreamError
+		sr *quic.StatelessResetError
+	)
+	switch {
+	case errors.As(err, &ae):
+		return ae.Remote
+	case errors.As(err, &te):
+		return te.Remote
+	case errors.As(err, &se):
+		return se.Remote
+	}
+	return errors.As(err, &sr)
+}
+
 // silenceLimit is how long a connection may stay unanswered: the
 // configured timeout, but at least three PTOs, so that a slow path is not
 // mistaken for a broken one.
@@ -82,6 +163,7 @@ func (h *Host) watchSilence(p *peer) {
 	ctx := qc.Context()
 	look := max(h.cfg.silenceTimeout()/4, 50*time.Millisecond) // > max_ack_delay
 	s := silence{heard: qc.ConnectionStats().PacketsReceived, lastLook: time.Now()}
+	p.ctl.heard.observe(s.heard, s.lastLook)
 	var backoff time.Duration // after a check that found the old connection still needed
 	timer := time.NewTimer(look)
 	defer timer.Stop()
@@ -92,7 +174,9 @@ func (h *Host) watchSilence(p *peer) {
 		case <-timer.C:
 		}
 		st := qc.ConnectionStats()
-		unanswered := s.observe(st, time.Now(), look)
+		now := time.Now()
+		p.ctl.heard.observe(st.PacketsReceived, now)
+		unanswered := s.observe(st, now, look)
 		next := look
 		switch {
 		case unanswered == 0:
@@ -101,11 +185,33 @@ func (h *Host) watchSilence(p *peer) {
 			if h.replaceSilent(ctx, p, unanswered) {
 				return
 			}
+			if h.silentPastResume(p, time.Now()) {
+				// Every flow it carried is lost by now (Conn.suspend), so
+				// the connection is of no more use. This matters when
+				// Config.QUIC sets an idle timeout past ResumeTimeout.
+				h.log.Debug("silent connection: nothing heard for ResumeTimeout", "peer", p.addr)
+				qc.CloseWithError(codeMoved, "peer silent for ResumeTimeout")
+				return
+			}
 			backoff = min(max(2*backoff, look), h.cfg.endpointTimeout())
 			next = backoff
 		}
 		timer.Reset(next)
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// silentPastResume reports whether p's peer has gone unheard for
+// Config.ResumeTimeout.
+func (h *Host) silentPastResume(p *peer, now time.Time) bool {
+	at, _ := p.ctl.heard.since(p.conn.ConnectionStats().PacketsReceived, now)
+	return now.Sub(at) >= h.cfg.resumeTimeout()
 }
 
 // replaceSilent dials p's address afresh and, if the handshake completes
@@ -118,7 +224,13 @@ func (h *Host) watchSilence(p *peer) {
 // p's connection was closed.
 func (h *Host) replaceSilent(ctx context.Context, p *peer, unanswered time.Duration) bool {
 	heard := p.conn.ConnectionStats().PacketsReceived
-	dctx, cancel := context.WithTimeout(ctx, h.cfg.endpointTimeout())
+	// The check must not outlast the flows' ResumeTimeout: when it fails,
+	// the watcher ends the connection at once if that has passed.
+	deadline := time.Now().Add(h.cfg.endpointTimeout())
+	if at, ok := p.ctl.heard.since(heard, time.Now()); ok {
+		deadline = minTime(deadline, at.Add(h.cfg.resumeTimeout()))
+	}
+	dctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	np := &peer{host: h, addr: p.addr, sni: p.sni, ready: make(chan struct{}), flows: 1}
 	h.dialPeer(dctx, np)

@@ -33,19 +33,23 @@ type bed struct {
 }
 
 func newBed(t *testing.T, link emu.LinkConfig, clientCfg Config) *bed {
+	return newBedWith(t, link, Config{}, clientCfg)
+}
+
+// newBedWith is newBed with the server's Config too.
+func newBedWith(t *testing.T, link emu.LinkConfig, serverCfg, clientCfg Config) *bed {
 	b := &bed{nw: emu.NewNetwork(1), mem: resolve.NewMemory()}
 	t.Cleanup(func() { b.nw.Close() })
 	serverAddr := netip.MustParseAddrPort("10.0.0.1:443")
 	var err error
 	b.path, err = b.nw.NewPath(serverAddr, emu.PathConfig{Up: link, Down: link})
 	require.NoError(t, err)
-	b.server = newHost(t, Config{
-		Resolver:      b.mem,
-		ListenAddr:    serverAddr.String(),
-		ListenPacket:  b.nw.ListenPacket,
-		AdvertiseAddr: b.path.ServerAddr(), // clients reach the server through the path
-		OnEvent:       b.serverLog.record,
-	})
+	serverCfg.Resolver = b.mem
+	serverCfg.ListenAddr = serverAddr.String()
+	serverCfg.ListenPacket = b.nw.ListenPacket
+	serverCfg.AdvertiseAddr = b.path.ServerAddr() // clients reach the server through the path
+	serverCfg.OnEvent = b.serverLog.record
+	b.server = newHost(t, serverCfg)
 	clientCfg.Resolver = b.mem
 	clientCfg.ListenAddr = "10.0.1.1:0"
 	clientCfg.ListenPacket = b.nw.ListenPacket

@@ -38,8 +38,10 @@ func (c *Conn) resumeLoop(cause error) {
 			go c.resumeLoop(cause)
 		}
 	}()
-	ctx, cancel := context.WithTimeoutCause(c.h.ctx, c.h.cfg.resumeTimeout(),
-		fmt.Errorf("no resume within %v", c.h.cfg.resumeTimeout()))
+	c.mu.Lock()
+	by := c.resumeBy
+	c.mu.Unlock()
+	ctx, cancel := context.WithDeadlineCause(c.h.ctx, by, c.h.resumeExpired())
 	defer cancel()
 	go func() { // a flow that ends meanwhile stops the loop
 		select {
@@ -115,6 +117,11 @@ func (c *Conn) resumeLoop(cause error) {
 			timer.Stop()
 		}
 	}
+}
+
+// resumeExpired is why a flow is lost once its ResumeTimeout has passed.
+func (h *Host) resumeExpired() error {
+	return fmt.Errorf("no resume within %v of the last packet heard from the peer", h.cfg.resumeTimeout())
 }
 
 // watchService returns a channel that ticks when the service's endpoints
@@ -359,6 +366,7 @@ func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey 
 		c.car = nil
 		c.state = flowSuspended
 		c.suspended = time.Now()
+		c.resumeBy = c.suspended.Add(h.cfg.resumeTimeout()) // the peer speaks now
 		c.broadcastLocked()
 	}
 	c.mu.Unlock()
@@ -383,7 +391,10 @@ func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey 
 	if _, err := s.Write(b); err != nil {
 		s.CancelRead(streamProtocol)
 		s.CancelWrite(streamProtocol)
-		return // still suspended: the dialer will try again
+		if old != nil {
+			c.awaitResume(err) // still suspended: the dialer will try again
+		}
+		return
 	}
 	s.SetWriteDeadline(time.Time{})
 	c.acked(rs.ReadOff)
