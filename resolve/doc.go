@@ -61,7 +61,9 @@
 // failed HealthConfig.Failures probes in a row, until one succeeds: a
 // provider that crashed without withdrawing is gone from answers within
 // Interval*Failures+Timeout (4 s by default), long before its lease ends.
-// When every endpoint is down, all are answered rather than none. A Health
+// When every endpoint is down, none is answered: Resolve fails with
+// ErrAllDown and watches get an empty set (HealthConfig.AnswerWhenAllDown
+// answers all of them instead). A Health
 // is always a Watcher (it polls a wrapped resolver that cannot watch),
 // passes registrations through, and probes a service while someone
 // resolves or watches it, or since Track. Status reports each endpoint.
@@ -85,6 +87,9 @@
 // the following, possibly wrapped; test with errors.Is:
 //
 //   - ErrNotFound: no endpoint is known for the service.
+//   - ErrAllDown: the service has endpoints, but a Health (or a registry
+//     that probes) found every one of them down. It matches ErrNotFound
+//     too, so test for it first.
 //   - ErrClosed: the resolver or the Cache was closed.
 //   - ErrInvalid: an empty service name, an Endpoint without a usable
 //     address, or a malformed static table (ParseStatic's errors wrap it

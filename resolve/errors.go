@@ -20,6 +20,20 @@ var (
 	ErrUnavailable = errors.New("resolve: backend unavailable")
 )
 
+// ErrAllDown means the service has endpoints, but every one of them failed
+// its health probes (see Health), so none is answered. It matches
+// ErrNotFound too: errors.Is(err, ErrNotFound) holds for every err that
+// wraps ErrAllDown, so callers that only know ErrNotFound see a service
+// that cannot be reached as one that is not there.
+var ErrAllDown error = allDownError{}
+
+type allDownError struct{}
+
+func (allDownError) Error() string { return "resolve: every endpoint is down" }
+
+// Is makes ErrAllDown match ErrNotFound.
+func (allDownError) Is(target error) bool { return target == ErrNotFound }
+
 // Error records the operation and the service that failed, in the manner
 // of net.OpError. Backends return it so that callers can log one line that
 // says what was asked, and still test the cause with errors.Is.

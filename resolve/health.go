@@ -45,6 +45,13 @@ type HealthConfig struct {
 	// Concurrency bounds the probes in flight at once, across all
 	// services. If zero, 64.
 	Concurrency int
+	// AnswerWhenAllDown makes a service whose endpoints are all down
+	// resolve to all of them, rather than fail with ErrAllDown and watch
+	// as an empty set: for deployments where probes can fail while flows
+	// still work (a firewall that drops only probes). If false (the
+	// default), a crashed sole provider is out of answers within the bound
+	// above, like any other.
+	AnswerWhenAllDown bool
 	// Logger receives endpoints going down and coming back. If nil,
 	// nothing is logged.
 	Logger *slog.Logger
@@ -72,11 +79,13 @@ type EndpointHealth struct {
 // HealthConfig.Failures probes in a row is left out until a probe
 // succeeds again, long before a registration's lease would run out.
 //
-// When every endpoint of a service is down, Resolve and Watch give all of
-// them rather than none: probes can fail while flows still work (a
-// firewall that drops only new streams, an overloaded peer), and a stale
-// chance beats a certain failure. An empty answer thus still means the
-// service has no endpoint at all.
+// When every endpoint of a service is down, Resolve fails with an error
+// wrapping ErrAllDown (which also matches ErrNotFound) and watches get an
+// empty set, so that a dial fails at once, with an error that says why,
+// instead of waiting on dead addresses. HealthConfig.AnswerWhenAllDown
+// answers all of them instead. A sal.Host whose flow must resume still
+// tries the flow's last address when the lookup fails so: a provider that
+// the probes cannot reach for a moment (a handover) keeps its flows.
 //
 // Health is also a Watcher, whatever it wraps: a watch sees a new set the
 // moment an endpoint goes down or comes back, and changes of the wrapped
@@ -96,6 +105,7 @@ type Health struct {
 	timeout  time.Duration
 	failures int
 	idle     time.Duration
+	allDown  bool // HealthConfig.AnswerWhenAllDown
 	log      *slog.Logger
 	sem      chan struct{} // one slot per probe in flight
 	ctx      context.Context
@@ -154,6 +164,7 @@ func NewHealth(r Resolver, p Prober, cfg HealthConfig) *Health {
 		timeout:  orDefault(cfg.Timeout, time.Second),
 		failures: cfg.Failures,
 		idle:     orDefault(cfg.Idle, time.Minute),
+		allDown:  cfg.AnswerWhenAllDown,
 		log:      cfg.Logger,
 		services: make(map[string]*hservice),
 	}
@@ -174,8 +185,9 @@ func NewHealth(r Resolver, p Prober, cfg HealthConfig) *Health {
 }
 
 // Resolve asks the wrapped resolver and leaves out the endpoints that are
-// down, unless all of them are. The service is probed from now on, for
-// HealthConfig.Idle after the last call.
+// down. When all of them are, it fails with an error wrapping ErrAllDown,
+// unless HealthConfig.AnswerWhenAllDown is set. The service is probed from
+// now on, for HealthConfig.Idle after the last call.
 func (h *Health) Resolve(ctx context.Context, service string) ([]Endpoint, error) {
 	key, err := serviceKey("resolve", service)
 	if err != nil {
@@ -202,12 +214,16 @@ func (h *Health) Resolve(ctx context.Context, service string) ([]Endpoint, error
 		s = h.startLocked(key)
 	}
 	s.asked = time.Now()
-	return s.filterLocked(eps), nil
+	if out := h.filterLocked(s, eps); len(out) > 0 {
+		return out, nil
+	}
+	return nil, &Error{Op: "resolve", Service: key, Err: ErrAllDown}
 }
 
 // Watch implements Watcher: it sends the service's healthy endpoints (as
-// Resolve filters them) at once, and again after every change, until ctx
-// ends. A slow reader sees only the newest set.
+// Resolve filters them; an empty set when all are down) at once, and again
+// after every change, until ctx ends. A slow reader sees only the newest
+// set.
 func (h *Health) Watch(ctx context.Context, service string) (<-chan []Endpoint, error) {
 	key, err := serviceKey("watch", service)
 	if err != nil {

@@ -235,10 +235,11 @@ func (h *Health) record(s *hservice, e *hendpoint, rtt time.Duration, err error)
 	h.publishLocked(s)
 }
 
-// filterLocked leaves the endpoints that are down out of eps, unless that
-// would leave none. An endpoint whose address is unknown here, or known
-// with another key, counts as up. h.mu must be held.
-func (s *hservice) filterLocked(eps []Endpoint) []Endpoint {
+// filterLocked leaves the endpoints that are down out of eps; when that
+// leaves none, the result is empty unless HealthConfig.AnswerWhenAllDown
+// asks for all of them. An endpoint whose address is unknown here, or
+// known with another key, counts as up. h.mu must be held.
+func (h *Health) filterLocked(s *hservice, eps []Endpoint) []Endpoint {
 	isDown := func(ep Endpoint) bool {
 		e := s.eps[ep.Addr]
 		return e != nil && !e.up && e.ep.Key == ep.Key
@@ -249,8 +250,13 @@ func (s *hservice) filterLocked(eps []Endpoint) []Endpoint {
 			down++
 		}
 	}
-	if down == 0 || down == len(eps) {
+	switch {
+	case down == 0:
 		return eps
+	case down == len(eps) && h.allDown:
+		return eps
+	case down == len(eps):
+		return []Endpoint{}
 	}
 	out := make([]Endpoint, 0, len(eps)-down)
 	for _, ep := range eps {
@@ -265,7 +271,7 @@ func (s *hservice) filterLocked(eps []Endpoint) []Endpoint {
 // changed. The caller holds h.mu, so it is the only sender on each
 // channel: after draining a stale value the send cannot block.
 func (h *Health) publishLocked(s *hservice) {
-	out := s.filterLocked(s.base)
+	out := h.filterLocked(s, s.base)
 	if slices.Equal(out, s.pushed) {
 		return
 	}

@@ -171,21 +171,83 @@ func TestHealthDropsAndRestoresEndpoint(t *testing.T) {
 	}
 }
 
-// When every endpoint is down, answers keep all of them: a stale chance
-// beats a certain failure.
-func TestHealthAllDownKeepsAll(t *testing.T) {
+// When every endpoint is down, the service resolves to none, with an
+// error that says so (ErrAllDown, which also matches ErrNotFound), and its
+// watches see an empty set; one good probe brings an endpoint back.
+func TestHealthAllDownAnswersNone(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mem := resolve.NewMemory()
 		registerAll(t, mem, "svc.demo", epA, epB)
 		p := newFakeProber()
-		h := resolve.NewHealth(mem, p, resolve.HealthConfig{Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond, Failures: 2})
+		cfg := resolve.HealthConfig{Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond, Failures: 2}
+		h := resolve.NewHealth(mem, p, cfg)
 		defer h.Close()
-		ctx := context.Background()
-		_, err := h.Resolve(ctx, "svc.demo")
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		ch, err := h.Watch(ctx, "svc.demo")
 		require.NoError(t, err)
+		first, _ := next(t, ch, 0)
+		require.Equal(t, []resolve.Endpoint{epA, epB}, first)
+
 		p.set(epA.Addr, probeFail)
+		got, _ := next(t, ch, time.Second)
+		require.Equal(t, []resolve.Endpoint{epB}, got)
+		p.set(epB.Addr, probeHang) // the sole provider left crashes
+		bound := cfg.Interval*time.Duration(cfg.Failures) + cfg.Timeout
+		got, took := next(t, ch, bound+cfg.Interval)
+		require.Empty(t, got, "a watch sees no endpoint once all are down")
+		require.LessOrEqual(t, took, bound, "Interval*Failures + Timeout")
+		for _, st := range h.Status("svc.demo") {
+			require.False(t, st.Up)
+		}
+		eps, err := h.Resolve(ctx, "svc.demo")
+		require.ErrorIs(t, err, resolve.ErrAllDown)
+		require.ErrorIs(t, err, resolve.ErrNotFound, "callers that know only ErrNotFound")
+		require.Empty(t, eps)
+		var re *resolve.Error
+		require.ErrorAs(t, err, &re)
+		require.Equal(t, "resolve", re.Op)
+		require.Equal(t, "svc.demo", re.Service)
+		require.NotErrorIs(t, resolve.ErrNotFound, resolve.ErrAllDown, "not the other way round")
+
+		// A watch opened now starts empty too.
+		ch2, err := h.Watch(ctx, "svc.demo")
+		require.NoError(t, err)
+		got, _ = next(t, ch2, 0)
+		require.Empty(t, got)
+
+		p.set(epB.Addr, probeOK)
+		got, _ = next(t, ch, time.Second)
+		require.Equal(t, []resolve.Endpoint{epB}, got)
+		got, _ = next(t, ch2, 0)
+		require.Equal(t, []resolve.Endpoint{epB}, got)
+		eps, err = h.Resolve(ctx, "svc.demo")
+		require.NoError(t, err)
+		require.Equal(t, []resolve.Endpoint{epB}, eps)
+	})
+}
+
+// With AnswerWhenAllDown, a service whose endpoints are all down resolves
+// to all of them, and its watches keep them.
+func TestHealthAllDownAnswersAllWhenAsked(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mem := resolve.NewMemory()
+		registerAll(t, mem, "svc.demo", epA, epB)
+		p := newFakeProber()
+		h := resolve.NewHealth(mem, p, resolve.HealthConfig{Interval: 100 * time.Millisecond, Timeout: 50 * time.Millisecond, Failures: 2, AnswerWhenAllDown: true})
+		defer h.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		ch, err := h.Watch(ctx, "svc.demo")
+		require.NoError(t, err)
+		first, _ := next(t, ch, 0)
+		require.Equal(t, []resolve.Endpoint{epA, epB}, first)
+		p.set(epA.Addr, probeFail)
+		got, _ := next(t, ch, time.Second)
+		require.Equal(t, []resolve.Endpoint{epB}, got)
 		p.set(epB.Addr, probeFail)
-		time.Sleep(time.Second)
+		got, _ = next(t, ch, time.Second)
+		require.Equal(t, []resolve.Endpoint{epA, epB}, got, "all down: all answered")
 		for _, st := range h.Status("svc.demo") {
 			require.False(t, st.Up)
 		}

@@ -38,7 +38,9 @@ type RegistryConfig struct {
 	BindingTTL time.Duration
 	// Prober, when set, probes every registered endpoint (a sal.Host is a
 	// Prober), and answers and watches leave out endpoints that fail
-	// repeatedly, long before their lease runs out. Health configures it.
+	// repeatedly, long before their lease runs out; a service whose
+	// endpoints all fail resolves to ErrAllDown (unless
+	// Health.AnswerWhenAllDown). Health configures it.
 	Prober Prober
 	Health HealthConfig
 	// Limits against hostile clients. MaxLeasesPerConn bounds the

@@ -432,6 +432,8 @@ func parseCode(f *regwire.Frame) error {
 	switch f.Code {
 	case regwire.CodeNotFound:
 		base = ErrNotFound
+	case regwire.CodeAllDown:
+		base = ErrAllDown
 	case regwire.CodeInvalid:
 		base = ErrInvalid
 	case regwire.CodeUnauthenticated:

@@ -163,6 +163,8 @@ func endpointsFrame(id uint64, eps []Endpoint) *regwire.Frame {
 // codeOf maps an error to the code the client maps back.
 func codeOf(err error) regwire.Code {
 	switch {
+	case errors.Is(err, ErrAllDown): // before ErrNotFound, which it matches too
+		return regwire.CodeAllDown
 	case errors.Is(err, ErrNotFound):
 		return regwire.CodeNotFound
 	case errors.Is(err, ErrInvalid):

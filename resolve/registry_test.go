@@ -332,4 +332,19 @@ func TestRegistryHealth(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, eps, got)
 	require.Equal(t, 2, r.Stats().Leases, "the lease lives on; only health left it out")
+
+	// The last provider dies too: the service resolves to none, and a
+	// remote client learns why (the wire's CodeAllDown), not the dead
+	// endpoints until their leases end.
+	require.NoError(t, hosts[1].Close())
+	died = time.Now()
+	eps = recv(t, ch)
+	require.Less(t, time.Since(died), 5*time.Second, "out of answers within 5 s")
+	require.Empty(t, eps, "the watch sees no endpoint")
+	_, err = watcher.Resolve(ctx, "health.demo")
+	require.ErrorIs(t, err, resolve.ErrAllDown)
+	require.ErrorIs(t, err, resolve.ErrNotFound)
+	_, err = r.Resolve(ctx, "health.demo")
+	require.ErrorIs(t, err, resolve.ErrAllDown, "in the registry's own process too")
+	require.Equal(t, 2, r.Stats().Leases)
 }

@@ -159,18 +159,23 @@ func (c *Conn) tryResume(ctx context.Context, attempt int) error {
 	c.mu.Lock()
 	eps := c.moveTo
 	c.moveTo = nil
+	last := c.remote.Endpoint
 	c.mu.Unlock()
+	var lookupErr error
 	if eps == nil {
-		var err error
-		if eps, err = c.h.lookup(ctx, c.service); err != nil {
-			return err
+		if eps, lookupErr = c.h.lookup(ctx, c.service); lookupErr != nil {
+			// Not found, or every endpoint down (resolve.ErrAllDown): a
+			// health checker may have lost sight of our peer for a moment
+			// (a handover) while it still holds the flow, so it is tried
+			// below, as when only other Hosts are listed.
+			if !errors.Is(lookupErr, resolve.ErrNotFound) || ctx.Err() != nil {
+				return lookupErr
+			}
+			eps = nil
 		}
 	}
 	eps = slices.Clone(eps) // lookup's slice may be shared
-	c.mu.Lock()
-	last := c.remote.Endpoint
-	c.mu.Unlock()
-	holder := false // a listed endpoint may hold the flow's other end
+	holder := false         // a listed endpoint may hold the flow's other end
 	for i, ep := range eps {
 		if dialable(ep.Addr) == last && i > 0 {
 			eps[0], eps[i] = eps[i], eps[0]
@@ -183,7 +188,13 @@ func (c *Conn) tryResume(ctx context.Context, attempt int) error {
 		// holds the flow. Try it last. (A table rule is never overridden.)
 		eps = append(eps, resolve.Endpoint{Addr: last, Key: c.peerKey})
 	}
+	if len(eps) == 0 {
+		return lookupErr
+	}
 	var errs []error
+	if lookupErr != nil {
+		errs = append(errs, lookupErr)
+	}
 	for _, ep := range eps {
 		// Every attempt is bounded, the last one too: the loop tries again.
 		err := c.resumeAt(ctx, dialable(ep.Addr), false)

@@ -9,7 +9,10 @@
 // restarts, so clients keep their pin and notice a restart at once; it is
 // rebuilt from its providers' renewals within one lease. It probes every
 // registered endpoint with a SAL ping (disable with -probe=false), and
-// stops handing out one that fails three probes in a row.
+// stops handing out one that fails three probes in a row: a provider that
+// crashes is out of answers within about 4 s. A service whose providers
+// are all down then resolves to none (resolve.ErrAllDown); with
+// -answer-all-down it resolves to all of them instead.
 package main
 
 import (
@@ -48,6 +51,7 @@ func run() error {
 	lease := flag.Duration("lease", 15*time.Second, "how long a registration lives without renewal")
 	probe := flag.Bool("probe", true, "probe registered endpoints with SAL pings and leave out those that fail")
 	interval := flag.Duration("probe-interval", time.Second, "time between probes of one endpoint")
+	answerAllDown := flag.Bool("answer-all-down", false, "answer every endpoint of a service whose endpoints all fail their probes, rather than none")
 	debug := flag.String("debug", "", "serve expvar counters over HTTP at this `address` (e.g. 127.0.0.1:7701)")
 	verbose := flag.Bool("v", false, "log registrations, refusals and health changes")
 	flag.Parse()
@@ -75,7 +79,7 @@ func run() error {
 		}
 		defer prober.Close()
 		cfg.Prober = prober
-		cfg.Health = resolve.HealthConfig{Interval: *interval, Logger: log}
+		cfg.Health = resolve.HealthConfig{Interval: *interval, AnswerWhenAllDown: *answerAllDown, Logger: log}
 	}
 	reg, err := resolve.ListenRegistry(*listen, cfg)
 	if err != nil {

@@ -69,6 +69,10 @@ const (
 	CodeLimit           Code = 5 // too many registrations, watches or endpoints
 	CodeUnknownLease    Code = 6 // expired, withdrawn, or from before a restart
 	CodeInternal        Code = 7
+	// CodeAllDown: the service has endpoints, but all failed their health
+	// probes. A client that predates it reads an unknown code, which
+	// RegistryClient before this code mapped to resolve.ErrUnavailable.
+	CodeAllDown Code = 8
 )
 
 // ErrMalformed is wrapped by every decoding error.

@@ -26,6 +26,7 @@ func sampleFrames() []*Frame {
 		{Type: TypeLease, ID: 8, Lease: 9, TTL: 10 * time.Second},
 		{Type: TypeOK, ID: 9},
 		{Type: TypeError, ID: 10, Code: CodeNotOwner, Message: "bound to another key"},
+		{Type: TypeError, ID: 11, Code: CodeAllDown, Message: "every endpoint is down"},
 	}
 }
 

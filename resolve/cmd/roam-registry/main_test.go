@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/sal"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+// envProvider makes the test binary a provider process: it serves the
+// service it names as an echo server through $ROAM_RESOLVER, prints its
+// address, and runs until killed.
+const envProvider = "ROAM_TEST_PROVIDER"
+
+func TestMain(m *testing.M) {
+	if service := os.Getenv(envProvider); service != "" {
+		if err := provide(service); err != nil {
+			fmt.Fprintln(os.Stderr, "provider:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
+
+func provide(service string) error {
+	h, err := sal.NewHost(sal.Config{ListenAddr: "127.0.0.1:0"}) // resolver from $ROAM_RESOLVER
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	l, err := h.Listen(ctx, service) // registered with the registry when it returns
+	cancel()
+	if err != nil {
+		return err
+	}
+	fmt.Println("ready", h.LocalAddr())
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			io.Copy(c, c)
+			c.Close()
+		}()
+	}
+}
+
+// buildDaemon builds roam-registry into a temporary directory.
+func buildDaemon(t *testing.T) string {
+	t.Helper()
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command to build the daemon with:", err)
+	}
+	bin := filepath.Join(t.TempDir(), "roam-registry")
+	out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, "go build: %s", out)
+	return bin
+}
+
+// logBuffer collects a process's stderr for the test to search.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// start runs cmd, and returns the first stdout line that begins with
+// prefix (with the prefix cut off) and the process's stderr. The process is
+// killed, and waited for, when the test ends.
+func start(t *testing.T, cmd *exec.Cmd, prefix string) (string, *logBuffer) {
+	t.Helper()
+	stderr := new(logBuffer)
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	exited := make(chan struct{})
+	lines := make(chan string, 1)
+	go func() {
+		defer close(exited)
+		sc := bufio.NewScanner(stdout)
+		found := false
+		for sc.Scan() {
+			if s, ok := strings.CutPrefix(sc.Text(), prefix); ok && !found {
+				found = true
+				lines <- s
+			}
+		}
+		cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	select {
+	case s := <-lines:
+		return s, stderr
+	case <-exited:
+		t.Fatalf("%s exited before printing %q: %s", cmd.Path, prefix, stderr)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s printed no %q within 60 s: %s", cmd.Path, prefix, stderr)
+	}
+	return "", nil
+}
+
+// freshResolve resolves service from a new client, as a process that has
+// just started would.
+func freshResolve(url, service string) ([]resolve.Endpoint, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := resolve.Open(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer r.(io.Closer).Close()
+	return r.Resolve(ctx, service)
+}
+
+// echoChecked sends n random bytes to service through url's registry and
+// checks the echo by its SHA-256.
+func echoChecked(t *testing.T, url, service string, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := resolve.Open(ctx, url)
+	require.NoError(t, err)
+	defer r.(io.Closer).Close()
+	h, err := sal.NewHost(sal.Config{Resolver: r, ListenAddr: "127.0.0.1:0"})
+	require.NoError(t, err)
+	defer h.Close()
+	c, err := h.Dial(ctx, service)
+	require.NoError(t, err)
+	defer c.Close()
+	data := make([]byte, n)
+	rng := rand.NewChaCha8([32]byte{7})
+	rng.Read(data)
+	go func() {
+		c.Write(data)
+		c.CloseWrite()
+	}()
+	sum := sha256.New()
+	got, err := io.Copy(sum, c)
+	require.NoError(t, err)
+	require.EqualValues(t, n, got)
+	require.Equal(t, sha256.Sum256(data), [32]byte(sum.Sum(nil)), "echo checksum")
+}
+
+// With the daemon's defaults, the sole provider of a service, SIGKILLed
+// (so its lease stays until it runs out, 15 s), is out of a fresh client's
+// answers within 5 s: Resolve fails with ErrAllDown rather than returning
+// the dead endpoint. With -answer-all-down, the dead endpoint is still
+// answered once it is known to be down.
+func TestSIGKILLedSoleProviderLeavesAnswers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the daemon and a provider process")
+	}
+	bin := buildDaemon(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"defaults", nil},
+		{"answer-all-down", []string{"-answer-all-down"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			const service = "sole.demo"
+			args := append([]string{"-listen", "127.0.0.1:0", "-v"}, tc.args...)
+			url, daemonLog := start(t, exec.Command(bin, args...), "roam-registry: serving ")
+			provider := exec.Command(os.Args[0], "-test.run=^$")
+			provider.Env = append(os.Environ(), envProvider+"="+service, resolve.EnvResolver+"="+url)
+			addr, _ := start(t, provider, "ready ")
+
+			eps, err := freshResolve(url, service)
+			require.NoError(t, err)
+			require.Len(t, eps, 1)
+			require.Equal(t, addr, eps[0].Addr.String())
+			echoChecked(t, url, service, 1<<20)
+
+			require.NoError(t, provider.Process.Kill()) // SIGKILL: no withdrawal
+			killed := time.Now()
+			if tc.args == nil {
+				for {
+					eps, err = freshResolve(url, service)
+					if errors.Is(err, resolve.ErrAllDown) {
+						break
+					}
+					require.NoError(t, err, "before it is known down, the endpoint is answered")
+					require.Equal(t, addr, eps[0].Addr.String())
+					require.Less(t, time.Since(killed), 10*time.Second, "dead endpoint still answered: %s", daemonLog)
+					time.Sleep(50 * time.Millisecond)
+				}
+				took := time.Since(killed)
+				t.Logf("a fresh client's Resolve fails with ErrAllDown %.2f s after the SIGKILL: %v", took.Seconds(), err)
+				require.Less(t, took, 5*time.Second, "out of answers within 5 s")
+				require.ErrorIs(t, err, resolve.ErrNotFound)
+				require.Empty(t, eps)
+				require.Contains(t, daemonLog.String(), "endpoint down")
+				_, err = freshResolve(url, service)
+				require.ErrorIs(t, err, resolve.ErrAllDown, "and stays out")
+			} else {
+				require.Eventually(t, func() bool { return strings.Contains(daemonLog.String(), "endpoint down") },
+					10*time.Second, 50*time.Millisecond, "the daemon marks the endpoint down")
+				eps, err = freshResolve(url, service)
+				require.NoError(t, err, "with -answer-all-down the dead endpoint is answered")
+				require.Len(t, eps, 1)
+				require.Equal(t, addr, eps[0].Addr.String())
+			}
+		})
+	}
+}
