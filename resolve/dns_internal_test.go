@@ -144,6 +144,15 @@ func TestPinFromTXT(t *testing.T) {
 		_, _, err := pinFromTXT(r, "_roam._udp.web.")
 		require.ErrorIs(t, err, ErrInvalidFingerprint)
 	}
+	// A zero pin would read as none, downgrading the service to an
+	// unauthenticated one: it is an error like any other bad pin.
+	for _, r := range []*dnsReply{
+		txtReply(60, []string{"key=" + Fingerprint{}.String()}),
+		txtReply(60, []string{"key=" + fp.String()}, []string{"key=" + Fingerprint{}.String()}),
+	} {
+		_, _, err := pinFromTXT(r, "_roam._udp.web.")
+		require.ErrorIs(t, err, ErrZeroFingerprint)
+	}
 }
 
 var testQuestion = dnsmessage.Question{Name: dnsmessage.MustNewName("_roam._udp.web.example."), Type: dnsmessage.TypeSRV, Class: dnsmessage.ClassINET}

@@ -99,7 +99,11 @@
 //     cause (context.Cause): the caller's context ended, or a Cache lookup
 //     exceeded CacheConfig.LookupTimeout.
 //
-// ErrInvalidFingerprint comes from ParseFingerprint.
+// ErrInvalidFingerprint comes from ParseFingerprint, and from Open for a
+// bad key= in a registry:// URL; ErrZeroFingerprint, which wraps it, when
+// the fingerprint is all zero: a pin that is given is always checked, so
+// the zero one, which would pin nothing, is refused. ErrRegistryKey means
+// the registry proved another key than the pinned one.
 //
 // # Testing a backend
 //

@@ -23,6 +23,7 @@ const openForms = `memory:[name], static:name=ip:port,ip:port;name2=ip:port, ` +
 //	static:NAME=IP:PORT,...;...  a fixed table (see ParseStatic)
 //	registry://HOST:PORT         the embedded registry (see Registry); add
 //	                             ?key=FINGERPRINT to pin the registry's key
+//	                             (once; an empty or all-zero one is refused)
 //	dns://[SERVER:PORT]/         DNS; an empty server means the system's resolvers
 //	etcd://HOST:PORT[,...]/PREFIX etcd, with registrations under PREFIX
 //

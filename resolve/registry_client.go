@@ -22,7 +22,10 @@ import (
 type RegistryClientConfig struct {
 	// Key pins the registry's key. If zero, any registry is trusted: the
 	// connection is encrypted but a man in the middle could answer in the
-	// registry's place, so pin the key anywhere but a lab.
+	// registry's place, so pin the key anywhere but a lab. In a registry://
+	// URL, a key= that is empty, repeated, malformed or all zero makes
+	// Open fail (ErrInvalidFingerprint, ErrZeroFingerprint): leave key= out
+	// to pin nothing.
 	Key Fingerprint
 	// Signer signs plain Register calls, whose endpoint then pins its key;
 	// RegisterSigned brings its own key. If nil, Register fails with
@@ -105,20 +108,37 @@ func openRegistry(_ context.Context, u *url.URL) (Resolver, error) {
 		return nil, openError(u.String(), "registry needs host:port, as in registry://127.0.0.1:7700")
 	}
 	var cfg RegistryClientConfig
-	q := u.Query()
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return nil, openError(u.String(), "query: %v", err)
+	}
 	for k := range q {
 		if k != "key" {
 			return nil, openError(u.String(), "unknown parameter %q (only key= is known)", k)
 		}
 	}
-	if k := q.Get("key"); k != "" {
-		fp, err := ParseFingerprint(k)
+	// A key= that is given is a pin, and a pin is always checked: an empty,
+	// repeated, malformed or all-zero one is refused, never read as none.
+	if keys, ok := q["key"]; ok {
+		if len(keys) != 1 {
+			return nil, keyError(u, fmt.Errorf("%w: key= given %d times", ErrInvalidFingerprint, len(keys)))
+		}
+		if keys[0] == "" {
+			return nil, keyError(u, fmt.Errorf("%w: key= is empty (leave it out to pin no key)", ErrInvalidFingerprint))
+		}
+		fp, err := ParseFingerprint(keys[0])
 		if err != nil {
-			return nil, openError(u.String(), "key: %v", err)
+			return nil, keyError(u, err)
 		}
 		cfg.Key = fp
 	}
 	return NewRegistryClient(u.Host, cfg)
+}
+
+// keyError explains a bad key= in a registry URL; it wraps ErrInvalid and
+// err (ErrInvalidFingerprint, and ErrZeroFingerprint for the zero pin).
+func keyError(u *url.URL, err error) error {
+	return fmt.Errorf("%w: resolver URL %q: key: %w", ErrInvalid, u.Redacted(), err)
 }
 
 // Close withdraws the client's registrations (best effort), ends its

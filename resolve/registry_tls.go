@@ -65,7 +65,9 @@ var ErrRegistryKey = errors.New("resolve: registry key does not match the pin")
 
 // registryClientTLS trusts exactly the pinned key, or any key when pin is
 // zero: a registry reached without a pin is encrypted but unauthenticated,
-// which the documentation of RegistryClientConfig.Key spells out.
+// which the documentation of RegistryClientConfig.Key spells out. Only the
+// Go API can ask for that: no text parses to the zero pin (ParseFingerprint
+// and Open refuse it), so a pin that is written down is always checked.
 func registryClientTLS(pin Fingerprint) *tls.Config {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS13,

@@ -71,10 +71,16 @@ var (
 	ErrClosed = errors.New("resolve: closed")
 	// ErrInvalidFingerprint means a key fingerprint did not parse.
 	ErrInvalidFingerprint = errors.New("resolve: invalid key fingerprint")
+	// ErrZeroFingerprint means a pin was given as the all-zero
+	// fingerprint ("aaaa...", 52 times), which no key has and which would
+	// read as no pin at all. It wraps ErrInvalidFingerprint.
+	ErrZeroFingerprint = fmt.Errorf("%w: all zero, which pins no key", ErrInvalidFingerprint)
 )
 
 // Fingerprint identifies a public key: the SHA-256 of its DER-encoded
-// SubjectPublicKeyInfo. The zero value means "no key".
+// SubjectPublicKeyInfo. The zero value means "no key"; it has no text form
+// that parses (ParseFingerprint refuses it), so a pin written down is
+// always a pin that is checked.
 type Fingerprint [sha256.Size]byte
 
 // FingerprintLen is the length of a Fingerprint's text form.
@@ -100,7 +106,9 @@ func (f Fingerprint) String() string {
 	return strings.ToLower(fpEncoding.EncodeToString(f[:]))
 }
 
-// ParseFingerprint parses the form String returns (either case).
+// ParseFingerprint parses the form String returns (either case). The zero
+// Fingerprint is refused with ErrZeroFingerprint: a pin that is given must
+// be a key's, never "no pin".
 func ParseFingerprint(s string) (Fingerprint, error) {
 	var f Fingerprint
 	if len(s) != FingerprintLen {
@@ -115,14 +123,30 @@ func ParseFingerprint(s string) (Fingerprint, error) {
 	if f.String() != strings.ToLower(s) {
 		return Fingerprint{}, fmt.Errorf("%w: %q is not canonical", ErrInvalidFingerprint, s)
 	}
+	if f.IsZero() {
+		return Fingerprint{}, ErrZeroFingerprint
+	}
 	return f, nil
 }
 
-// MarshalText implements encoding.TextMarshaler.
-func (f Fingerprint) MarshalText() ([]byte, error) { return []byte(f.String()), nil }
+// MarshalText implements encoding.TextMarshaler. The zero Fingerprint
+// marshals to empty text, as netip.Addr does, so that an unset key
+// survives a round trip and never turns into a text that parses.
+func (f Fingerprint) MarshalText() ([]byte, error) {
+	if f.IsZero() {
+		return []byte{}, nil
+	}
+	return []byte(f.String()), nil
+}
 
-// UnmarshalText implements encoding.TextUnmarshaler.
+// UnmarshalText implements encoding.TextUnmarshaler. Empty text gives the
+// zero Fingerprint (no key); anything else must parse, so the all-zero
+// text is refused with ErrZeroFingerprint.
 func (f *Fingerprint) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*f = Fingerprint{}
+		return nil
+	}
 	v, err := ParseFingerprint(string(b))
 	if err != nil {
 		return err

@@ -30,6 +30,7 @@ const (
 	IDErrKeyEncoding                 // a key label with a byte outside base32's a-z, 2-7
 	IDErrKeyNonCanonical             // stray bits in a key label's last byte, which Pos points at
 	IDErrMisplacedKey                // a key label that is not leftmost, or in NewServiceID's name; Pos at the label
+	IDErrKeyZero                     // a key label of the all-zero fingerprint, which pins no key; Pos at the label
 )
 
 var idErrorKindNames = [...]string{
@@ -45,6 +46,7 @@ var idErrorKindNames = [...]string{
 	IDErrKeyEncoding:     "key label has a non-base32 character",
 	IDErrKeyNonCanonical: "key label is not in canonical form",
 	IDErrMisplacedKey:    "key label is not the leftmost label",
+	IDErrKeyZero:         "key label is all zero, which pins no key",
 }
 
 func (k IDErrorKind) String() string {

@@ -59,9 +59,9 @@ type ServiceID struct {
 // begin nor end with a hyphen; upper case is folded to lower case; one
 // trailing dot is dropped; the whole ID is at most 253 bytes. A label that
 // begins with "rk--" must be a key label, "rk--" followed by the 52
-// characters of a resolve.Fingerprint in its canonical form, and must be
-// the leftmost label: a mistyped pin is an error rather than an unpinned
-// name.
+// characters of a resolve.Fingerprint in its canonical form, not the zero
+// one, and must be the leftmost label: a mistyped or zero pin is an error
+// rather than an unpinned name.
 //
 // Errors wrap ErrInvalidServiceID and are *ServiceIDError values that
 // describe the first problem met scanning from the left; a label's length
@@ -208,6 +208,11 @@ func decodeKeyLabel(label string) (fp resolve.Fingerprint, pos int, kind IDError
 	// 52 characters carry 260 bits for 256; the 4 left over must be zero.
 	if acc&(1<<bits-1) != 0 {
 		return resolve.Fingerprint{}, len(label) - 1, IDErrKeyNonCanonical
+	}
+	// The zero fingerprint is no key: the ID would pin nothing, and be
+	// dialed without a check, under a name that says it pins a key.
+	if fp.IsZero() {
+		return fp, 0, IDErrKeyZero
 	}
 	return fp, 0, 0
 }

@@ -1,10 +1,12 @@
 package sal
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/roamnet/roam/resolve"
@@ -117,6 +119,8 @@ func TestParseServiceIDErrors(t *testing.T) {
 		{testKL + "." + testKL2, IDErrMisplacedKey, 57},
 		{"a.rk--x", IDErrMisplacedKey, 2},
 		{"a.rk--", IDErrMisplacedKey, 2},
+		{zeroKL, IDErrKeyZero, 0},
+		{strings.ToUpper(zeroKL) + ".echo.demo", IDErrKeyZero, 0},
 	} {
 		id, err := ParseServiceID(tc.in)
 		name := tc.in
@@ -158,7 +162,7 @@ func TestServiceIDErrorMessage(t *testing.T) {
 	require.Equal(t, strings.Repeat("x", errEchoMax)+"...", e.Input)
 	require.Equal(t, `sal: invalid service ID "`+strings.Repeat("x", errEchoMax)+`"...: longer than 253 bytes`, err.Error())
 
-	for k := IDErrEmpty; k <= IDErrMisplacedKey; k++ {
+	for k := IDErrEmpty; k <= IDErrKeyZero; k++ {
 		require.NotContains(t, k.String(), "IDErrorKind(", "kind %d has no name", k)
 	}
 	require.Equal(t, "IDErrorKind(0)", IDErrorKind(0).String())
@@ -288,7 +292,7 @@ func FuzzParseServiceID(f *testing.F) {
 		testKL, testKL + ".", testKL + ".echo.demo", strings.ToUpper(testKL) + ".ECHO",
 		"rk--", "rk-", "rk--abc", testKL + "a", testKL[:55], "rk--0" + testKL[5:],
 		keyLabelPrefix + nonCanonical(testFP), "echo." + testKL, testKL + "." + testKL2,
-		testKL + "." + idOfLen(196), testKL + "." + idOfLen(197),
+		testKL + "." + idOfLen(196), testKL + "." + idOfLen(197), zeroKL, zeroKL + ".echo.demo",
 	} {
 		f.Add(s)
 	}
@@ -336,4 +340,47 @@ func FuzzParseServiceID(f *testing.F) {
 			t.Fatalf("%q: NewServiceID(Name, Key) = %v, %v", in, rebuilt, err)
 		}
 	})
+}
+
+// zeroKL is the key label of the zero fingerprint, which pins nothing.
+var zeroKL = keyLabelPrefix + strings.Repeat("a", resolve.FingerprintLen)
+
+// A key label of the all-zero fingerprint is refused wherever an ID is
+// read (it used to parse as an unpinned name that looked pinned, and was
+// dialed without any key check), and a dial of it fails before any
+// lookup.
+func TestZeroKeyLabelRefused(t *testing.T) {
+	for _, in := range []string{zeroKL, zeroKL + ".echo.demo", strings.ToUpper(zeroKL) + ".Echo.Demo."} {
+		_, err := ParseServiceID(in)
+		var e *ServiceIDError
+		require.ErrorAs(t, err, &e, in)
+		require.Equal(t, IDErrKeyZero, e.Kind, "%s: %v", in, err)
+		require.Contains(t, err.Error(), "all zero")
+
+		var id ServiceID
+		require.ErrorIs(t, id.UnmarshalText([]byte(in)), ErrInvalidServiceID)
+		require.True(t, id.IsZero())
+
+		r := new(countingResolver)
+		h := newHost(t, Config{Resolver: r})
+		_, err = h.Dial(testCtx(t), in)
+		require.ErrorIs(t, err, ErrInvalidServiceID, in)
+		require.ErrorAs(t, err, &e)
+		require.Equal(t, IDErrKeyZero, e.Kind)
+		require.Zero(t, r.n.Load(), "refused before any lookup")
+	}
+	// The zero fingerprint as a key is "no key" in the API, never in text.
+	id, err := NewServiceID("echo.demo", resolve.Fingerprint{})
+	require.NoError(t, err)
+	_, pinned := id.Key()
+	require.False(t, pinned)
+	require.Equal(t, "echo.demo", id.String())
+}
+
+// countingResolver finds nothing, and counts the lookups.
+type countingResolver struct{ n atomic.Int32 }
+
+func (r *countingResolver) Resolve(ctx context.Context, service string) ([]resolve.Endpoint, error) {
+	r.n.Add(1)
+	return nil, resolve.ErrNotFound
 }

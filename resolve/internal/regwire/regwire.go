@@ -14,7 +14,7 @@
 //	Endpoints = count(uvarint) endpoint*
 //	Lease    = lease(8) ttl-ms(uvarint)
 //	Error    = code(1) message
-//	endpoint = family(1: 4 or 6) addr(4|16) port(2) haskey(1) [key(32)] ttl-ms(uvarint)
+//	endpoint = family(1: 4 or 6) addr(4|16) port(2) haskey(1) [key(32), not all zero] ttl-ms(uvarint)
 //	service, message, bytes = len(uvarint) data
 //
 // Decoders check every length against the limits below before allocating,
@@ -330,6 +330,10 @@ func (d *decoder) endpoint() Endpoint {
 	case 1:
 		if v := d.take(32, "key"); v != nil {
 			ep.Key = [32]byte(v)
+			if ep.Key == ([32]byte{}) {
+				// A key that is sent is a pin; zero would read as none.
+				d.fail("all-zero key")
+			}
 		}
 	default:
 		d.fail("key flag %d", has)

@@ -59,6 +59,7 @@ func TestMalformed(t *testing.T) {
 		"trailing":         frame(TypeOK, 1, 0),
 		"bad family":       frame(TypeEndpoints, 1, 1, 5),
 		"bad key flag":     frame(TypeEndpoints, 1, 1, 4, 1, 2, 3, 4, 0, 1, 9),
+		"zero key":         frame(append([]byte{TypeEndpoints, 1, 1, 4, 1, 2, 3, 4, 0, 1, 1}, make([]byte, 33)...)...),
 		"too many":         frame(TypeEndpoints, 1, 0xff, 0x7f),
 		"bad varint":       frame(TypeLookup, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff),
 		"short lease":      frame(TypeRenew, 1, 0, 0),
@@ -81,6 +82,7 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Add([]byte{0})
 	f.Add([]byte{3, TypeEndpoints, 1, 0x81})
+	f.Add(append([]byte{44, TypeEndpoints, 1, 1, 4, 1, 2, 3, 4, 0, 1, 1}, make([]byte, 33)...)) // a zero key
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := bufio.NewReader(bytes.NewReader(in))
 		var buf []byte

@@ -1,0 +1,124 @@
+package resolve_test
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/roamnet/roam/resolve"
+)
+
+// zeroFP is the text of the all-zero fingerprint, which no key has.
+var zeroFP = strings.Repeat("a", resolve.FingerprintLen)
+
+// A pin that is given is always a pin: the all-zero fingerprint, which
+// would read as "no key", does not parse, in either case.
+func TestParseFingerprintRefusesZero(t *testing.T) {
+	for _, s := range []string{zeroFP, strings.ToUpper(zeroFP)} {
+		fp, err := resolve.ParseFingerprint(s)
+		require.ErrorIs(t, err, resolve.ErrZeroFingerprint, s)
+		require.ErrorIs(t, err, resolve.ErrInvalidFingerprint, s)
+		require.True(t, fp.IsZero())
+	}
+	// The smallest key that is not zero still parses.
+	one := resolve.Fingerprint{31: 1}
+	fp, err := resolve.ParseFingerprint(one.String())
+	require.NoError(t, err)
+	require.Equal(t, one, fp)
+	for _, bad := range []string{"", zeroFP[1:], zeroFP + "a", "1" + zeroFP[1:], zeroFP[:51] + "b"} {
+		_, err := resolve.ParseFingerprint(bad)
+		require.ErrorIs(t, err, resolve.ErrInvalidFingerprint, bad)
+		require.NotErrorIs(t, err, resolve.ErrZeroFingerprint, bad)
+	}
+}
+
+// The zero Fingerprint marshals to empty text, which unmarshals back to
+// zero; the all-zero text is refused, so text never yields a zero pin by
+// accident.
+func TestFingerprintTextZero(t *testing.T) {
+	type rec struct {
+		Key resolve.Fingerprint `json:"key"`
+	}
+	b, err := json.Marshal(rec{})
+	require.NoError(t, err)
+	require.JSONEq(t, `{"key":""}`, string(b))
+	var got rec
+	require.NoError(t, json.Unmarshal(b, &got))
+	require.True(t, got.Key.IsZero())
+
+	fp := resolve.Fingerprint{1, 2, 3}
+	b, err = json.Marshal(rec{Key: fp})
+	require.NoError(t, err)
+	require.JSONEq(t, `{"key":"`+fp.String()+`"}`, string(b))
+	require.NoError(t, json.Unmarshal(b, &got))
+	require.Equal(t, fp, got.Key)
+
+	err = json.Unmarshal([]byte(`{"key":"`+zeroFP+`"}`), &got)
+	require.ErrorIs(t, err, resolve.ErrZeroFingerprint)
+	var f resolve.Fingerprint
+	require.ErrorIs(t, f.UnmarshalText([]byte(zeroFP)), resolve.ErrZeroFingerprint)
+}
+
+// A registry URL with a key= that is empty, repeated, malformed or zero is
+// refused by Open with a typed error, rather than connecting to whatever
+// answers: the zero pin used to switch the check off.
+func TestOpenRefusesBadPins(t *testing.T) {
+	r := startRegistry(t, resolve.RegistryConfig{})
+	base := "registry://" + r.Addr().String()
+	good := r.Key().String()
+	for _, tc := range []struct {
+		query string
+		want  error
+	}{
+		{"?key=" + zeroFP, resolve.ErrZeroFingerprint},
+		{"?key=" + strings.ToUpper(zeroFP), resolve.ErrZeroFingerprint},
+		{"?key=", resolve.ErrInvalidFingerprint},
+		{"?key", resolve.ErrInvalidFingerprint},
+		{"?key=" + good + "&key=" + good, resolve.ErrInvalidFingerprint},
+		{"?key=" + zeroFP + "&key=" + good, resolve.ErrInvalidFingerprint},
+		{"?key=" + good + "&key=" + zeroFP, resolve.ErrInvalidFingerprint},
+		{"?key=" + good[:51], resolve.ErrInvalidFingerprint},
+		{"?key=" + good[:51] + "1", resolve.ErrInvalidFingerprint},
+		{"?key=" + good + ";x", resolve.ErrInvalid},
+	} {
+		res, err := resolve.Open(context.Background(), base+tc.query)
+		if err == nil {
+			// Only to say how it failed: the old code connected.
+			_, rerr := res.Resolve(context.Background(), "echo.demo")
+			res.(interface{ Close() error }).Close()
+			t.Fatalf("%s: Open accepted it (and Resolve gave %v)", tc.query, rerr)
+		}
+		require.ErrorIs(t, err, resolve.ErrInvalid, tc.query)
+		require.ErrorIs(t, err, tc.want, tc.query)
+	}
+
+	// The right pin, and no pin at all (a lab), still connect.
+	for _, url := range []string{base + "?key=" + good, base + "?key=" + strings.ToUpper(good), base} {
+		res, err := resolve.Open(context.Background(), url)
+		require.NoError(t, err, url)
+		_, err = res.Resolve(context.Background(), "echo.demo")
+		require.ErrorIs(t, err, resolve.ErrNotFound, url)
+		require.NoError(t, res.(interface{ Close() error }).Close())
+	}
+}
+
+// A self-certifying ID whose key label is the zero fingerprint pins
+// nothing, so it is no self-certifying ID: IDKey, CheckOwner and a
+// registry refuse it as invalid (it used to be bound to the zero key).
+func TestZeroKeyLabelIsInvalid(t *testing.T) {
+	zeroID := "rk--" + zeroFP + ".bank.demo"
+	_, pinned, err := resolve.IDKey(zeroID)
+	require.ErrorIs(t, err, resolve.ErrInvalid)
+	require.ErrorIs(t, err, resolve.ErrZeroFingerprint)
+	require.False(t, pinned)
+	key := newKey(t)
+	require.ErrorIs(t, resolve.CheckOwner(zeroID, fingerprint(t, key), resolve.Fingerprint{}), resolve.ErrInvalid)
+
+	r := startRegistry(t, resolve.RegistryConfig{})
+	c := registryClient(t, r, nil)
+	_, err = c.RegisterSigned(context.Background(), zeroID, resolve.Endpoint{Addr: addr("127.0.0.1:4000")}, key)
+	require.ErrorIs(t, err, resolve.ErrInvalid)
+}
