@@ -31,19 +31,31 @@ type HealthConfig struct {
 	// one endpoint are up to a tenth of it closer, so that endpoints
 	// registered together spread out. If zero, 1 s.
 	Interval time.Duration
-	// Timeout bounds one probe. If zero, 1 s.
+	// Timeout bounds one probe. If zero, 1 s. An endpoint that has
+	// answered a probe gets less: three of its round trips (smoothed RTT
+	// plus four deviations), at least 200 ms, so that a crashed provider's
+	// probes fail fast.
 	Timeout time.Duration
 	// Failures is how many consecutive failed probes mark an endpoint
 	// down. One success marks it up again. If zero, 3.
 	//
 	// A provider that vanishes is thus out of answers and watches within
-	// Interval*Failures + Timeout: 4 s with the defaults.
+	// Interval*Failures plus its probe deadline: 3.2 s with the defaults
+	// for one that answered on a fast path, at most 4 s.
+	//
+	// An endpoint that never answered and is down is probed less and less
+	// often, up to every 16 intervals: an address where nothing listens
+	// costs little, and comes back within 16 s once something does.
 	Failures int
 	// Idle is how long a service keeps being probed after its last
 	// Resolve or watch, unless it is tracked. If zero, 1 min.
 	Idle time.Duration
 	// Concurrency bounds the probes in flight at once, across all
-	// services. If zero, 64.
+	// services. If zero, 64. Endpoints that never answered a probe get at
+	// most half of it, so that registrations at dead addresses cannot
+	// starve the probes of live ones; and the endpoints of one key (the
+	// key they pin, or their service when they pin none) at most a
+	// quarter, the keys taking turns.
 	Concurrency int
 	// AnswerWhenAllDown makes a service whose endpoints are all down
 	// resolve to all of them, rather than fail with ErrAllDown and watch
@@ -98,22 +110,35 @@ type EndpointHealth struct {
 // being probed HealthConfig.Idle after the last Resolve or watch unless it
 // is tracked. Health is safe for concurrent use.
 type Health struct {
-	r        Resolver
-	watcher  Watcher // r as a Watcher, or nil
-	p        Prober
-	interval time.Duration
-	timeout  time.Duration
-	failures int
-	idle     time.Duration
-	allDown  bool // HealthConfig.AnswerWhenAllDown
-	log      *slog.Logger
-	sem      chan struct{} // one slot per probe in flight
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	services map[string]*hservice
-	closed   bool
+	r             Resolver
+	watcher       Watcher     // r as a Watcher, or nil
+	funcs         funcWatcher // r's watch functions, or nil
+	p             Prober
+	interval      time.Duration
+	timeout       time.Duration
+	failures      int
+	idle          time.Duration
+	allDown       bool // HealthConfig.AnswerWhenAllDown
+	concurrency   int
+	unprovenSlots int // of concurrency, for endpoints that never answered
+	keyBudget     int // probes one key may have in flight
+	log           *slog.Logger
+	ctx           context.Context
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
+	mu            sync.Mutex
+	services      map[string]*hservice
+	sched         scheduler
+	closed        bool
+}
+
+// funcWatcher is a resolver that can call a function with each new set
+// instead of sending it on a channel (Memory, Health), so that a watch
+// costs no goroutine. fn gets the current set first, and (nil, false)
+// when the watch ends. It runs under the resolver's lock: it must not
+// block nor call back into the resolver.
+type funcWatcher interface {
+	watchFunc(ctx context.Context, service string, fn func(eps []Endpoint, ok bool)) error
 }
 
 // hservice is one service being probed. Its fields are guarded by
@@ -124,7 +149,7 @@ type hservice struct {
 	cancel  context.CancelFunc
 	tracked bool
 	asked   time.Time            // last Resolve, or end of the last watch
-	subs    map[*hwatch]struct{} // Watch callers
+	subs    map[*hwatch]struct{} // watchers
 	loaded  chan struct{}        // closed once base is known, or the service stopped
 	loadErr error                // why the first load failed, until one succeeds
 	base    []Endpoint           // the wrapped resolver's newest answer
@@ -132,19 +157,10 @@ type hservice struct {
 	pushed  []Endpoint // the set watchers last got
 }
 
-type hendpoint struct {
-	ep      Endpoint
-	cancel  context.CancelFunc // stops its probe loop
-	up      bool
-	fails   int
-	rtt     time.Duration
-	err     error
-	checked time.Time
-}
-
 type hwatch struct {
-	ch   chan []Endpoint
-	stop func() bool
+	fn      func(eps []Endpoint, ok bool) // called under Health.mu
+	started bool                          // has had its first set
+	stop    func() bool
 }
 
 var (
@@ -152,6 +168,8 @@ var (
 	_ Watcher         = (*Health)(nil)
 	_ Registrar       = (*Health)(nil)
 	_ SignedRegistrar = (*Health)(nil)
+	_ funcWatcher     = (*Health)(nil)
+	_ funcWatcher     = (*Memory)(nil)
 )
 
 // NewHealth returns a Health that answers from r and probes with p. Neither
@@ -168,15 +186,19 @@ func NewHealth(r Resolver, p Prober, cfg HealthConfig) *Health {
 		log:      cfg.Logger,
 		services: make(map[string]*hservice),
 	}
+	h.sched.wake = make(chan struct{}, 1)
+	h.sched.perKey = make(map[fairKey]int)
 	h.watcher, _ = r.(Watcher)
+	h.funcs, _ = r.(funcWatcher)
 	if h.failures <= 0 {
 		h.failures = 3
 	}
-	n := cfg.Concurrency
-	if n <= 0 {
-		n = 64
+	h.concurrency = cfg.Concurrency
+	if h.concurrency <= 0 {
+		h.concurrency = 64
 	}
-	h.sem = make(chan struct{}, n)
+	h.unprovenSlots = max(1, h.concurrency/2)
+	h.keyBudget = max(1, h.concurrency/4)
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -197,10 +219,21 @@ func (h *Health) Resolve(ctx context.Context, service string) ([]Endpoint, error
 		return nil, &Error{Op: "resolve", Service: key, Err: ErrClosed}
 	}
 	eps, err := h.r.Resolve(ctx, service)
+	out, started, err := h.filter(key, eps, err)
+	if started != nil {
+		h.subscribe(started)
+	}
+	return out, err
+}
+
+// filter is Resolve's part under h.mu: it leaves out what is down and
+// starts following the service when it is new, which the caller must then
+// subscribe to (without h.mu).
+func (h *Health) filter(key string, eps []Endpoint, err error) (out []Endpoint, started *hservice, _ error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
-		return nil, &Error{Op: "resolve", Service: key, Err: ErrClosed}
+		return nil, nil, &Error{Op: "resolve", Service: key, Err: ErrClosed}
 	}
 	s := h.services[key]
 	if err != nil || len(eps) == 0 {
@@ -208,16 +241,17 @@ func (h *Health) Resolve(ctx context.Context, service string) ([]Endpoint, error
 		if s != nil {
 			s.asked = time.Now()
 		}
-		return eps, err
+		return eps, nil, err
 	}
 	if s == nil {
 		s = h.startLocked(key)
+		started = s
 	}
 	s.asked = time.Now()
 	if out := h.filterLocked(s, eps); len(out) > 0 {
-		return out, nil
+		return out, started, nil
 	}
-	return nil, &Error{Op: "resolve", Service: key, Err: ErrAllDown}
+	return nil, started, &Error{Op: "resolve", Service: key, Err: ErrAllDown}
 }
 
 // Watch implements Watcher: it sends the service's healthy endpoints (as
@@ -225,26 +259,41 @@ func (h *Health) Resolve(ctx context.Context, service string) ([]Endpoint, error
 // after every change, until ctx ends. A slow reader sees only the newest
 // set.
 func (h *Health) Watch(ctx context.Context, service string) (<-chan []Endpoint, error) {
-	key, err := serviceKey("watch", service)
-	if err != nil {
+	ch := make(chan []Endpoint, 1)
+	if err := h.watchFunc(ctx, service, latestOnly(ch)); err != nil {
 		return nil, err
 	}
+	return ch, nil
+}
+
+// watchFunc is Watch without a channel (see funcWatcher): fn runs under
+// h.mu, and a watch costs no goroutine. It returns once fn has had the
+// first set, which needs the wrapped resolver's first answer.
+func (h *Health) watchFunc(ctx context.Context, service string, fn func([]Endpoint, bool)) error {
+	key, err := serviceKey("watch", service)
+	if err != nil {
+		return err
+	}
 	if err := context.Cause(ctx); err != nil {
-		return nil, &Error{Op: "watch", Service: key, Err: err}
+		return &Error{Op: "watch", Service: key, Err: err}
 	}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return nil, &Error{Op: "watch", Service: key, Err: ErrClosed}
+		return &Error{Op: "watch", Service: key, Err: ErrClosed}
 	}
 	s := h.services[key]
-	if s == nil {
+	started := s == nil
+	if started {
 		s = h.startLocked(key)
 	}
-	w := &hwatch{ch: make(chan []Endpoint, 1)}
+	w := &hwatch{fn: fn}
 	s.subs[w] = struct{}{}
 	loaded := s.loaded
 	h.mu.Unlock()
+	if started {
+		h.subscribe(s)
+	}
 
 	// The first value must be the current set: wait for the first answer
 	// of the wrapped resolver.
@@ -257,7 +306,7 @@ func (h *Health) Watch(ctx context.Context, service string) (<-chan []Endpoint, 
 	_, live := s.subs[w]
 	switch {
 	case !live || h.closed:
-		return nil, &Error{Op: "watch", Service: key, Err: ErrClosed}
+		return &Error{Op: "watch", Service: key, Err: ErrClosed}
 	case ctx.Err() != nil || s.loadErr != nil:
 		delete(s.subs, w)
 		s.asked = time.Now()
@@ -265,15 +314,13 @@ func (h *Health) Watch(ctx context.Context, service string) (<-chan []Endpoint, 
 		if ctx.Err() != nil {
 			err = context.Cause(ctx)
 		}
-		return nil, asError("watch", key, err)
+		h.dropIfUnusedLocked(s)
+		return asError("watch", key, err)
 	}
-	select {
-	case <-w.ch: // a set published meanwhile; the current one follows
-	default:
-	}
-	w.ch <- s.pushed
+	w.started = true
+	fn(s.pushed, true)
 	w.stop = context.AfterFunc(ctx, func() { h.endWatch(s, w) })
-	return w.ch, nil
+	return nil
 }
 
 func (h *Health) endWatch(s *hservice, w *hwatch) {
@@ -283,8 +330,9 @@ func (h *Health) endWatch(s *hservice, w *hwatch) {
 		return // Close got there first
 	}
 	delete(s.subs, w)
-	close(w.ch)
+	w.fn(nil, false)
 	s.asked = time.Now()
+	h.dropIfUnusedLocked(s)
 }
 
 // Track probes service's endpoints from now on, whether or not anyone asks
@@ -296,15 +344,20 @@ func (h *Health) Track(service string) {
 		return
 	}
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if h.closed {
+		h.mu.Unlock()
 		return
 	}
 	s := h.services[key]
-	if s == nil {
+	started := s == nil
+	if started {
 		s = h.startLocked(key)
 	}
 	s.tracked = true
+	h.mu.Unlock()
+	if started {
+		h.subscribe(s)
+	}
 }
 
 // Untrack undoes Track: the service is probed on only while Resolve or
@@ -318,6 +371,7 @@ func (h *Health) Untrack(service string) {
 	defer h.mu.Unlock()
 	if s := h.services[key]; s != nil {
 		s.tracked = false
+		h.dropIfUnusedLocked(s)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -343,19 +344,23 @@ func TestHealthOverNonWatcher(t *testing.T) {
 }
 
 // Endpoints withdrawn from the wrapped resolver stop being probed;
-// probes never exceed Concurrency at once.
+// probes never exceed Concurrency at once, and endpoints that never
+// answered hold at most half of it.
 func TestHealthWithdrawAndConcurrency(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mem := resolve.NewMemory()
 		var eps []resolve.Endpoint
 		for i := range 10 {
-			eps = append(eps, resolve.Endpoint{Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, 0, byte(i)}), 4000)})
+			eps = append(eps, resolve.Endpoint{
+				Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, 0, byte(i)}), 4000),
+				Key:  resolve.Fingerprint{1, byte(i)}, // keys of their own: no key's budget binds
+			})
 		}
 		p := newFakeProber()
 		for _, ep := range eps {
 			p.set(ep.Addr, probeHang)
 		}
-		h := resolve.NewHealth(mem, p, resolve.HealthConfig{Concurrency: 2})
+		h := resolve.NewHealth(mem, p, resolve.HealthConfig{Concurrency: 8})
 		defer h.Close()
 		h.Track("many.demo")
 		var regs []resolve.Registration
@@ -366,8 +371,9 @@ func TestHealthWithdrawAndConcurrency(t *testing.T) {
 		}
 		time.Sleep(5 * time.Second)
 		p.mu.Lock()
-		require.Equal(t, 2, p.peak)
+		peak := p.peak
 		p.mu.Unlock()
+		require.Equal(t, 4, peak, "endpoints that never answered get half the slots")
 
 		for _, reg := range regs {
 			require.NoError(t, reg.Close())
@@ -377,6 +383,55 @@ func TestHealthWithdrawAndConcurrency(t *testing.T) {
 		before := p.count(eps[0].Addr)
 		time.Sleep(5 * time.Second)
 		require.Equal(t, before, p.count(eps[0].Addr))
+	})
+}
+
+// Registrations at addresses that never answer cannot starve the probes
+// of a provider that does: when it crashes, it is out of answers within
+// 5 s, beside 3,000 dead endpoints of 3,000 keys. Before the probes were
+// scheduled by class, it stayed for more than 87 s. (A provider that
+// registers after the flood is probed at once only when a registry says
+// who registered what: TestRegistryDeadRegistrationsDoNotStarveProbes.)
+func TestHealthDeadEndpointsDoNotStarveLive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mem := resolve.NewMemory()
+		p := newFakeProber()
+		h := resolve.NewHealth(mem, p, resolve.HealthConfig{})
+		defer h.Close()
+		ctx := context.Background()
+		live := resolve.Endpoint{Addr: epA.Addr, Key: resolve.Fingerprint{3}}
+		h.Track("live.demo")
+		registerAll(t, mem, "live.demo", live)
+		time.Sleep(2 * time.Second)
+
+		const dead = 3000
+		for i := range dead {
+			ep := resolve.Endpoint{
+				Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)}), 4000),
+				Key:  resolve.Fingerprint{2, byte(i >> 8), byte(i)},
+			}
+			p.set(ep.Addr, probeHang)
+			service := fmt.Sprintf("dead-%d.demo", i)
+			h.Track(service)
+			registerAll(t, mem, service, ep)
+		}
+		time.Sleep(10 * time.Second) // the dead ones fill their slots
+		st := h.Status("live.demo")
+		require.Len(t, st, 1)
+		require.True(t, st[0].Up)
+		require.Less(t, time.Since(st[0].Checked), 2*time.Second, "the live endpoint is probed meanwhile")
+
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		ch, err := h.Watch(wctx, "live.demo")
+		require.NoError(t, err)
+		first, _ := next(t, ch, 0)
+		require.Equal(t, []resolve.Endpoint{live}, first)
+		p.set(live.Addr, probeHang) // it crashes
+		eps, took := next(t, ch, 120*time.Second)
+		require.Empty(t, eps)
+		require.Less(t, took, 5*time.Second, "out of answers within 5 s beside %d dead endpoints", dead)
+		t.Logf("crashed provider out after %v beside %d dead endpoints", took, dead)
 	})
 }
 

@@ -39,8 +39,8 @@ type memReg struct {
 }
 
 type memWatch struct {
-	ch   chan []Endpoint
-	stop func() bool // stops the context.AfterFunc that ends the watch
+	fn   func(eps []Endpoint, ok bool) // called under m.mu; see watchFunc
+	stop func() bool                   // stops the context.AfterFunc that ends the watch
 }
 
 var (
@@ -130,24 +130,56 @@ func (r *memReg) Close() error {
 // until ctx ends, no goroutine: a change replaces any value the reader has
 // not taken yet, so a slow reader never blocks a registrar.
 func (m *Memory) Watch(ctx context.Context, service string) (<-chan []Endpoint, error) {
-	key, err := serviceKey("watch", service)
-	if err != nil {
+	ch := make(chan []Endpoint, 1)
+	if err := m.watchFunc(ctx, service, latestOnly(ch)); err != nil {
 		return nil, err
 	}
+	return ch, nil
+}
+
+// latestOnly returns a watch function that keeps the newest set in ch,
+// replacing one the reader has not taken, and closes ch when the watch
+// ends. Its caller must be the only sender on ch (it runs under the
+// resolver's lock), so that after draining a stale value the send cannot
+// block.
+func latestOnly(ch chan []Endpoint) func([]Endpoint, bool) {
+	return func(eps []Endpoint, ok bool) {
+		if !ok {
+			close(ch)
+			return
+		}
+		select {
+		case <-ch:
+		default:
+		}
+		ch <- eps
+	}
+}
+
+// watchFunc is Watch without a channel: fn gets the current set at once,
+// then every new one, and fn(nil, false) when the watch ends (ctx ended or
+// Close), after which it is not called again. fn runs with m.mu held, so it
+// must not block nor call back into m. A watch costs a small record and no
+// goroutine, so the registry can hold many.
+func (m *Memory) watchFunc(ctx context.Context, service string, fn func(eps []Endpoint, ok bool)) error {
+	key, err := serviceKey("watch", service)
+	if err != nil {
+		return err
+	}
 	if err := context.Cause(ctx); err != nil {
-		return nil, &Error{Op: "watch", Service: key, Err: err}
+		return &Error{Op: "watch", Service: key, Err: err}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.services == nil {
-		return nil, &Error{Op: "watch", Service: key, Err: ErrClosed}
+		return &Error{Op: "watch", Service: key, Err: ErrClosed}
 	}
 	s := m.service(key)
-	w := &memWatch{ch: make(chan []Endpoint, 1)}
-	w.ch <- s.eps
+	w := &memWatch{fn: fn}
+	fn(s.eps, true)
 	s.watchers[w] = struct{}{}
 	w.stop = context.AfterFunc(ctx, func() { m.endWatch(key, w) })
-	return w.ch, nil
+	return nil
 }
 
 func (m *Memory) endWatch(key string, w *memWatch) {
@@ -161,7 +193,7 @@ func (m *Memory) endWatch(key string, w *memWatch) {
 		return
 	}
 	delete(s.watchers, w)
-	close(w.ch)
+	w.fn(nil, false)
 	m.forget(key, s)
 }
 
@@ -177,7 +209,7 @@ func (m *Memory) Close() error {
 		}
 		for w := range s.watchers {
 			w.stop()
-			close(w.ch)
+			w.fn(nil, false)
 		}
 	}
 	m.services = nil
@@ -203,8 +235,7 @@ func (m *Memory) forget(key string, s *memService) {
 }
 
 // changed rebuilds the snapshot and hands it to every watcher. The caller
-// holds m.mu, so it is the only sender on each channel: after draining a
-// stale value the send below cannot block.
+// holds m.mu, as watchFunc promises its functions.
 func (s *memService) changed() {
 	var eps []Endpoint
 	if len(s.regs) > 0 {
@@ -215,11 +246,7 @@ func (s *memService) changed() {
 	}
 	s.eps = eps
 	for w := range s.watchers {
-		select {
-		case <-w.ch:
-		default:
-		}
-		w.ch <- eps
+		w.fn(eps, true)
 	}
 }
 

@@ -3,14 +3,21 @@ package resolve
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"time"
 )
 
-// startLocked begins following the service key: its endpoints as the
-// wrapped resolver gives them, and a probe loop for each. h.mu must be held.
+// How a Health follows a service's endpoints: the wrapped resolver's
+// answers become s.base, each endpoint in it is scheduled for probes
+// (health_sched.go), and watchers get the healthy subset.
+//
+// Lock order: the wrapped resolver's own lock (a Memory's, held while it
+// calls a watch function), then Health.mu. So nothing here calls into the
+// wrapped resolver with Health.mu held.
+
+// startLocked begins following the service key. The caller must call
+// subscribe(s) once it has released h.mu. h.mu must be held.
 func (h *Health) startLocked(key string) *hservice {
 	ctx, cancel := context.WithCancel(h.ctx)
 	s := &hservice{
@@ -23,9 +30,47 @@ func (h *Health) startLocked(key string) *hservice {
 		eps:    make(map[netip.AddrPort]*hendpoint),
 	}
 	h.services[key] = s
-	h.wg.Add(1)
-	go h.follow(s)
+	h.startSchedulerLocked()
+	if h.funcs == nil {
+		h.wg.Add(1)
+		go h.follow(s)
+	}
 	return s
+}
+
+// subscribe follows s through the wrapped resolver's watch function, when
+// it has one: then a service costs no goroutine, however many there are.
+// Call it without h.mu.
+func (h *Health) subscribe(s *hservice) {
+	if h.funcs == nil {
+		return
+	}
+	err := h.funcs.watchFunc(s.ctx, s.key, func(eps []Endpoint, ok bool) {
+		if ok {
+			h.setBase(s, eps)
+		} else {
+			h.lost(s, ErrClosed)
+		}
+	})
+	if err != nil {
+		h.lost(s, err)
+	}
+}
+
+// lost stops s when the wrapped resolver ended its watch (it was closed)
+// or refused it; a later Resolve or Watch starts it afresh.
+func (h *Health) lost(s *hservice, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.ctx.Err() != nil {
+		return // stopped by us: the watch ended because s.ctx did
+	}
+	select {
+	case <-s.loaded:
+	default:
+		s.loadErr = err
+	}
+	h.stopLocked(s.key, s)
 }
 
 // stopLocked stops probing s and ends its watches. h.mu must be held.
@@ -34,14 +79,44 @@ func (h *Health) stopLocked(key string, s *hservice) {
 		delete(h.services, key)
 	}
 	s.cancel()
+	for _, e := range s.eps {
+		h.forgetLocked(e)
+	}
 	for w := range s.subs {
 		if w.stop != nil {
 			w.stop()
 		}
-		close(w.ch)
+		if w.started {
+			w.fn(nil, false)
+		}
 	}
 	clear(s.subs)
 	closeOnce(s.loaded)
+}
+
+// dropIfUnusedLocked stops s at once when nothing keeps it: not tracked,
+// not watched, and no endpoint to probe. Waiting for Idle would keep, for
+// a minute, the state of every name a departed client watched. h.mu must
+// be held.
+func (h *Health) dropIfUnusedLocked(s *hservice) {
+	if s.tracked || len(s.subs) > 0 || len(s.base) > 0 || s.ctx.Err() != nil {
+		return
+	}
+	select {
+	case <-s.loaded:
+		h.stopLocked(s.key, s)
+	default: // its first answer is still to come
+	}
+}
+
+// sweepIdleLocked stops the services nobody has asked about for Idle.
+// h.mu must be held.
+func (h *Health) sweepIdleLocked(now time.Time) {
+	for key, s := range h.services {
+		if !s.tracked && len(s.subs) == 0 && now.Sub(s.asked) >= h.idle {
+			h.stopLocked(key, s)
+		}
+	}
 }
 
 func closeOnce(ch chan struct{}) {
@@ -52,13 +127,11 @@ func closeOnce(ch chan struct{}) {
 	}
 }
 
-// follow keeps s.base up to date, from the wrapped resolver's watch when
-// it has one and by polling every Interval otherwise, and stops s once it
-// has been idle for HealthConfig.Idle.
+// follow keeps s.base up to date for a wrapped resolver without a watch
+// function: from its watch when it is a Watcher, by polling every
+// Interval otherwise.
 func (h *Health) follow(s *hservice) {
 	defer h.wg.Done()
-	tick := time.NewTicker(h.interval)
-	defer tick.Stop()
 	var updates <-chan []Endpoint
 	if h.watcher != nil {
 		if ch, err := h.watcher.Watch(s.ctx, s.key); err == nil {
@@ -68,6 +141,8 @@ func (h *Health) follow(s *hservice) {
 	if updates == nil {
 		h.poll(s)
 	}
+	tick := time.NewTicker(h.interval)
+	defer tick.Stop()
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -81,9 +156,6 @@ func (h *Health) follow(s *hservice) {
 			}
 			h.setBase(s, eps)
 		case <-tick.C:
-			if h.stopIfIdle(s) {
-				return
-			}
 			if updates == nil {
 				h.poll(s)
 			}
@@ -115,18 +187,8 @@ func (h *Health) poll(s *hservice) {
 	}
 }
 
-func (h *Health) stopIfIdle(s *hservice) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if s.tracked || len(s.subs) > 0 || time.Since(s.asked) < h.idle {
-		return false
-	}
-	h.stopLocked(s.key, s)
-	return true
-}
-
-// setBase takes a new answer of the wrapped resolver: new endpoints start
-// being probed (as up), withdrawn ones stop.
+// setBase takes a new answer of the wrapped resolver: new endpoints are
+// scheduled for probes (as up), withdrawn ones are forgotten.
 func (h *Health) setBase(s *hservice, eps []Endpoint) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -141,83 +203,35 @@ func (h *Health) setBase(s *hservice, eps []Endpoint) {
 		if e != nil && e.ep.Key != ep.Key {
 			// Another Host took the address: what we knew was about
 			// the old one.
-			e.cancel()
+			h.forgetLocked(e)
 			e = nil
 		}
 		if e != nil {
 			e.ep = ep
 			continue
 		}
-		ctx, cancel := context.WithCancel(s.ctx)
-		e = &hendpoint{ep: ep, up: true, cancel: cancel}
+		e = h.newEndpointLocked(s, ep)
 		s.eps[ep.Addr] = e
-		h.wg.Add(1)
-		go h.probeLoop(ctx, s, e)
 	}
 	for addr, e := range s.eps {
 		if !seen[addr] {
-			e.cancel()
+			h.forgetLocked(e)
 			delete(s.eps, addr)
 		}
 	}
 	closeOnce(s.loaded)
 	h.publishLocked(s)
+	h.dropIfUnusedLocked(s)
 }
 
-// probeLoop probes e until ctx ends. Probes start at most Interval apart
-// whatever they take, so that a vanished endpoint is down within
-// Interval*Failures + Timeout of vanishing.
-func (h *Health) probeLoop(ctx context.Context, s *hservice, e *hendpoint) {
-	defer h.wg.Done()
-	// A random first slot spreads endpoints that appeared together.
-	next := time.Now().Add(rand.N(h.interval))
-	timer := time.NewTimer(time.Until(next))
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		}
-		next = next.Add(h.interval - rand.N(h.interval/10+1))
-		select {
-		case h.sem <- struct{}{}:
-		case <-ctx.Done():
-			return
-		}
-		h.mu.Lock()
-		ep := e.ep
-		h.mu.Unlock()
-		pctx, cancel := context.WithTimeout(ctx, h.timeout)
-		start := time.Now()
-		err := h.p.Probe(pctx, s.key, ep)
-		rtt := time.Since(start)
-		cancel()
-		<-h.sem
-		if ctx.Err() != nil {
-			return
-		}
-		h.record(s, e, rtt, err)
-		// A probe that overran its slot delays the next one rather than
-		// making a burst to catch up.
-		timer.Reset(max(0, time.Until(next)))
-		if now := time.Now(); next.Before(now) {
-			next = now
-		}
-	}
-}
-
-// record applies one probe's outcome, and tells watchers when it changed
-// the set of endpoints that are up.
-func (h *Health) record(s *hservice, e *hendpoint, rtt time.Duration, err error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if s.eps[e.ep.Addr] != e {
-		return // withdrawn meanwhile
-	}
+// recordLocked applies one probe's outcome, and tells watchers when it
+// changed the set of endpoints that are up. h.mu must be held.
+func (h *Health) recordLocked(s *hservice, e *hendpoint, rtt time.Duration, err error) {
 	e.checked = time.Now()
 	if err == nil {
 		e.fails, e.err, e.rtt = 0, nil, rtt
+		e.observeRTT(rtt)
+		e.answered = true
 		if e.up {
 			return
 		}
@@ -268,8 +282,7 @@ func (h *Health) filterLocked(s *hservice, eps []Endpoint) []Endpoint {
 }
 
 // publishLocked hands the current healthy set to every watcher if it
-// changed. The caller holds h.mu, so it is the only sender on each
-// channel: after draining a stale value the send cannot block.
+// changed. h.mu must be held: each watcher's function runs under it.
 func (h *Health) publishLocked(s *hservice) {
 	out := h.filterLocked(s, s.base)
 	if slices.Equal(out, s.pushed) {
@@ -277,10 +290,8 @@ func (h *Health) publishLocked(s *hservice) {
 	}
 	s.pushed = out
 	for w := range s.subs {
-		select {
-		case <-w.ch:
-		default:
+		if w.started { // the others get the current set when they start
+			w.fn(out, true)
 		}
-		w.ch <- out
 	}
 }
