@@ -25,7 +25,10 @@
 //     over QUIC. Registrations are leases the client renews, each proved by
 //     a signature of the service's key bound to the TLS session; watches
 //     are pushed; with a Prober the registry leaves unhealthy endpoints out.
-//     A restarted registry is rebuilt from its clients' renewals.
+//     A restarted registry is rebuilt from its clients' renewals. It bounds
+//     what clients may make it hold (handshakes, connections, leases,
+//     watches, names), refusing the excess with a LimitError and counting
+//     it in RegistryStats.Limits.
 //   - DNS (NewDNS, or Open with dns://[server:port]/) reads SRV, A/AAAA and
 //     TXT key pins, honours TTLs and serves stale answers while the
 //     nameservers fail; its Watch polls at the TTL.
@@ -95,6 +98,13 @@
 //     address, or a malformed static table (ParseStatic's errors wrap it
 //     too, without an *Error).
 //   - ErrUnsupported: the backend lacks the asked-for ability.
+//   - ErrUnavailable: a remote backend could not be reached or stopped
+//     answering.
+//   - ErrLimit: a registry refused a registration, a watch or the
+//     connection itself, which would have gone over one of its limits
+//     (RegistryConfig's Max fields). The error is then a *LimitError that
+//     names the limit and its value; use errors.As. A connection refused
+//     over a limit matches ErrUnavailable too.
 //   - context.Canceled, context.DeadlineExceeded or the context's own
 //     cause (context.Cause): the caller's context ended, or a Cache lookup
 //     exceeded CacheConfig.LookupTimeout.

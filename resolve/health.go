@@ -128,8 +128,13 @@ type Health struct {
 	wg            sync.WaitGroup
 	mu            sync.Mutex
 	services      map[string]*hservice
+	servicesPeak  int // for deleteShrink
 	sched         scheduler
 	closed        bool
+	// chargeTo, when set (by a Registry), names the address that
+	// registered an endpoint, whose probes are then charged to it rather
+	// than to the endpoint's key. It is called with h.mu held.
+	chargeTo func(service string, addr netip.AddrPort) (netip.Addr, bool)
 }
 
 // funcWatcher is a resolver that can call a function with each new set
@@ -144,17 +149,18 @@ type funcWatcher interface {
 // hservice is one service being probed. Its fields are guarded by
 // Health.mu.
 type hservice struct {
-	key     string
-	ctx     context.Context // ends when the service stops being probed
-	cancel  context.CancelFunc
-	tracked bool
-	asked   time.Time            // last Resolve, or end of the last watch
-	subs    map[*hwatch]struct{} // watchers
-	loaded  chan struct{}        // closed once base is known, or the service stopped
-	loadErr error                // why the first load failed, until one succeeds
-	base    []Endpoint           // the wrapped resolver's newest answer
-	eps     map[netip.AddrPort]*hendpoint
-	pushed  []Endpoint // the set watchers last got
+	key      string
+	ctx      context.Context // ends when the service stops being probed
+	cancel   context.CancelFunc
+	tracked  bool
+	asked    time.Time            // last Resolve, or end of the last watch
+	subs     map[*hwatch]struct{} // watchers
+	subsPeak int                  // for deleteShrink
+	loaded   chan struct{}        // closed once base is known, or the service stopped
+	loadErr  error                // why the first load failed, until one succeeds
+	base     []Endpoint           // the wrapped resolver's newest answer
+	eps      map[netip.AddrPort]*hendpoint
+	pushed   []Endpoint // the set watchers last got
 }
 
 type hwatch struct {
@@ -308,7 +314,7 @@ func (h *Health) watchFunc(ctx context.Context, service string, fn func([]Endpoi
 	case !live || h.closed:
 		return &Error{Op: "watch", Service: key, Err: ErrClosed}
 	case ctx.Err() != nil || s.loadErr != nil:
-		delete(s.subs, w)
+		deleteShrink(&s.subs, w, &s.subsPeak)
 		s.asked = time.Now()
 		err := s.loadErr
 		if ctx.Err() != nil {
@@ -329,7 +335,7 @@ func (h *Health) endWatch(s *hservice, w *hwatch) {
 	if _, ok := s.subs[w]; !ok {
 		return // Close got there first
 	}
-	delete(s.subs, w)
+	deleteShrink(&s.subs, w, &s.subsPeak)
 	w.fn(nil, false)
 	s.asked = time.Now()
 	h.dropIfUnusedLocked(s)

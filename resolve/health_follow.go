@@ -19,7 +19,10 @@ import (
 // startLocked begins following the service key. The caller must call
 // subscribe(s) once it has released h.mu. h.mu must be held.
 func (h *Health) startLocked(key string) *hservice {
-	ctx, cancel := context.WithCancel(h.ctx)
+	// Not a child of h.ctx: a parent context keeps a map of its children
+	// that never shrinks, which a flood of watched names would grow for
+	// good. Close stops every service, and cancels it, all the same.
+	ctx, cancel := context.WithCancel(context.Background())
 	s := &hservice{
 		key:    key,
 		ctx:    ctx,
@@ -76,7 +79,7 @@ func (h *Health) lost(s *hservice, err error) {
 // stopLocked stops probing s and ends its watches. h.mu must be held.
 func (h *Health) stopLocked(key string, s *hservice) {
 	if h.services[key] == s {
-		delete(h.services, key)
+		deleteShrink(&h.services, key, &h.servicesPeak)
 	}
 	s.cancel()
 	for _, e := range s.eps {

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"math/rand/v2"
+	"net/netip"
 	"time"
 )
 
@@ -46,10 +47,11 @@ const (
 	classUnproven                   // never answered: at most half the slots
 )
 
-// fairKey is whom an endpoint's probes are charged to: the key that the
-// endpoint pins (the one that registered it, at a registry), or its
-// service when it pins none.
+// fairKey is whom an endpoint's probes are charged to: the address that
+// registered it, when a registry says; else the key that the endpoint
+// pins, or its service when it pins none.
 type fairKey struct {
+	from    netip.Addr
 	key     Fingerprint
 	service string
 }
@@ -117,14 +119,25 @@ type scheduler struct {
 // endpoints that appeared together. h.mu must be held.
 func (h *Health) newEndpointLocked(s *hservice, ep Endpoint) *hendpoint {
 	e := &hendpoint{ep: ep, svc: s, up: true, heapIdx: -1}
-	e.fair = fairKey{key: ep.Key}
-	if ep.Key.IsZero() {
+	switch from, ok := h.registrant(s.key, ep.Addr); {
+	case ok:
+		e.fair = fairKey{from: from}
+	case !ep.Key.IsZero():
+		e.fair = fairKey{key: ep.Key}
+	default:
 		e.fair = fairKey{service: s.key}
 	}
 	e.next = time.Now().Add(rand.N(h.interval))
 	heap.Push(&h.sched.due, e)
 	h.kick()
 	return e
+}
+
+func (h *Health) registrant(service string, addr netip.AddrPort) (netip.Addr, bool) {
+	if h.chargeTo == nil {
+		return netip.Addr{}, false
+	}
+	return h.chargeTo(service, addr)
 }
 
 // forgetLocked stops probing e. A probe in flight is cancelled; one
@@ -282,6 +295,9 @@ func (d *dueHeap) Pop() any {
 	e := old[len(old)-1]
 	old[len(old)-1] = nil
 	*d = old[:len(old)-1]
+	if cap(old) >= minShrinkPeak && len(*d) <= cap(old)/8 {
+		*d = append(dueHeap(nil), *d...) // give a flood's memory back
+	}
 	e.heapIdx = -1
 	return e
 }
@@ -289,8 +305,9 @@ func (d *dueHeap) Pop() any {
 // fairQueue holds the endpoints whose probe is due, one line per key, and
 // serves the keys in turn.
 type fairQueue struct {
-	turns []fairKey                // keys with endpoints waiting, in turn order
-	lines map[fairKey][]*hendpoint // each key's endpoints, oldest first
+	turns     []fairKey                // keys with endpoints waiting, in turn order
+	lines     map[fairKey][]*hendpoint // each key's endpoints, oldest first
+	linesPeak int                      // for deleteShrink
 }
 
 func (q *fairQueue) push(e *hendpoint) {
@@ -317,7 +334,7 @@ func (q *fairQueue) pop(may func(fairKey) bool) *hendpoint {
 			line = line[1:]
 		}
 		if len(line) == 0 {
-			delete(q.lines, k)
+			deleteShrink(&q.lines, k, &q.linesPeak)
 			continue
 		}
 		if !may(k) {
@@ -328,7 +345,7 @@ func (q *fairQueue) pop(may func(fairKey) bool) *hendpoint {
 		e := line[0]
 		line[0] = nil
 		if line = line[1:]; len(line) == 0 {
-			delete(q.lines, k)
+			deleteShrink(&q.lines, k, &q.linesPeak)
 		} else {
 			q.lines[k] = line
 			q.turns = append(q.turns, k)

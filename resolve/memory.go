@@ -23,12 +23,14 @@ import (
 type Memory struct {
 	mu       sync.RWMutex
 	services map[string]*memService // nil once closed
+	peak     int                    // for deleteShrink
 }
 
 type memService struct {
-	regs     []*memReg // live registrations, one per address, oldest first
-	eps      []Endpoint
-	watchers map[*memWatch]struct{}
+	regs         []*memReg // live registrations, one per address, oldest first
+	eps          []Endpoint
+	watchers     map[*memWatch]struct{}
+	watchersPeak int // for deleteShrink
 }
 
 type memReg struct {
@@ -192,7 +194,7 @@ func (m *Memory) endWatch(key string, w *memWatch) {
 	if _, ok := s.watchers[w]; !ok {
 		return
 	}
-	delete(s.watchers, w)
+	deleteShrink(&s.watchers, w, &s.watchersPeak)
 	w.fn(nil, false)
 	m.forget(key, s)
 }
@@ -230,7 +232,7 @@ func (m *Memory) service(key string) *memService {
 // many names does not grow the map for ever. m.mu must be held.
 func (m *Memory) forget(key string, s *memService) {
 	if len(s.regs) == 0 && len(s.watchers) == 0 {
-		delete(m.services, key)
+		deleteShrink(&m.services, key, &m.peak)
 	}
 }
 

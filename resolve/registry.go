@@ -1,12 +1,12 @@
 package resolve
 
 import (
+	"container/list"
 	"context"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/roamnet/roam/resolve/internal/regwire"
 )
 
 // RegistryConfig configures a Registry. The zero value is ready to use.
@@ -43,12 +45,37 @@ type RegistryConfig struct {
 	// Health.AnswerWhenAllDown). Health configures it.
 	Prober Prober
 	Health HealthConfig
-	// Limits against hostile clients. MaxLeasesPerConn bounds the
-	// registrations made over one connection (if zero, 1024), MaxWatches
-	// the watches open on one connection (if zero, 4096), MaxEndpoints a
-	// service's endpoints (if zero, 64) and MaxLeases the registry's
-	// registrations in all (if zero, 1<<20).
-	MaxLeasesPerConn, MaxWatches, MaxEndpoints, MaxLeases int
+	// Limits on what clients may make the registry hold, so that no peer,
+	// and no flood, can stall it or exhaust its memory. What would go over
+	// one is refused with a *LimitError (errors.Is(err, ErrLimit)) at the
+	// client and counted in RegistryStats.Limits. The defaults hold on a
+	// 2-core machine under the floods measured in the README ("Limits and
+	// abuse"); raise them for a larger fleet. "One address" is an IPv4
+	// address or an IPv6 /64.
+	//
+	// MaxConns bounds the client connections (if zero, 4096) and
+	// MaxConnsPerAddr those from one address, counting the handshakes of
+	// an address a QUIC Retry proved (if zero, 32).
+	MaxConns, MaxConnsPerAddr int
+	// MaxHandshakes bounds the QUIC handshakes in progress (if zero, 512).
+	// Once RetryThreshold are in progress (if zero, 32; if negative,
+	// always) a new client must first prove its address with a QUIC Retry,
+	// one round trip, so that spoofed Initials cost no state.
+	MaxHandshakes, RetryThreshold int
+	// MaxLeases bounds the registrations in all (if zero, 32768),
+	// MaxLeasesPerKey those whose endpoints pin one key (if zero, 256),
+	// MaxLeasesPerConn those made over one connection (if zero, 256), and
+	// MaxEndpoints the endpoints of one service (if zero, 64). With the
+	// defaults one address holds at most a quarter of MaxLeases.
+	MaxLeases, MaxLeasesPerKey, MaxLeasesPerConn, MaxEndpoints int
+	// MaxWatches bounds the watches open in all (if zero, 32768) and
+	// MaxWatchesPerConn those on one connection (if zero, 256).
+	MaxWatches, MaxWatchesPerConn int
+	// MaxHeldNames bounds the names kept bound to their key after their
+	// last lease ended (see BindingTTL; if zero, 16384). Past it, the name
+	// released longest ago lapses at once. Self-certifying IDs are bound
+	// by their name and are never held.
+	MaxHeldNames int
 	// QUIC configures the QUIC layer; nil gives roam's defaults.
 	QUIC *quic.Config
 	// Logger receives diagnostics; nil discards them.
@@ -64,10 +91,19 @@ func (c *RegistryConfig) fill() {
 			*v = def
 		}
 	}
-	orInt(&c.MaxLeasesPerConn, 1024)
-	orInt(&c.MaxWatches, 4096)
+	orInt(&c.MaxConns, 4096)
+	orInt(&c.MaxConnsPerAddr, 32)
+	orInt(&c.MaxHandshakes, 512)
+	if c.RetryThreshold == 0 {
+		c.RetryThreshold = 32
+	}
+	orInt(&c.MaxLeases, 32768)
+	orInt(&c.MaxLeasesPerKey, 256)
+	orInt(&c.MaxLeasesPerConn, 256)
 	orInt(&c.MaxEndpoints, 64)
-	orInt(&c.MaxLeases, 1<<20)
+	orInt(&c.MaxWatches, 32768)
+	orInt(&c.MaxWatchesPerConn, 256)
+	orInt(&c.MaxHeldNames, 16384)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -99,20 +135,29 @@ type Registry struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	leases   map[uint64]*lease
-	byAddr   map[leaseKey]*lease
-	owners   map[string]*binding
-	conns    map[*registryConn]struct{}
-	servers  []*quic.Transport
-	closed   bool
-	counters registryCounters
+	mu        sync.Mutex
+	leases    map[uint64]*lease
+	byAddr    map[leaseKey]*lease
+	byKey     map[Fingerprint]int // live leases whose endpoint pins the key
+	owners    map[string]*binding
+	held      list.List   // names with no lease left, bound until their binding lapses, oldest first
+	pruneAt   *time.Timer // lapses the front of held
+	conns     map[*registryConn]struct{}
+	servers   []*quic.Transport
+	closed    bool
+	counters  registryCounters
+	limits    limitCounters
+	peers     peerLimits
+	watches   atomic.Int64 // open, on every connection
+	registrar registrants
+	peaks     struct{ leases, byAddr, byKey, owners, conns int } // for deleteShrink
 }
 
 // registryView is what lookups and watches are answered from.
 type registryView interface {
 	Resolver
 	Watcher
+	funcWatcher
 }
 
 type leaseKey struct {
@@ -123,6 +168,7 @@ type leaseKey struct {
 type lease struct {
 	id    uint64
 	key   leaseKey
+	fp    Fingerprint  // the key its endpoint pins
 	reg   Registration // in r.mem
 	timer *time.Timer
 	owner *registryConn // counts against its MaxLeasesPerConn while it lives
@@ -131,7 +177,8 @@ type lease struct {
 type binding struct {
 	key    Fingerprint
 	leases int
-	until  time.Time // when leases is 0: the binding lapses then
+	until  time.Time     // when leases is 0: the binding lapses then
+	held   *list.Element // in Registry.held while leases is 0
 }
 
 type registryCounters struct {
@@ -140,9 +187,15 @@ type registryCounters struct {
 
 // RegistryStats is a snapshot of a Registry's state and counters.
 type RegistryStats struct {
-	Services, Leases, Conns         int
-	Lookups, Registrations, Refused uint64 // since start
-	Renewals, Expired               uint64
+	Services, Leases, Conns int
+	// Handshakes counts the QUIC handshakes in progress, Watches the
+	// watches open, Names the names bound to a key (HeldNames of them
+	// with no lease left).
+	Handshakes, Watches, Names, HeldNames int
+	Lookups, Registrations, Refused       uint64 // since start
+	Renewals, Expired                     uint64
+	// Limits counts what was refused to keep the limits.
+	Limits RegistryLimitStats
 }
 
 // NewRegistry returns a Registry that serves nothing yet: call Serve, or
@@ -159,12 +212,21 @@ func NewRegistry(cfg RegistryConfig) (*Registry, error) {
 		ctx: ctx, cancel: cancel,
 		leases: make(map[uint64]*lease),
 		byAddr: make(map[leaseKey]*lease),
+		byKey:  make(map[Fingerprint]int),
 		owners: make(map[string]*binding),
 		conns:  make(map[*registryConn]struct{}),
 	}
+	r.peers.conns = make(map[netip.Addr]int)
+	r.peers.proven = make(map[netip.Addr]int)
+	r.registrar.from = make(map[leaseKey]netip.Addr)
 	r.view = r.mem
 	if cfg.Prober != nil {
-		r.view = NewHealth(r.mem, cfg.Prober, cfg.Health)
+		h := NewHealth(r.mem, cfg.Prober, cfg.Health)
+		// Probes are charged to whoever registered the endpoint, so that
+		// one peer's registrations at dead addresses, under as many keys
+		// as it likes, wait for each other and not for everyone else's.
+		h.chargeTo = r.registrar.lookup
+		r.view = h
 	}
 	return r, nil
 }
@@ -199,7 +261,12 @@ func (r *Registry) Serve(pc net.PacketConn) error {
 }
 
 func (r *Registry) listen(pc net.PacketConn) error {
-	tr := &quic.Transport{Conn: pc, StatelessResetKey: resetKey(r.cfg.Key)}
+	tr := &quic.Transport{
+		Conn:                pc,
+		StatelessResetKey:   resetKey(r.cfg.Key),
+		ConnContext:         r.connContext,
+		VerifySourceAddress: r.verifySourceAddress,
+	}
 	ln, err := tr.Listen(registryServerTLS(r.cert), r.quicConfig())
 	if err != nil {
 		return fmt.Errorf("resolve: registry: %w", err)
@@ -288,13 +355,15 @@ func (r *Registry) Watch(ctx context.Context, service string) (<-chan []Endpoint
 // Stats returns a snapshot of the registry's state and counters.
 func (r *Registry) Stats() RegistryStats {
 	r.mu.Lock()
-	s := RegistryStats{Leases: len(r.leases), Conns: len(r.conns)}
-	seen := make(map[string]struct{})
-	for k := range r.byAddr {
-		seen[k.service] = struct{}{}
+	s := RegistryStats{
+		Leases: len(r.leases), Conns: len(r.conns),
+		Names: len(r.owners), HeldNames: r.held.Len(),
 	}
-	s.Services = len(seen)
+	s.Services = s.Names - s.HeldNames // each name with a lease is a service
 	r.mu.Unlock()
+	s.Handshakes = int(r.peers.handshakes.Load())
+	s.Watches = int(r.watches.Load())
+	s.Limits = r.limits.stats()
 	s.Lookups = r.counters.lookups.Load()
 	s.Registrations = r.counters.registrations.Load()
 	s.Refused = r.counters.refused.Load()
@@ -314,6 +383,9 @@ func (r *Registry) Close() error {
 	r.closed = true
 	for _, l := range r.leases {
 		l.timer.Stop()
+	}
+	if r.pruneAt != nil {
+		r.pruneAt.Stop()
 	}
 	conns := make([]*registryConn, 0, len(r.conns))
 	for c := range r.conns {
@@ -341,6 +413,7 @@ func (r *Registry) Close() error {
 const (
 	codeRegistryClosing quic.ApplicationErrorCode = 1
 	codeRegistryProto   quic.ApplicationErrorCode = 2
+	codeRegistryLimit   quic.ApplicationErrorCode = 3 // the reason is limitReason's text
 )
 
 func (r *Registry) accept(ln *quic.Listener) {
@@ -350,12 +423,21 @@ func (r *Registry) accept(ln *quic.Listener) {
 		if err != nil {
 			return
 		}
-		c := &registryConn{r: r, qc: qc, watches: make(map[uint64]context.CancelFunc)}
+		handshaken(qc)
+		scope := udpAddrScope(qc.RemoteAddr())
+		c := &registryConn{r: r, qc: qc, scope: scope, watches: make(map[uint64]context.CancelFunc)}
 		r.mu.Lock()
 		if r.closed {
 			r.mu.Unlock()
 			qc.CloseWithError(codeRegistryClosing, "registry closing")
 			return
+		}
+		if le := r.admitConnLocked(scope); le != nil {
+			r.mu.Unlock()
+			r.limits.count(le)
+			r.cfg.Logger.Debug("registry: connection refused", "remote", qc.RemoteAddr(), "err", le)
+			qc.CloseWithError(codeRegistryLimit, limitReason(le))
+			continue
 		}
 		r.conns[c] = struct{}{}
 		r.wg.Add(1)
@@ -364,6 +446,36 @@ func (r *Registry) accept(ln *quic.Listener) {
 	}
 }
 
-// errRegistryLimit and friends are what the registry answers, and what the
-// client maps back to the resolve package's errors.
-var errRegistryLimit = errors.New("resolve: registry limit reached")
+// refuse answers a request that would go over a limit, and counts it.
+func (r *Registry) refuse(id uint64, e *LimitError) *regwire.Frame {
+	r.limits.count(e)
+	return errorFrame(id, regwire.CodeLimit, limitReason(e))
+}
+
+// registrants remembers who registered each lease, for Health to charge
+// its probes to. Its lock comes after Health.mu, which holds it while it
+// looks.
+type registrants struct {
+	mu   sync.Mutex
+	from map[leaseKey]netip.Addr
+	peak int // for deleteShrink
+}
+
+func (g *registrants) set(k leaseKey, scope netip.Addr) {
+	g.mu.Lock()
+	g.from[k] = scope
+	g.mu.Unlock()
+}
+
+func (g *registrants) forget(k leaseKey) {
+	g.mu.Lock()
+	deleteShrink(&g.from, k, &g.peak)
+	g.mu.Unlock()
+}
+
+func (g *registrants) lookup(service string, addr netip.AddrPort) (netip.Addr, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	a, ok := g.from[leaseKey{service, addr}]
+	return a, ok
+}

@@ -38,6 +38,9 @@ type RegistryClientConfig struct {
 	// caller's context bounds them, and so does the connection's idle
 	// timeout when the registry goes silent. If zero, 5s.
 	CallTimeout time.Duration
+	// LocalAddr is the UDP address ("127.0.0.2:0") the client sends from.
+	// If empty, the system picks one.
+	LocalAddr string
 	// QUIC configures the QUIC layer; nil gives roam's defaults.
 	QUIC *quic.Config
 	// Logger receives diagnostics; nil discards them.
@@ -281,7 +284,7 @@ func (c *RegistryClient) connect(done chan struct{}) {
 	c.mu.Lock()
 	c.connecting = nil
 	if err != nil {
-		c.connErr = fmt.Errorf("%w: registry %s: %w", ErrUnavailable, c.addr, err)
+		c.connErr = fmt.Errorf("%w: registry %s: %w", ErrUnavailable, c.addr, limitFromClose(err))
 	} else if c.closed {
 		s.qc.CloseWithError(0, "client closing")
 	} else {
@@ -306,7 +309,14 @@ func (c *RegistryClient) dial(ctx context.Context) (*regSession, error) {
 	c.mu.Lock()
 	tr := c.tr
 	if tr == nil {
-		pc, err := net.ListenUDP("udp", nil)
+		var laddr *net.UDPAddr
+		if c.cfg.LocalAddr != "" {
+			if laddr, err = net.ResolveUDPAddr("udp", c.cfg.LocalAddr); err != nil {
+				c.mu.Unlock()
+				return nil, err
+			}
+		}
+		pc, err := net.ListenUDP("udp", laddr)
 		if err != nil {
 			c.mu.Unlock()
 			return nil, err
@@ -461,7 +471,11 @@ func parseCode(f *regwire.Frame) error {
 	case regwire.CodeNotOwner:
 		base = ErrNotOwner
 	case regwire.CodeLimit:
-		base = errRegistryLimit
+		le, ok := parseLimitReason(f.Message)
+		if !ok { // a registry that names no limit
+			le = &LimitError{Limit: Limit(msg)}
+		}
+		return le
 	case regwire.CodeUnknownLease:
 		base = errUnknownLease
 	default:

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"crypto"
+	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -93,12 +95,19 @@ func (s *regSession) forget(id uint64) {
 // read routes answers to their callers and pushes to their watches, until
 // the connection ends.
 func (s *regSession) read() {
-	br := bufio.NewReaderSize(s.str, 16<<10)
+	src := &readErrKeeper{r: s.str}
+	br := bufio.NewReaderSize(src, 16<<10)
 	var buf []byte
 	for {
 		f, b, err := regwire.Read(br, buf)
 		buf = b
 		if err != nil {
+			if src.err != nil && !errors.Is(src.err, io.EOF) {
+				// The stream failed, say because the registry closed the
+				// connection over a limit: that is the news, not the
+				// frame it cut short.
+				err = src.err
+			}
 			s.fail(err)
 			return
 		}
@@ -127,6 +136,21 @@ func (s *regSession) read() {
 	}
 }
 
+// readErrKeeper keeps the error its reader returned, which regwire.Read
+// reports only as text.
+type readErrKeeper struct {
+	r   io.Reader
+	err error
+}
+
+func (k *readErrKeeper) Read(p []byte) (int, error) {
+	n, err := k.r.Read(p)
+	if err != nil {
+		k.err = err
+	}
+	return n, err
+}
+
 // fail ends the session: callers waiting get ErrUnavailable, and the
 // supervisor reconnects if the client still holds state.
 func (s *regSession) fail(cause error) {
@@ -135,7 +159,7 @@ func (s *regSession) fail(cause error) {
 		s.mu.Unlock()
 		return
 	}
-	s.err = fmt.Errorf("%w: registry %s: %w", ErrUnavailable, s.c.addr, cause)
+	s.err = fmt.Errorf("%w: registry %s: %w", ErrUnavailable, s.c.addr, limitFromClose(cause))
 	pending := s.pending
 	s.pending = nil
 	s.mu.Unlock()

@@ -66,9 +66,13 @@ const (
 	CodeInvalid         Code = 2
 	CodeUnauthenticated Code = 3
 	CodeNotOwner        Code = 4
-	CodeLimit           Code = 5 // too many registrations, watches or endpoints
-	CodeUnknownLease    Code = 6 // expired, withdrawn, or from before a restart
-	CodeInternal        Code = 7
+	// CodeLimit: the request would go over one of the registry's limits.
+	// The message names it as "limit <max> <name>", say "limit 256 leases
+	// per key"; a client reads it back into a resolve.LimitError, and an
+	// older client shows it as it is.
+	CodeLimit        Code = 5
+	CodeUnknownLease Code = 6 // expired, withdrawn, or from before a restart
+	CodeInternal     Code = 7
 	// CodeAllDown: the service has endpoints, but all failed their health
 	// probes. A client that predates it reads an unknown code, which
 	// RegistryClient before this code mapped to resolve.ErrUnavailable.

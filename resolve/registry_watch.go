@@ -1,0 +1,142 @@
+package resolve
+
+import (
+	"context"
+	"sync"
+
+	"github.com/roamnet/roam/resolve/internal/regwire"
+)
+
+// A watch at the registry costs a few small records and no goroutine: the
+// view (Memory, or a Health over it) calls a function with each new set,
+// under its lock, and that function only notes the set for the stream's
+// watchPusher, which writes it. 40,960 watches once left 41k goroutines
+// behind for a minute after their clients left; now a client's watches
+// end with its connection, and leave nothing running.
+
+func (c *registryConn) watch(ctx context.Context, f *regwire.Frame, pushes *watchPusher) *regwire.Frame {
+	r := c.r
+	c.mu.Lock()
+	if _, dup := c.watches[f.ID]; dup {
+		c.mu.Unlock()
+		return errorFrame(f.ID, regwire.CodeInvalid, "watch ID in use")
+	}
+	if len(c.watches) >= r.cfg.MaxWatchesPerConn {
+		c.mu.Unlock()
+		return r.refuse(f.ID, &LimitError{Limit: LimitWatchesPerConn, Max: r.cfg.MaxWatchesPerConn})
+	}
+	if r.watches.Add(1) > int64(r.cfg.MaxWatches) {
+		r.watches.Add(-1)
+		c.mu.Unlock()
+		return r.refuse(f.ID, &LimitError{Limit: LimitWatches, Max: r.cfg.MaxWatches})
+	}
+	wctx, stop := context.WithCancel(ctx)
+	c.watches[f.ID] = stop
+	c.mu.Unlock()
+	ended := func() {
+		c.mu.Lock()
+		delete(c.watches, f.ID)
+		c.mu.Unlock()
+		r.watches.Add(-1)
+		stop()
+	}
+	pushes.start()
+	// The view calls this under its lock: it only notes what to send.
+	err := r.view.watchFunc(wctx, f.Service, func(eps []Endpoint, ok bool) {
+		if !ok {
+			ended()
+		}
+		pushes.push(f.ID, eps, ok)
+	})
+	if err != nil {
+		ended() // the view calls nothing when it refuses
+		return errorAnswer(f.ID, err)
+	}
+	return nil
+}
+
+// watchPusher writes the sets of one stream's watches, from one goroutine
+// that runs from the stream's first watch to its end. A watch whose set
+// changes again before it was written sends only the newest.
+type watchPusher struct {
+	c   *registryConn
+	ctx context.Context // the stream's
+	w   *regwire.Writer
+
+	mu      sync.Mutex
+	running bool
+	order   []uint64 // watch IDs with something to send, first come first
+	pending map[uint64]watchPush
+	wake    chan struct{}
+}
+
+type watchPush struct {
+	eps   []Endpoint
+	ended bool // the watch ended: send OK, unless the stream did
+}
+
+// start runs the pusher if it is not running yet. The caller is the
+// stream's goroutine, which the connection's count in Registry.wg covers,
+// so adding to it cannot race with Close's Wait.
+func (p *watchPusher) start() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.running {
+		return
+	}
+	p.running = true
+	p.pending = make(map[uint64]watchPush)
+	p.wake = make(chan struct{}, 1)
+	p.c.r.wg.Go(p.run)
+}
+
+// push notes a watch's newest set, or its end (ok false). It runs under
+// the view's lock, and does not block.
+func (p *watchPusher) push(id uint64, eps []Endpoint, ok bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	prev, queued := p.pending[id]
+	if queued && prev.ended {
+		return
+	}
+	p.pending[id] = watchPush{eps: eps, ended: !ok}
+	if !queued {
+		p.order = append(p.order, id)
+	}
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *watchPusher) run() {
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-p.wake:
+		}
+		p.mu.Lock()
+		order, pending := p.order, p.pending
+		p.order, p.pending = nil, make(map[uint64]watchPush, len(pending))
+		p.mu.Unlock()
+		var err error
+		for _, id := range order {
+			if pp := pending[id]; pp.ended {
+				err = p.w.Queue(&regwire.Frame{Type: regwire.TypeOK, ID: id})
+			} else {
+				err = p.w.Queue(endpointsFrame(id, pp.eps))
+			}
+			if err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = p.w.Flush()
+		}
+		if err != nil {
+			p.c.qc.CloseWithError(codeRegistryProto, "client does not read")
+			return
+		}
+	}
+}
