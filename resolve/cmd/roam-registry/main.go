@@ -13,6 +13,15 @@
 // crashes is out of answers within about 4 s. A service whose providers
 // are all down then resolves to none (resolve.ErrAllDown); with
 // -answer-all-down it resolves to all of them instead.
+//
+// It bounds what clients may make it hold (the -max-* flags; 0 keeps the
+// resolve package's default, see resolve.RegistryConfig), and refuses the
+// excess with a typed error the client reads (resolve.LimitError). With
+// -debug it serves, over HTTP, expvar's /debug/vars: "registry" holds
+// resolve.RegistryStats, with a counter per kind of refusal, and
+// "process" the goroutines, the live heap (as of the last collection) and
+// the resident memory; /debug/gc collects first and answers "process" as
+// it then is, for measurements such as bench/attack's.
 package main
 
 import (
@@ -20,6 +29,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"expvar"
@@ -31,6 +41,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/metrics"
 	"syscall"
 	"time"
 
@@ -54,6 +66,23 @@ func run() error {
 	answerAllDown := flag.Bool("answer-all-down", false, "answer every endpoint of a service whose endpoints all fail their probes, rather than none")
 	debug := flag.String("debug", "", "serve expvar counters over HTTP at this `address` (e.g. 127.0.0.1:7701)")
 	verbose := flag.Bool("v", false, "log registrations, refusals and health changes")
+	var cfg resolve.RegistryConfig
+	for _, l := range []struct {
+		v         *int
+		name, use string
+	}{
+		{&cfg.MaxConns, "max-conns", "client connections in all"},
+		{&cfg.MaxConnsPerAddr, "max-conns-per-addr", "client connections from one IP address (IPv6: /64)"},
+		{&cfg.MaxHandshakes, "max-handshakes", "QUIC handshakes in progress"},
+		{&cfg.RetryThreshold, "retry-threshold", "handshakes in progress past which a client must prove its address with a Retry (negative: always)"},
+		{&cfg.MaxLeases, "max-leases", "registrations in all"},
+		{&cfg.MaxLeasesPerKey, "max-leases-per-key", "registrations whose endpoints pin one key"},
+		{&cfg.MaxLeasesPerConn, "max-leases-per-conn", "registrations made over one connection"},
+		{&cfg.MaxWatches, "max-watches", "watches in all"},
+		{&cfg.MaxWatchesPerConn, "max-watches-per-conn", "watches on one connection"},
+	} {
+		flag.IntVar(l.v, l.name, 0, "at most this many "+l.use+" (0: the default)")
+	}
 	flag.Parse()
 
 	level := slog.LevelWarn
@@ -62,7 +91,7 @@ func run() error {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
-	cfg := resolve.RegistryConfig{LeaseTTL: *lease, Logger: log}
+	cfg.LeaseTTL, cfg.Logger = *lease, log
 	if *keyFile != "" {
 		key, err := loadOrMakeKey(*keyFile)
 		if err != nil {
@@ -91,11 +120,20 @@ func run() error {
 
 	if *debug != "" {
 		expvar.Publish("registry", expvar.Func(func() any { return reg.Stats() }))
+		expvar.Publish("process", expvar.Func(func() any { return readProcess() }))
+		mux := http.NewServeMux()
+		mux.Handle("/debug/vars", expvar.Handler())
+		mux.HandleFunc("/debug/gc", func(w http.ResponseWriter, _ *http.Request) {
+			runtime.GC()
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(readProcess())
+		})
 		ln, err := net.Listen("tcp", *debug)
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: expvar.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		fmt.Println("roam-registry: debug at http://" + ln.Addr().String() + "/debug/vars")
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
 		defer srv.Close()
 	}
@@ -104,6 +142,49 @@ func run() error {
 	defer stop()
 	<-ctx.Done()
 	return nil
+}
+
+// process is what -debug reports of the process itself.
+type process struct {
+	Goroutines int    `json:"goroutines"`
+	HeapLive   uint64 `json:"heap_live_bytes"` // as of the last collection
+	HeapAlloc  uint64 `json:"heap_alloc_bytes"`
+	RSS        uint64 `json:"rss_bytes"` // 0 where /proc is missing
+	GCs        uint64 `json:"gcs"`
+}
+
+func readProcess() process {
+	samples := []metrics.Sample{
+		{Name: "/gc/heap/live:bytes"},
+		{Name: "/gc/heap/allocs:bytes"},
+		{Name: "/gc/heap/frees:bytes"},
+		{Name: "/gc/cycles/total:gc-cycles"},
+	}
+	metrics.Read(samples)
+	p := process{Goroutines: runtime.NumGoroutine()}
+	for i, s := range samples {
+		if s.Value.Kind() != metrics.KindUint64 {
+			continue
+		}
+		switch v := s.Value.Uint64(); i {
+		case 0:
+			p.HeapLive = v
+		case 1:
+			p.HeapAlloc = v
+		case 2:
+			p.HeapAlloc -= v
+		case 3:
+			p.GCs = v
+		}
+	}
+	// statm's second field is the resident set, in pages.
+	if b, err := os.ReadFile("/proc/self/statm"); err == nil {
+		var size, resident uint64
+		if _, err := fmt.Sscan(string(b), &size, &resident); err == nil {
+			p.RSS = resident * uint64(os.Getpagesize())
+		}
+	}
+	return p
 }
 
 // loadOrMakeKey reads an Ed25519 key in PKCS #8 PEM, or makes one and

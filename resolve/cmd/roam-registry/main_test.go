@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,21 +100,32 @@ func (l *logBuffer) String() string {
 // killed, and waited for, when the test ends.
 func start(t *testing.T, cmd *exec.Cmd, prefix string) (string, *logBuffer) {
 	t.Helper()
+	lines, stderr := startLines(t, cmd, prefix)
+	return lines[0], stderr
+}
+
+// startLines is start for several lines, one per prefix, in the order the
+// process prints them.
+func startLines(t *testing.T, cmd *exec.Cmd, prefixes ...string) ([]string, *logBuffer) {
+	t.Helper()
 	stderr := new(logBuffer)
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
 	exited := make(chan struct{})
-	lines := make(chan string, 1)
+	found := make(chan []string, 1)
 	go func() {
 		defer close(exited)
 		sc := bufio.NewScanner(stdout)
-		found := false
+		var got []string
 		for sc.Scan() {
-			if s, ok := strings.CutPrefix(sc.Text(), prefix); ok && !found {
-				found = true
-				lines <- s
+			if len(got) < len(prefixes) {
+				if s, ok := strings.CutPrefix(sc.Text(), prefixes[len(got)]); ok {
+					if got = append(got, s); len(got) == len(prefixes) {
+						found <- got
+					}
+				}
 			}
 		}
 		cmd.Wait()
@@ -122,14 +135,14 @@ func start(t *testing.T, cmd *exec.Cmd, prefix string) (string, *logBuffer) {
 		<-exited
 	})
 	select {
-	case s := <-lines:
-		return s, stderr
+	case lines := <-found:
+		return lines, stderr
 	case <-exited:
-		t.Fatalf("%s exited before printing %q: %s", cmd.Path, prefix, stderr)
+		t.Fatalf("%s exited before printing %q: %s", cmd.Path, prefixes, stderr)
 	case <-time.After(60 * time.Second):
-		t.Fatalf("%s printed no %q within 60 s: %s", cmd.Path, prefix, stderr)
+		t.Fatalf("%s printed no %q within 60 s: %s", cmd.Path, prefixes, stderr)
 	}
-	return "", nil
+	return nil, nil
 }
 
 // freshResolve resolves service from a new client, as a process that has
@@ -237,4 +250,54 @@ func TestSIGKILLedSoleProviderLeavesAnswers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A client over a limit reads which one, and the daemon's -debug vars
+// count the refusal and show the process's goroutines and heap.
+func TestLimitsAndDebugVars(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the daemon")
+	}
+	bin := buildDaemon(t)
+	lines, _ := startLines(t, exec.Command(bin, "-listen", "127.0.0.1:0", "-debug", "127.0.0.1:0", "-max-conns-per-addr", "1"),
+		"roam-registry: serving ", "roam-registry: debug at ")
+	url, vars := lines[0], lines[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first, err := resolve.Open(ctx, url)
+	require.NoError(t, err)
+	defer first.(io.Closer).Close()
+	_, err = first.Resolve(ctx, "none.demo")
+	require.ErrorIs(t, err, resolve.ErrNotFound)
+	_, err = freshResolve(url, "none.demo")
+	require.ErrorIs(t, err, resolve.ErrLimit)
+	var le *resolve.LimitError
+	require.ErrorAs(t, err, &le)
+	require.Equal(t, resolve.LimitConnsPerAddr, le.Limit)
+	require.Equal(t, 1, le.Max)
+
+	var got struct {
+		Registry resolve.RegistryStats `json:"registry"`
+		Process  struct {
+			Goroutines int    `json:"goroutines"`
+			HeapLive   uint64 `json:"heap_live_bytes"`
+			RSS        uint64 `json:"rss_bytes"`
+		} `json:"process"`
+	}
+	getJSON(t, vars, &got)
+	require.Equal(t, uint64(1), got.Registry.Limits.ConnsRefusedAddr)
+	require.Equal(t, 1, got.Registry.Conns)
+	require.Positive(t, got.Process.Goroutines)
+	require.Positive(t, got.Process.RSS)
+	getJSON(t, strings.Replace(vars, "/debug/vars", "/debug/gc", 1), &got.Process)
+	require.Positive(t, got.Process.HeapLive, "known after the collection /debug/gc asks for")
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(v))
 }
