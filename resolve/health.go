@@ -139,11 +139,15 @@ type Health struct {
 
 // funcWatcher is a resolver that can call a function with each new set
 // instead of sending it on a channel (Memory, Health), so that a watch
-// costs no goroutine. fn gets the current set first, and (nil, false)
-// when the watch ends. It runs under the resolver's lock: it must not
-// block nor call back into the resolver.
+// costs no goroutine, neither while it runs nor when it ends: fn gets the
+// current set first, and (nil, false) when the watch ends, at stop (which
+// the caller must call without holding a lock that fn takes) or when the
+// resolver closes. fn runs under the resolver's lock: it must not block
+// nor call back into the resolver. ctx bounds only the wait for the
+// first set: ending a context with a context.AfterFunc would cost a
+// goroutine per watch, thousands at once when a connection ends.
 type funcWatcher interface {
-	watchFunc(ctx context.Context, service string, fn func(eps []Endpoint, ok bool)) error
+	watchFunc(ctx context.Context, service string, fn func(eps []Endpoint, ok bool)) (stop func(), _ error)
 }
 
 // hservice is one service being probed. Its fields are guarded by
@@ -157,6 +161,7 @@ type hservice struct {
 	subs     map[*hwatch]struct{} // watchers
 	subsPeak int                  // for deleteShrink
 	loaded   chan struct{}        // closed once base is known, or the service stopped
+	unwatch  func()               // ends the wrapped resolver's watch function; nil without one
 	loadErr  error                // why the first load failed, until one succeeds
 	base     []Endpoint           // the wrapped resolver's newest answer
 	eps      map[netip.AddrPort]*hendpoint
@@ -166,7 +171,6 @@ type hservice struct {
 type hwatch struct {
 	fn      func(eps []Endpoint, ok bool) // called under Health.mu
 	started bool                          // has had its first set
-	stop    func() bool
 }
 
 var (
@@ -266,27 +270,29 @@ func (h *Health) filter(key string, eps []Endpoint, err error) (out []Endpoint, 
 // set.
 func (h *Health) Watch(ctx context.Context, service string) (<-chan []Endpoint, error) {
 	ch := make(chan []Endpoint, 1)
-	if err := h.watchFunc(ctx, service, latestOnly(ch)); err != nil {
+	stop, err := h.watchFunc(ctx, service, latestOnly(ch))
+	if err != nil {
 		return nil, err
 	}
+	context.AfterFunc(ctx, stop)
 	return ch, nil
 }
 
-// watchFunc is Watch without a channel (see funcWatcher): fn runs under
-// h.mu, and a watch costs no goroutine. It returns once fn has had the
-// first set, which needs the wrapped resolver's first answer.
-func (h *Health) watchFunc(ctx context.Context, service string, fn func([]Endpoint, bool)) error {
+// watchFunc is Watch without a channel, nor a goroutine (see
+// funcWatcher): fn runs under h.mu. It returns once fn has had the first
+// set, which needs the wrapped resolver's first answer.
+func (h *Health) watchFunc(ctx context.Context, service string, fn func([]Endpoint, bool)) (stop func(), _ error) {
 	key, err := serviceKey("watch", service)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := context.Cause(ctx); err != nil {
-		return &Error{Op: "watch", Service: key, Err: err}
+		return nil, &Error{Op: "watch", Service: key, Err: err}
 	}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
-		return &Error{Op: "watch", Service: key, Err: ErrClosed}
+		return nil, &Error{Op: "watch", Service: key, Err: ErrClosed}
 	}
 	s := h.services[key]
 	started := s == nil
@@ -312,7 +318,7 @@ func (h *Health) watchFunc(ctx context.Context, service string, fn func([]Endpoi
 	_, live := s.subs[w]
 	switch {
 	case !live || h.closed:
-		return &Error{Op: "watch", Service: key, Err: ErrClosed}
+		return nil, &Error{Op: "watch", Service: key, Err: ErrClosed}
 	case ctx.Err() != nil || s.loadErr != nil:
 		deleteShrink(&s.subs, w, &s.subsPeak)
 		s.asked = time.Now()
@@ -321,12 +327,11 @@ func (h *Health) watchFunc(ctx context.Context, service string, fn func([]Endpoi
 			err = context.Cause(ctx)
 		}
 		h.dropIfUnusedLocked(s)
-		return asError("watch", key, err)
+		return nil, asError("watch", key, err)
 	}
 	w.started = true
 	fn(s.pushed, true)
-	w.stop = context.AfterFunc(ctx, func() { h.endWatch(s, w) })
-	return nil
+	return func() { h.endWatch(s, w) }, nil
 }
 
 func (h *Health) endWatch(s *hservice, w *hwatch) {
@@ -441,6 +446,14 @@ func (h *Health) Close() error {
 	}
 	h.mu.Unlock()
 	h.wg.Wait()
+	// What the scheduler did not get to end; it has stopped.
+	h.mu.Lock()
+	unwatch := h.sched.unwatch
+	h.sched.unwatch = nil
+	h.mu.Unlock()
+	for _, end := range unwatch {
+		end()
+	}
 	return nil
 }
 

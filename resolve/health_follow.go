@@ -48,7 +48,7 @@ func (h *Health) subscribe(s *hservice) {
 	if h.funcs == nil {
 		return
 	}
-	err := h.funcs.watchFunc(s.ctx, s.key, func(eps []Endpoint, ok bool) {
+	unwatch, err := h.funcs.watchFunc(s.ctx, s.key, func(eps []Endpoint, ok bool) {
 		if ok {
 			h.setBase(s, eps)
 		} else {
@@ -57,6 +57,16 @@ func (h *Health) subscribe(s *hservice) {
 	})
 	if err != nil {
 		h.lost(s, err)
+		return
+	}
+	h.mu.Lock()
+	stopped := s.ctx.Err() != nil
+	if !stopped {
+		s.unwatch = unwatch
+	}
+	h.mu.Unlock()
+	if stopped { // meanwhile; stopLocked found nothing to end
+		unwatch()
 	}
 }
 
@@ -82,13 +92,16 @@ func (h *Health) stopLocked(key string, s *hservice) {
 		deleteShrink(&h.services, key, &h.servicesPeak)
 	}
 	s.cancel()
+	if s.unwatch != nil {
+		// Not here, under h.mu: the wrapped resolver's lock comes first.
+		h.sched.unwatch = append(h.sched.unwatch, s.unwatch)
+		s.unwatch = nil
+		h.kick()
+	}
 	for _, e := range s.eps {
 		h.forgetLocked(e)
 	}
 	for w := range s.subs {
-		if w.stop != nil {
-			w.stop()
-		}
 		if w.started {
 			w.fn(nil, false)
 		}

@@ -112,6 +112,7 @@ type scheduler struct {
 	ready    [2]fairQueue    // endpoints whose time has come, by class
 	inFlight [2]int          // probes running, by class
 	perKey   map[fairKey]int // probes running, by key
+	unwatch  []func()        // the wrapped resolver's watches of stopped services, to end without Health.mu
 }
 
 // newEndpointLocked makes the record of a new endpoint of s and schedules
@@ -185,7 +186,12 @@ func (h *Health) schedule() {
 			nextSweep = now.Add(h.interval)
 		}
 		wait := h.dispatchLocked(now)
+		unwatch := h.sched.unwatch
+		h.sched.unwatch = nil
 		h.mu.Unlock()
+		for _, end := range unwatch {
+			end()
+		}
 		timer.Reset(min(wait, time.Until(nextSweep)))
 		select {
 		case <-h.ctx.Done():

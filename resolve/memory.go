@@ -41,8 +41,7 @@ type memReg struct {
 }
 
 type memWatch struct {
-	fn   func(eps []Endpoint, ok bool) // called under m.mu; see watchFunc
-	stop func() bool                   // stops the context.AfterFunc that ends the watch
+	fn func(eps []Endpoint, ok bool) // called under m.mu; see watchFunc
 }
 
 var (
@@ -133,9 +132,11 @@ func (r *memReg) Close() error {
 // not taken yet, so a slow reader never blocks a registrar.
 func (m *Memory) Watch(ctx context.Context, service string) (<-chan []Endpoint, error) {
 	ch := make(chan []Endpoint, 1)
-	if err := m.watchFunc(ctx, service, latestOnly(ch)); err != nil {
+	stop, err := m.watchFunc(ctx, service, latestOnly(ch))
+	if err != nil {
 		return nil, err
 	}
+	context.AfterFunc(ctx, stop)
 	return ch, nil
 }
 
@@ -158,30 +159,28 @@ func latestOnly(ch chan []Endpoint) func([]Endpoint, bool) {
 	}
 }
 
-// watchFunc is Watch without a channel: fn gets the current set at once,
-// then every new one, and fn(nil, false) when the watch ends (ctx ended or
-// Close), after which it is not called again. fn runs with m.mu held, so it
-// must not block nor call back into m. A watch costs a small record and no
-// goroutine, so the registry can hold many.
-func (m *Memory) watchFunc(ctx context.Context, service string, fn func(eps []Endpoint, ok bool)) error {
+// watchFunc is Watch without a channel, nor a goroutine (see
+// funcWatcher): fn gets the current set at once, then every new one, and
+// fn(nil, false) when the watch ends, at stop or Close, after which it is
+// not called again. fn runs with m.mu held. ctx is only checked here.
+func (m *Memory) watchFunc(ctx context.Context, service string, fn func(eps []Endpoint, ok bool)) (stop func(), _ error) {
 	key, err := serviceKey("watch", service)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := context.Cause(ctx); err != nil {
-		return &Error{Op: "watch", Service: key, Err: err}
+		return nil, &Error{Op: "watch", Service: key, Err: err}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.services == nil {
-		return &Error{Op: "watch", Service: key, Err: ErrClosed}
+		return nil, &Error{Op: "watch", Service: key, Err: ErrClosed}
 	}
 	s := m.service(key)
 	w := &memWatch{fn: fn}
 	fn(s.eps, true)
 	s.watchers[w] = struct{}{}
-	w.stop = context.AfterFunc(ctx, func() { m.endWatch(key, w) })
-	return nil
+	return func() { m.endWatch(key, w) }, nil
 }
 
 func (m *Memory) endWatch(key string, w *memWatch) {
@@ -210,7 +209,6 @@ func (m *Memory) Close() error {
 			r.live = false
 		}
 		for w := range s.watchers {
-			w.stop()
 			w.fn(nil, false)
 		}
 	}

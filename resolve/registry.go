@@ -55,7 +55,10 @@ type RegistryConfig struct {
 	//
 	// MaxConns bounds the client connections (if zero, 4096) and
 	// MaxConnsPerAddr those from one address, counting the handshakes of
-	// an address a QUIC Retry proved (if zero, 32).
+	// an address a QUIC Retry proved (if zero, 32). An address at its
+	// limit must prove itself with a Retry, and is then refused before its
+	// handshake (CONNECTION_REFUSED, which a client reads as LimitHandshakes);
+	// a connection over either limit that got through is closed at once.
 	MaxConns, MaxConnsPerAddr int
 	// MaxHandshakes bounds the QUIC handshakes in progress (if zero, 512).
 	// Once RetryThreshold are in progress (if zero, 32; if negative,
@@ -425,7 +428,7 @@ func (r *Registry) accept(ln *quic.Listener) {
 		}
 		handshaken(qc)
 		scope := udpAddrScope(qc.RemoteAddr())
-		c := &registryConn{r: r, qc: qc, scope: scope, watches: make(map[uint64]context.CancelFunc)}
+		c := &registryConn{r: r, qc: qc, scope: scope, watches: make(map[uint64]func())}
 		r.mu.Lock()
 		if r.closed {
 			r.mu.Unlock()

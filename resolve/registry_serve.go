@@ -24,8 +24,8 @@ type registryConn struct {
 	scope  netip.Addr // what MaxConnsPerAddr counts it under (addrScope)
 
 	mu      sync.Mutex
-	leases  int                           // live leases made over this conn
-	watches map[uint64]context.CancelFunc // by the Watch request's ID
+	leases  int               // live leases made over this conn
+	watches map[uint64]func() // each watch's stop, by the Watch request's ID
 }
 
 // writeTimeout bounds how long the registry waits on a client that reads
@@ -74,6 +74,10 @@ func (c *registryConn) serveStream(ctx context.Context, str *quic.Stream) {
 	defer cancel()
 	w := regwire.NewWriter(deadlineWriter{str})
 	pushes := &watchPusher{c: c, ctx: ctx, w: w}
+	defer func() {
+		cancel() // first, so that the pusher sends nothing more
+		pushes.endAll()
+	}()
 	br := bufio.NewReaderSize(str, 16<<10)
 	var buf []byte
 	for {
@@ -146,12 +150,7 @@ func (c *registryConn) handle(ctx context.Context, f *regwire.Frame, pushes *wat
 	case regwire.TypeWatch:
 		return c.watch(ctx, f, pushes)
 	case regwire.TypeUnwatch:
-		c.mu.Lock()
-		stop := c.watches[f.ID]
-		c.mu.Unlock()
-		if stop != nil {
-			stop()
-		}
+		c.unwatch(f.ID)
 		return nil // the watch's end sends the closing OK
 	}
 	return errorFrame(f.ID, regwire.CodeInvalid, fmt.Sprintf("type %#x is not a request", f.Type))

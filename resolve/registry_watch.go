@@ -11,8 +11,11 @@ import (
 // view (Memory, or a Health over it) calls a function with each new set,
 // under its lock, and that function only notes the set for the stream's
 // watchPusher, which writes it. 40,960 watches once left 41k goroutines
-// behind for a minute after their clients left; now a client's watches
-// end with its connection, and leave nothing running.
+// behind for a minute after their clients left; now a stream's watches
+// end with it, one after another from its own goroutine, and leave
+// nothing running (ending each through a context.AfterFunc would start
+// one goroutine per watch: thousands at once, whose records the runtime
+// keeps for good).
 
 func (c *registryConn) watch(ctx context.Context, f *regwire.Frame, pushes *watchPusher) *regwire.Frame {
 	r := c.r
@@ -30,19 +33,18 @@ func (c *registryConn) watch(ctx context.Context, f *regwire.Frame, pushes *watc
 		c.mu.Unlock()
 		return r.refuse(f.ID, &LimitError{Limit: LimitWatches, Max: r.cfg.MaxWatches})
 	}
-	wctx, stop := context.WithCancel(ctx)
-	c.watches[f.ID] = stop
+	c.watches[f.ID] = nil // taken; its stop follows
 	c.mu.Unlock()
 	ended := func() {
 		c.mu.Lock()
 		delete(c.watches, f.ID)
 		c.mu.Unlock()
+		pushes.forget(f.ID)
 		r.watches.Add(-1)
-		stop()
 	}
 	pushes.start()
 	// The view calls this under its lock: it only notes what to send.
-	err := r.view.watchFunc(wctx, f.Service, func(eps []Endpoint, ok bool) {
+	stop, err := r.view.watchFunc(ctx, f.Service, func(eps []Endpoint, ok bool) {
 		if !ok {
 			ended()
 		}
@@ -52,7 +54,23 @@ func (c *registryConn) watch(ctx context.Context, f *regwire.Frame, pushes *watc
 		ended() // the view calls nothing when it refuses
 		return errorAnswer(f.ID, err)
 	}
+	c.mu.Lock()
+	if _, live := c.watches[f.ID]; live {
+		c.watches[f.ID] = stop
+		pushes.own(f.ID)
+	}
+	c.mu.Unlock()
 	return nil
+}
+
+// unwatch ends the watch id, if it is open. The caller holds no lock.
+func (c *registryConn) unwatch(id uint64) {
+	c.mu.Lock()
+	stop := c.watches[id]
+	c.mu.Unlock()
+	if stop != nil {
+		stop() // the watch's end, in the view, sends the closing OK
+	}
 }
 
 // watchPusher writes the sets of one stream's watches, from one goroutine
@@ -68,6 +86,7 @@ type watchPusher struct {
 	order   []uint64 // watch IDs with something to send, first come first
 	pending map[uint64]watchPush
 	wake    chan struct{}
+	owned   map[uint64]struct{} // the watches opened on this stream
 }
 
 type watchPush struct {
@@ -88,6 +107,34 @@ func (p *watchPusher) start() {
 	p.pending = make(map[uint64]watchPush)
 	p.wake = make(chan struct{}, 1)
 	p.c.r.wg.Go(p.run)
+}
+
+func (p *watchPusher) own(id uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.owned == nil {
+		p.owned = make(map[uint64]struct{})
+	}
+	p.owned[id] = struct{}{}
+}
+
+func (p *watchPusher) forget(id uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.owned, id)
+}
+
+// endAll ends the stream's watches, when it has ended.
+func (p *watchPusher) endAll() {
+	p.mu.Lock()
+	ids := make([]uint64, 0, len(p.owned))
+	for id := range p.owned {
+		ids = append(ids, id)
+	}
+	p.mu.Unlock()
+	for _, id := range ids {
+		p.c.unwatch(id)
+	}
 }
 
 // push notes a watch's newest set, or its end (ok false). It runs under

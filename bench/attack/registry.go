@@ -1,0 +1,794 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/sal"
+)
+
+// The registry target: roam-registry, built from this module and run with
+// its defaults (health probes on), attacked by one peer from 127.0.0.2
+// (and on, with -sources) while the honest client works from 127.0.0.1.
+
+var registryBin = flag.String("registry-bin", "", "roam-registry binary to attack (default: built from this module)")
+
+type registryTarget struct {
+	once sync.Once
+	bin  string
+	err  error
+}
+
+func (t *registryTarget) attacks(o *options) []attack {
+	return []attack{
+		{name: "initials", handshakeFlood: true, run: attackInitials,
+			about: "spoofable QUIC Initials (random connection IDs, undecryptable payload) at 10k/s (5k/s with -quick); the registry answers with stateless Retries once 32 handshakes are in progress"},
+		{name: "conns", handshakeFlood: true, run: attackConns,
+			about: "QUIC connections from one address, 16 dials at a time, each held while the registry lets it live"},
+		{name: "leases", run: attackLeases,
+			about: fmt.Sprintf("%d registrations under fresh keys at addresses that never answer, held, then withdrawn", pick(o.quick, 4000, 20000))},
+		{name: "churn", run: attackChurn, holds: "the names, each bound to its key for a day (at most 16,384)",
+			about: "register-and-withdraw under fresh keys and fresh plain names, as fast as 4 workers go"},
+		{name: "watches", run: attackWatches,
+			about: fmt.Sprintf("%d watches of distinct names, then the clients leave", pick(o.quick, 8192, 40960))},
+		{name: "dead", run: attackDead, minDuration: 20 * time.Second,
+			about: "3,000 registrations under fresh keys at addresses that never answer, then a real provider (a sal Host in a process of its own) registers, is answered, and is SIGKILLed"},
+	}
+}
+
+func (t *registryTarget) build() (string, error) {
+	t.once.Do(func() {
+		if *registryBin != "" {
+			t.bin = *registryBin
+			return
+		}
+		dir, err := os.MkdirTemp("", "attack")
+		if err != nil {
+			t.err = err
+			return
+		}
+		t.bin = filepath.Join(dir, "roam-registry")
+		out, err := exec.Command("go", "build", "-o", t.bin, "github.com/roamnet/roam/resolve/cmd/roam-registry").CombinedOutput()
+		if err != nil {
+			t.err = fmt.Errorf("go build roam-registry: %w: %s", err, out)
+		}
+	})
+	return t.bin, t.err
+}
+
+// registryVictim is one roam-registry process and the honest client's
+// provider.
+type registryVictim struct {
+	cmd    *exec.Cmd
+	exited chan struct{}
+	addr   string // host:port
+	pin    resolve.Fingerprint
+	url    string
+	debug  string // http://host:port
+
+	honestHost *sal.Host // answers the registry's probes for the honest services
+	honestKey  ed25519.PrivateKey
+	provider   *resolve.RegistryClient // keeps honestService registered
+}
+
+func (t *registryTarget) start(ctx context.Context, o *options) (victim, error) {
+	bin, err := t.build()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-debug", "127.0.0.1:0")
+	cmd.Stderr = os.Stderr
+	lines, exited, err := startProcess(cmd, "roam-registry: serving ", "roam-registry: debug at ")
+	if err != nil {
+		return nil, err
+	}
+	v := &registryVictim{cmd: cmd, exited: exited, url: lines[0], debug: strings.TrimSuffix(lines[1], "/debug/vars")}
+	o.logf("victim at %s, debug at %s", v.url, v.debug)
+	u, err := url.Parse(v.url)
+	if err == nil {
+		v.addr = u.Host
+		v.pin, err = resolve.ParseFingerprint(u.Query().Get("key"))
+	}
+	if err == nil {
+		_, v.honestKey, err = ed25519.GenerateKey(rand.Reader)
+	}
+	if err == nil {
+		v.honestHost, err = sal.NewHost(sal.Config{Resolver: resolve.NewMemory(), ListenAddr: "127.0.0.1:0", Key: v.honestKey})
+	}
+	for _, service := range []string{honestService, roundService} {
+		if err == nil {
+			_, err = v.honestHost.Listen(ctx, service)
+		}
+	}
+	if err == nil {
+		v.provider, err = v.client("127.0.0.1:0", v.honestKey)
+	}
+	if err == nil {
+		_, err = v.provider.Register(ctx, honestService, resolve.Endpoint{Addr: v.honestHost.LocalAddr()})
+	}
+	if err != nil {
+		v.close()
+		return nil, err
+	}
+	// The registry's prober finds the provider within a second and keeps
+	// a connection to it: part of the baseline.
+	time.Sleep(2 * time.Second)
+	return v, nil
+}
+
+// The honest client's services: one a provider keeps registered all along,
+// one that each round registers and withdraws.
+const (
+	honestService = "honest.attack"
+	roundService  = "round.attack"
+)
+
+// startProcess starts cmd and returns the stdout lines that begin with
+// prefixes, in order, with the prefixes cut off.
+func startProcess(cmd *exec.Cmd, prefixes ...string) ([]string, chan struct{}, error) {
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, nil, err
+	}
+	exited := make(chan struct{})
+	found := make(chan []string, 1)
+	go func() {
+		defer close(exited)
+		sc := bufio.NewScanner(stdout)
+		var got []string
+		for sc.Scan() {
+			if len(got) < len(prefixes) {
+				if s, ok := strings.CutPrefix(sc.Text(), prefixes[len(got)]); ok {
+					if got = append(got, s); len(got) == len(prefixes) {
+						found <- got
+					}
+				}
+			}
+		}
+		io.Copy(io.Discard, stdout)
+		cmd.Wait()
+	}()
+	select {
+	case lines := <-found:
+		return lines, exited, nil
+	case <-exited:
+		return nil, nil, fmt.Errorf("%s exited before printing %q", cmd.Path, prefixes)
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		return nil, nil, fmt.Errorf("%s printed no %q within 30 s", cmd.Path, prefixes)
+	}
+}
+
+func (v *registryVictim) close() error {
+	if v.provider != nil {
+		v.provider.Close()
+	}
+	if v.honestHost != nil {
+		v.honestHost.Close()
+	}
+	v.cmd.Process.Kill()
+	<-v.exited
+	return nil
+}
+
+// client opens a registry client from local ("127.0.0.2:0"; "" for any).
+func (v *registryVictim) client(local string, signer ed25519.PrivateKey) (*resolve.RegistryClient, error) {
+	cfg := resolve.RegistryClientConfig{Key: v.pin, LocalAddr: local}
+	if signer != nil {
+		cfg.Signer = signer
+	}
+	return resolve.NewRegistryClient(v.addr, cfg)
+}
+
+// honest registers, looks up and watches, on a fresh connection from
+// 127.0.0.1, as a provider that starts would, then withdraws.
+func (v *registryVictim) honest(ctx context.Context) error {
+	c, err := v.client("127.0.0.1:0", v.honestKey)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	reg, err := c.Register(ctx, roundService, resolve.Endpoint{Addr: v.honestHost.LocalAddr()})
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	defer reg.Close()
+	want := func(eps []resolve.Endpoint) bool { return len(eps) == 1 && eps[0].Addr == v.honestHost.LocalAddr() }
+	eps, err := c.Resolve(ctx, roundService)
+	if err != nil {
+		return fmt.Errorf("resolve: %w", err)
+	}
+	if !want(eps) {
+		return fmt.Errorf("resolve answered %v", eps)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	ch, err := c.Watch(wctx, honestService)
+	if err != nil {
+		return fmt.Errorf("watch: %w", err)
+	}
+	select {
+	case eps := <-ch:
+		if !want(eps) {
+			return fmt.Errorf("watch started with %v", eps)
+		}
+	case <-ctx.Done():
+		return fmt.Errorf("watch: no first set: %w", ctx.Err())
+	}
+	return nil
+}
+
+// debugVars is what roam-registry -debug serves.
+type debugVars struct {
+	Registry resolve.RegistryStats `json:"registry"`
+	Process  struct {
+		Goroutines int    `json:"goroutines"`
+		HeapLive   uint64 `json:"heap_live_bytes"`
+		RSS        uint64 `json:"rss_bytes"`
+	} `json:"process"`
+}
+
+func (v *registryVictim) get(ctx context.Context, path string, into any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.debug+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(into)
+}
+
+func (v *registryVictim) sample(ctx context.Context, collect bool) (sample, error) {
+	var d debugVars
+	var err error
+	if collect {
+		err = v.get(ctx, "/debug/gc", &d.Process)
+	} else {
+		err = v.get(ctx, "/debug/vars", &d)
+	}
+	return sample{goroutines: d.Process.Goroutines, heapLive: d.Process.HeapLive, rss: d.Process.RSS}, err
+}
+
+func (v *registryVictim) refusals(ctx context.Context) (map[string]uint64, error) {
+	var d debugVars
+	if err := v.get(ctx, "/debug/vars", &d); err != nil {
+		return nil, err
+	}
+	l := d.Registry.Limits
+	return map[string]uint64{
+		"handshakes": l.HandshakesRefused, "retries": l.Retries,
+		"conns": l.ConnsRefused, "conns/addr": l.ConnsRefusedAddr,
+		"leases": l.LeasesRefused, "leases/key": l.LeasesRefusedKey, "leases/conn": l.LeasesRefusedConn,
+		"endpoints": l.EndpointsRefused,
+		"watches":   l.WatchesRefused, "watches/conn": l.WatchesRefusedConn,
+		"names released early": l.NamesReleasedEarly,
+	}, nil
+}
+
+// attackerAddr is the i-th loopback address the attacker sends from.
+func attackerAddr(o *options, i int) string {
+	return fmt.Sprintf("127.0.0.%d", 2+i%max(1, o.sources))
+}
+
+// refusedCounts counts the errors an attacker got, by limit.
+type refusedCounts struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (r *refusedCounts) add(err error) {
+	key := "other"
+	if le := (*resolve.LimitError)(nil); errors.As(err, &le) {
+		key = string(le.Limit)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n == nil {
+		r.n = make(map[string]int)
+	}
+	r.n[key]++
+}
+
+func (r *refusedCounts) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.n) == 0 {
+		return "nothing refused"
+	}
+	var parts []string
+	for k, n := range r.n {
+		parts = append(parts, fmt.Sprintf("%d %s", n, k))
+	}
+	return "refused: " + strings.Join(parts, ", ")
+}
+
+// fakeInitial is a QUIC v1 Initial with a random connection ID and a
+// payload nobody can decrypt: a server that keeps state for it until the
+// handshake times out is open to a flood of them from spoofed addresses.
+func fakeInitial(p []byte) []byte {
+	p = p[:1200]
+	rand.Read(p)
+	p[0] = 0xc3 // long header, fixed bit, Initial, 4-byte packet number
+	binary.BigEndian.PutUint32(p[1:], 1)
+	p[5] = 16 // destination connection ID length; 16 random bytes follow
+	p[22] = 8 // source connection ID length; 8 random bytes follow
+	p[31] = 0 // no token
+	binary.BigEndian.PutUint16(p[32:], uint16(len(p)-34)|0x4000)
+	return p
+}
+
+func attackInitials(ctx context.Context, v victim, o *options) (outcome, error) {
+	rv := v.(*registryVictim)
+	to, err := net.ResolveUDPAddr("udp", rv.addr)
+	if err != nil {
+		return outcome{}, err
+	}
+	rate := pick(o.quick, 5000, 10000)
+	var socks []*net.UDPConn
+	for i := range 8 * max(1, o.sources) {
+		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(attackerAddr(o, i))})
+		if err != nil {
+			return outcome{}, err
+		}
+		defer pc.Close()
+		socks = append(socks, pc)
+	}
+	// 100 bursts a second; each socket sends its share, and a fresh
+	// socket (a fresh port) every burst would not change what the
+	// registry sees: every Initial carries a connection ID of its own.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	buf := make([]byte, 1200)
+	sent := 0
+	start := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			took := time.Since(start).Seconds()
+			return outcome{did: fmt.Sprintf("%d fake Initials, %.0f/s", sent, float64(sent)/took)}, nil
+		case <-tick.C:
+		}
+		for i := range rate / 100 {
+			if _, err := socks[i%len(socks)].WriteToUDP(fakeInitial(buf), to); err == nil {
+				sent++
+			}
+		}
+	}
+}
+
+func attackConns(ctx context.Context, v victim, o *options) (outcome, error) {
+	rv := v.(*registryVictim)
+	to, err := net.ResolveUDPAddr("udp", rv.addr)
+	if err != nil {
+		return outcome{}, err
+	}
+	var transports []*quic.Transport
+	for i := range max(1, o.sources) {
+		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(attackerAddr(o, i))})
+		if err != nil {
+			return outcome{}, err
+		}
+		tr := &quic.Transport{Conn: pc}
+		defer pc.Close()
+		defer tr.Close()
+		transports = append(transports, tr)
+	}
+	tlsConf := &tls.Config{NextProtos: []string{"roam-registry/1"}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
+	var dialed, live, peak atomic.Int64
+	var refused refusedCounts
+	var wg sync.WaitGroup
+	var held sync.WaitGroup
+	for w := range 16 {
+		tr := transports[w%len(transports)]
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				qc, err := tr.Dial(dctx, to, tlsConf, &quic.Config{KeepAlivePeriod: 2 * time.Second})
+				cancel()
+				if err != nil {
+					if ctx.Err() == nil {
+						refused.add(limitOf(err))
+					}
+					continue
+				}
+				dialed.Add(1)
+				n := live.Add(1)
+				for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+				}
+				held.Go(func() {
+					defer live.Add(-1)
+					select {
+					case <-qc.Context().Done():
+						refused.add(limitOf(context.Cause(qc.Context())))
+					case <-ctx.Done():
+						qc.CloseWithError(0, "")
+					}
+				})
+				// A connection the registry refuses is closed at once;
+				// give it the time to say so before the next dial.
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	held.Wait()
+	return outcome{did: fmt.Sprintf("%d connections made, at most %d alive at once; %s", dialed.Load(), peak.Load(), &refused)}, nil
+}
+
+// limitOf turns the registry's close of a raw QUIC connection into the
+// LimitError a RegistryClient would make of it.
+func limitOf(err error) error {
+	var ae *quic.ApplicationError
+	if errors.As(err, &ae) && ae.Remote && ae.ErrorCode == 3 {
+		limit := ae.ErrorMessage
+		if _, rest, ok := strings.Cut(strings.TrimPrefix(limit, "limit "), " "); ok {
+			limit = rest
+		}
+		return &resolve.LimitError{Limit: resolve.Limit(limit)}
+	}
+	var te *quic.TransportError
+	if errors.As(err, &te) && te.Remote && te.ErrorCode == quic.ConnectionRefused {
+		return &resolve.LimitError{Limit: resolve.LimitHandshakes}
+	}
+	return err
+}
+
+// sinks are UDP sockets that read everything and answer nothing: the
+// addresses of registrations whose probes must time out.
+type sinks struct {
+	conns []*net.UDPConn
+	wg    sync.WaitGroup
+}
+
+func openSinks(n int) (*sinks, error) {
+	s := &sinks{}
+	for range n {
+		pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 250)})
+		if err != nil {
+			s.close()
+			return nil, err
+		}
+		s.conns = append(s.conns, pc)
+		s.wg.Go(func() {
+			buf := make([]byte, 2048)
+			for {
+				if _, _, err := pc.ReadFrom(buf); err != nil {
+					return
+				}
+			}
+		})
+	}
+	return s, nil
+}
+
+func (s *sinks) addr(i int) netip.AddrPort {
+	return s.conns[i%len(s.conns)].LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+func (s *sinks) close() {
+	for _, pc := range s.conns {
+		pc.Close()
+	}
+	s.wg.Wait()
+}
+
+// flood registers up to n endpoints under fresh keys, at sink addresses,
+// with workers clients at a time from the attacker's addresses, each
+// client used until the registry refuses it more leases. It returns the
+// clients that hold the leases, which the caller closes (withdrawing).
+func flood(ctx context.Context, rv *registryVictim, o *options, n, workers int, name func(i int, fp resolve.Fingerprint) string,
+	at func(i int) netip.AddrPort, refused *refusedCounts) (made int, clients []*resolve.RegistryClient) {
+	var mu sync.Mutex
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			var c *resolve.RegistryClient
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if c == nil {
+					var err error
+					if c, err = rv.client(attackerAddr(o, w)+":0", nil); err != nil {
+						refused.add(err)
+						return
+					}
+					mu.Lock()
+					clients = append(clients, c)
+					mu.Unlock()
+				}
+				_, key, _ := ed25519.GenerateKey(rand.Reader)
+				fp, _ := resolve.FingerprintOf(key.Public())
+				_, err := c.RegisterSigned(ctx, name(i, fp), resolve.Endpoint{Addr: at(i)}, key)
+				if err == nil {
+					mu.Lock()
+					made++
+					mu.Unlock()
+					continue
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				refused.add(err)
+				var le *resolve.LimitError
+				switch {
+				case errors.As(err, &le) && le.Limit == resolve.LimitLeasesPerConn:
+					c = nil // a new connection, for more
+				case errors.As(err, &le) && le.Limit != resolve.LimitLeasesPerKey:
+					// The address (or the registry) is full: waiting is all
+					// that is left, and the registry says so again.
+					select {
+					case <-ctx.Done():
+					case <-time.After(100 * time.Millisecond):
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return made, clients
+}
+
+func closeAll(clients []*resolve.RegistryClient) {
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Go(func() { c.Close() })
+	}
+	wg.Wait()
+}
+
+func selfCertifying(prefix string) func(int, resolve.Fingerprint) string {
+	return func(i int, fp resolve.Fingerprint) string { return fmt.Sprintf("rk--%s.%s%d", fp, prefix, i) }
+}
+
+func attackLeases(ctx context.Context, v victim, o *options) (outcome, error) {
+	rv := v.(*registryVictim)
+	s, err := openSinks(16)
+	if err != nil {
+		return outcome{}, err
+	}
+	defer s.close()
+	var refused refusedCounts
+	n := pick(o.quick, 4000, 20000)
+	made, clients := flood(ctx, rv, o, n, 8, selfCertifying("lease"), s.addr, &refused)
+	<-ctx.Done() // hold them to the end
+	closeAll(clients)
+	return outcome{did: fmt.Sprintf("%d of %d leases made over %d connections; %s", made, n, len(clients), &refused)}, nil
+}
+
+func attackChurn(ctx context.Context, v victim, o *options) (outcome, error) {
+	rv := v.(*registryVictim)
+	var refused refusedCounts
+	var made atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			c, err := rv.client(attackerAddr(o, w)+":0", nil)
+			if err != nil {
+				refused.add(err)
+				return
+			}
+			defer c.Close()
+			for i := 0; ctx.Err() == nil; i++ {
+				_, key, _ := ed25519.GenerateKey(rand.Reader)
+				reg, err := c.RegisterSigned(ctx, fmt.Sprintf("churn%d-%d.attack", w, i), resolve.Endpoint{Addr: netip.MustParseAddrPort("127.0.0.250:9")}, key)
+				if err != nil {
+					if ctx.Err() == nil {
+						refused.add(err)
+					}
+					continue
+				}
+				reg.Close()
+				made.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	out := outcome{did: fmt.Sprintf("%d names registered and withdrawn; %s", made.Load(), &refused)}
+	var d debugVars
+	if err := rv.get(context.Background(), "/debug/vars", &d); err == nil {
+		out.extra = fmt.Sprintf("%d names held for their keys, %d released early", d.Registry.HeldNames, d.Registry.Limits.NamesReleasedEarly)
+	}
+	return out, nil
+}
+
+func attackWatches(ctx context.Context, v victim, o *options) (outcome, error) {
+	rv := v.(*registryVictim)
+	n := pick(o.quick, 8192, 40960)
+	var refused refusedCounts
+	var made, next atomic.Int64
+	var mu sync.Mutex
+	var clients []*resolve.RegistryClient
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			var c *resolve.RegistryClient
+			for ctx.Err() == nil {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				if c == nil {
+					var err error
+					if c, err = rv.client(attackerAddr(o, w)+":0", nil); err != nil {
+						refused.add(err)
+						return
+					}
+					mu.Lock()
+					clients = append(clients, c)
+					mu.Unlock()
+				}
+				_, err := c.Watch(ctx, fmt.Sprintf("w%d.attack", i))
+				if err == nil {
+					made.Add(1)
+					continue
+				}
+				if ctx.Err() != nil {
+					return
+				}
+				refused.add(err)
+				var le *resolve.LimitError
+				if errors.As(err, &le) && le.Limit == resolve.LimitWatchesPerConn {
+					c = nil
+				} else if errors.As(err, &le) {
+					select {
+					case <-ctx.Done():
+					case <-time.After(100 * time.Millisecond):
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	<-ctx.Done() // the clients leave when the attack ends
+	closeAll(clients)
+	return outcome{did: fmt.Sprintf("%d of %d watches opened over %d connections; %s", made.Load(), n, len(clients), &refused)}, nil
+}
+
+// envProvider makes this program a provider process: it serves the
+// service it names through $ROAM_RESOLVER, prints its address, and runs
+// until killed.
+const envProvider = "ROAM_ATTACK_PROVIDER"
+
+func init() {
+	if service := os.Getenv(envProvider); service != "" {
+		if err := provide(service); err != nil {
+			fmt.Fprintln(os.Stderr, "provider:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+}
+
+func provide(service string) error {
+	h, err := sal.NewHost(sal.Config{ListenAddr: "127.0.0.1:0"}) // resolver from $ROAM_RESOLVER
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	l, err := h.Listen(ctx, service) // registered with the registry when it returns
+	cancel()
+	if err != nil {
+		return err
+	}
+	fmt.Println("ready", h.LocalAddr())
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		c.Close()
+	}
+}
+
+func attackDead(ctx context.Context, v victim, o *options) (outcome, error) {
+	rv := v.(*registryVictim)
+	s, err := openSinks(16)
+	if err != nil {
+		return outcome{}, err
+	}
+	defer s.close()
+	var refused refusedCounts
+	const dead = 3000
+	made, clients := flood(ctx, rv, o, dead, 8, selfCertifying("dead"), s.addr, &refused)
+	defer closeAll(clients)
+	out := outcome{did: fmt.Sprintf("%d of %d dead registrations; %s", made, dead, &refused)}
+
+	// The provider registers after the flood, in a process of its own.
+	const service = "provider.attack"
+	self, err := os.Executable()
+	if err != nil {
+		return out, err
+	}
+	provider := exec.Command(self)
+	provider.Env = append(os.Environ(), envProvider+"="+service, resolve.EnvResolver+"="+rv.url)
+	provider.Stderr = os.Stderr
+	lines, exited, err := startProcess(provider, "ready ")
+	if err != nil {
+		return out, err
+	}
+	defer func() { provider.Process.Kill(); <-exited }()
+	watcher, err := rv.client("127.0.0.1:0", nil)
+	if err != nil {
+		return out, err
+	}
+	defer watcher.Close()
+	ch, err := watcher.Watch(ctx, service)
+	if err != nil {
+		return out, err
+	}
+	// Answered, and probed for a few seconds: the registry knows it as
+	// one that answers.
+	if err := waitSet(ctx, ch, func(eps []resolve.Endpoint) bool { return len(eps) == 1 && eps[0].Addr.String() == lines[0] }); err != nil {
+		return out, fmt.Errorf("the provider never showed: %w", err)
+	}
+	select {
+	case <-ctx.Done():
+		return out, nil
+	case <-time.After(3 * time.Second):
+	}
+	provider.Process.Kill() // SIGKILL: no withdrawal, its lease lives on
+	killed := time.Now()
+	if err := waitSet(ctx, ch, func(eps []resolve.Endpoint) bool { return len(eps) == 0 }); err != nil {
+		out.missed = fmt.Sprintf("crashed provider still answered %.1f s after the kill", time.Since(killed).Seconds())
+		return out, nil
+	}
+	took := time.Since(killed)
+	out.extra = fmt.Sprintf("crashed provider out of answers %.1f s after SIGKILL", took.Seconds())
+	if took > 5*time.Second {
+		out.missed = out.extra + " (target 5 s)"
+	}
+	<-ctx.Done()
+	return out, nil
+}
+
+// waitSet waits for a set that ok accepts.
+func waitSet(ctx context.Context, ch <-chan []resolve.Endpoint, ok func([]resolve.Endpoint) bool) error {
+	for {
+		select {
+		case eps, open := <-ch:
+			if !open {
+				return errors.New("watch ended")
+			}
+			if ok(eps) {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
