@@ -78,7 +78,7 @@ type attack struct {
 	// holds, when set, says what the victim keeps of the attack by
 	// design, so that its heap need not come back to the baseline.
 	holds string
-	run         func(ctx context.Context, v victim, o *options) (outcome, error)
+	run   func(ctx context.Context, v victim, o *options) (outcome, error)
 }
 
 // outcome is what an attack reports of itself.
