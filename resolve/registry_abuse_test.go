@@ -147,8 +147,9 @@ func TestRegistryLimitsRefuseWithTypedErrors(t *testing.T) {
 		cfg   resolve.RegistryConfig
 		stat  func(resolve.RegistryLimitStats) uint64
 	}{
-		// An address at its limit must prove itself with a Retry, and is
-		// then refused before its handshake: CONNECTION_REFUSED.
+		// An address at its limit must prove itself (with a Retry, or the
+		// token of an earlier connection), and is then refused before its
+		// handshake: CONNECTION_REFUSED.
 		{"connections per address", resolve.LimitHandshakes, resolve.RegistryConfig{MaxConnsPerAddr: 2},
 			func(s resolve.RegistryLimitStats) uint64 { return s.ConnsRefusedAddr }},
 		{"connections", resolve.LimitConns, resolve.RegistryConfig{MaxConns: 2},
@@ -167,9 +168,6 @@ func TestRegistryLimitsRefuseWithTypedErrors(t *testing.T) {
 			requireLimit(t, err, tc.limit)
 			require.ErrorIs(t, err, resolve.ErrUnavailable, "the registry is not there for this client")
 			require.Positive(t, tc.stat(r.Stats().Limits)) // one per Initial the client sent
-			if tc.limit == resolve.LimitHandshakes {
-				require.Positive(t, r.Stats().Limits.Retries)
-			}
 			// A connection that ends gives its place back.
 			require.NoError(t, clients[0].Close())
 			require.Eventually(t, func() bool {
@@ -399,4 +397,25 @@ func TestRegistryDeadRegistrationsDoNotStarveProbes(t *testing.T) {
 	took := time.Since(start)
 	t.Logf("crashed provider out of answers after %v beside %d dead registrations", took, dead)
 	require.Less(t, took, 5*time.Second)
+}
+
+// A client of a registry that the process reached before presents the
+// address-validation token it got, and skips the Retry that a registry
+// under a flood asks of unknown clients (and whose queue, under a flood,
+// drops Initials: beside 10k fake Initials/s, fresh clients kept 21% of
+// their calm rate, and 88% with the token).
+func TestRegistryClientSkipsRetryWithToken(t *testing.T) {
+	r := startRegistry(t, resolve.RegistryConfig{RetryThreshold: -1}) // a Retry for every unknown client
+	ctx := context.Background()
+	_, err := registryClient(t, r, nil).Resolve(ctx, "x.demo")
+	require.ErrorIs(t, err, resolve.ErrNotFound)
+	retries := r.Stats().Limits.Retries
+	require.Positive(t, retries, "the first contact proves its address")
+	for range 3 {
+		c := registryClient(t, r, nil)
+		_, err := c.Resolve(ctx, "x.demo")
+		require.ErrorIs(t, err, resolve.ErrNotFound)
+		require.NoError(t, c.Close())
+	}
+	require.Equal(t, retries, r.Stats().Limits.Retries, "later clients present a token")
 }

@@ -349,18 +349,42 @@ func (c *RegistryClient) dial(ctx context.Context) (*regSession, error) {
 }
 
 func (c *RegistryClient) quicConfig() *quic.Config {
+	var qc *quic.Config
 	if c.cfg.QUIC != nil {
-		return c.cfg.QUIC.Clone()
+		qc = c.cfg.QUIC.Clone()
+	} else {
+		// Keep-alives well inside the idle timeout make a dead registry
+		// show up as a closed connection within a lease, even with no
+		// renewal due.
+		qc = &quic.Config{
+			MaxIdleTimeout:        6 * time.Second,
+			KeepAlivePeriod:       2 * time.Second,
+			MaxIncomingStreams:    -1,
+			MaxIncomingUniStreams: -1,
+		}
 	}
-	// Keep-alives well inside the idle timeout make a dead registry show up
-	// as a closed connection within a lease, even with no renewal due.
-	return &quic.Config{
-		MaxIdleTimeout:        6 * time.Second,
-		KeepAlivePeriod:       2 * time.Second,
-		MaxIncomingStreams:    -1,
-		MaxIncomingUniStreams: -1,
+	if qc.TokenStore == nil {
+		qc.TokenStore = registryTokens{addr: c.addr}
 	}
+	return qc
 }
+
+// tokenStore keeps the address-validation tokens that registries hand out
+// (NEW_TOKEN), by registry address, for every RegistryClient in the
+// process. A client that reconnects, or a new one to a registry that the
+// process reached before, presents one and skips the Retry that a
+// registry under a flood of Initials asks of every unknown client; a
+// Retry costs a round trip, and under a flood the registry's queue of
+// Retries to send (8 in quic-go) drops Initials, which the client then
+// resends only after its first timeout.
+var tokenStore = quic.NewLRUTokenStore(256, 4)
+
+// registryTokens is tokenStore as one registry's client sees it: quic-go
+// files tokens under the TLS server name, which every registry shares.
+type registryTokens struct{ addr string }
+
+func (t registryTokens) Put(_ string, token *quic.ClientToken) { tokenStore.Put(t.addr, token) }
+func (t registryTokens) Pop(string) *quic.ClientToken          { return tokenStore.Pop(t.addr) }
 
 func (c *RegistryClient) poke() {
 	select {
