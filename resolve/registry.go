@@ -145,6 +145,8 @@ type Registry struct {
 	owners    map[string]*binding
 	held      list.List   // names with no lease left, bound until their binding lapses, oldest first
 	pruneAt   *time.Timer // lapses the front of held
+	expiries  list.List   // the leases, the one to expire first in front
+	expireAt  *time.Timer // expires the front of expiries
 	conns     map[*registryConn]struct{}
 	servers   []*quic.Transport
 	closed    bool
@@ -169,12 +171,13 @@ type leaseKey struct {
 }
 
 type lease struct {
-	id    uint64
-	key   leaseKey
-	fp    Fingerprint  // the key its endpoint pins
-	reg   Registration // in r.mem
-	timer *time.Timer
-	owner *registryConn // counts against its MaxLeasesPerConn while it lives
+	id      uint64
+	key     leaseKey
+	fp      Fingerprint  // the key its endpoint pins
+	reg     Registration // in r.mem
+	expires time.Time
+	inLine  *list.Element // in Registry.expiries
+	owner   *registryConn // counts against its MaxLeasesPerConn while it lives
 }
 
 type binding struct {
@@ -384,11 +387,10 @@ func (r *Registry) Close() error {
 		return nil
 	}
 	r.closed = true
-	for _, l := range r.leases {
-		l.timer.Stop()
-	}
-	if r.pruneAt != nil {
-		r.pruneAt.Stop()
+	for _, t := range []*time.Timer{r.pruneAt, r.expireAt} {
+		if t != nil {
+			t.Stop()
+		}
 	}
 	conns := make([]*registryConn, 0, len(r.conns))
 	for c := range r.conns {

@@ -88,7 +88,7 @@ func (c *registryConn) register(f *regwire.Frame) *regwire.Frame {
 		r.dropLease(old, false)
 	}
 	l := &lease{id: newLeaseID(r.leases), key: k, fp: ep.Key, reg: reg, owner: c}
-	l.timer = time.AfterFunc(r.cfg.LeaseTTL, func() { r.expire(l) })
+	r.extendLocked(l)
 	r.leases[l.id] = l
 	r.byAddr[k] = l
 	r.byKey[ep.Key]++
@@ -147,8 +147,49 @@ func (r *Registry) renew(id, leaseID uint64) *regwire.Frame {
 	if l == nil || r.closed {
 		return errorFrame(id, regwire.CodeUnknownLease, "unknown lease: register again")
 	}
-	l.timer.Reset(r.cfg.LeaseTTL)
+	r.extendLocked(l)
 	return &regwire.Frame{Type: regwire.TypeLease, ID: id, Lease: l.id, TTL: r.cfg.LeaseTTL}
+}
+
+// extendLocked gives l a full LeaseTTL from now. Every lease lives as
+// long, so the leases in order of expiry are the leases in order of their
+// last registration or renewal: a list, and one timer for its front. A
+// timer per lease cost more, and a stopped timer can linger in the
+// runtime's heap, with all it refers to, long after its lease ended.
+// r.mu must be held.
+func (r *Registry) extendLocked(l *lease) {
+	l.expires = time.Now().Add(r.cfg.LeaseTTL)
+	if l.inLine == nil {
+		l.inLine = r.expiries.PushBack(l)
+	} else {
+		r.expiries.MoveToBack(l.inLine)
+	}
+	switch {
+	case r.expireAt == nil:
+		r.expireAt = time.AfterFunc(r.cfg.LeaseTTL, r.expireDue)
+	case r.expiries.Len() == 1:
+		r.expireAt.Reset(r.cfg.LeaseTTL)
+	}
+}
+
+// expireDue drops the leases whose time has come, and waits for the next.
+// A timer that fires early (its lease was renewed) finds none due.
+func (r *Registry) expireDue() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	now := time.Now()
+	for e := r.expiries.Front(); e != nil; e = r.expiries.Front() {
+		l := e.Value.(*lease)
+		if l.expires.After(now) {
+			r.expireAt.Reset(l.expires.Sub(now))
+			return
+		}
+		r.counters.expired.Add(1)
+		r.dropLease(l, true)
+	}
 }
 
 func (r *Registry) withdraw(id, leaseID uint64) *regwire.Frame {
@@ -160,20 +201,11 @@ func (r *Registry) withdraw(id, leaseID uint64) *regwire.Frame {
 	return &regwire.Frame{Type: regwire.TypeOK, ID: id}
 }
 
-func (r *Registry) expire(l *lease) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.leases[l.id] == l {
-		r.counters.expired.Add(1)
-		r.dropLease(l, true)
-	}
-}
-
 // dropLease forgets l, withdrawing its endpoint when withdraw is set (not
 // when a newer registration of the same address superseded it, which also
 // takes its place in the name's count). r.mu must be held.
 func (r *Registry) dropLease(l *lease, withdraw bool) {
-	l.timer.Stop()
+	r.expiries.Remove(l.inLine)
 	deleteShrink(&r.leases, l.id, &r.peaks.leases)
 	if r.byAddr[l.key] == l {
 		deleteShrink(&r.byAddr, l.key, &r.peaks.byAddr)

@@ -34,7 +34,10 @@ import (
 // its defaults (health probes on), attacked by one peer from 127.0.0.2
 // (and on, with -sources) while the honest client works from 127.0.0.1.
 
-var registryBin = flag.String("registry-bin", "", "roam-registry binary to attack (default: built from this module)")
+var (
+	registryBin  = flag.String("registry-bin", "", "roam-registry binary to attack (default: built from this module)")
+	firstContact = flag.Bool("first-contact", false, "the honest client presents no address-validation token, as a process that never reached the registry before")
+)
 
 type registryTarget struct {
 	once sync.Once
@@ -207,9 +210,15 @@ func (v *registryVictim) client(local string, signer ed25519.PrivateKey) (*resol
 }
 
 // honest registers, looks up and watches, on a fresh connection from
-// 127.0.0.1, as a provider that starts would, then withdraws.
+// 127.0.0.1, as a provider that starts would, then withdraws. Like every
+// RegistryClient in a process, it presents the address-validation token
+// of an earlier connection, if it has one, unless -first-contact.
 func (v *registryVictim) honest(ctx context.Context) error {
-	c, err := v.client("127.0.0.1:0", v.honestKey)
+	cfg := resolve.RegistryClientConfig{Key: v.pin, Signer: v.honestKey, LocalAddr: "127.0.0.1:0"}
+	if *firstContact {
+		cfg.QUIC = &quic.Config{MaxIdleTimeout: 6 * time.Second, KeepAlivePeriod: 2 * time.Second, TokenStore: noTokens{}}
+	}
+	c, err := resolve.NewRegistryClient(v.addr, cfg)
 	if err != nil {
 		return err
 	}
@@ -243,6 +252,12 @@ func (v *registryVictim) honest(ctx context.Context) error {
 	}
 	return nil
 }
+
+// noTokens is a quic.TokenStore that keeps nothing.
+type noTokens struct{}
+
+func (noTokens) Put(string, *quic.ClientToken) {}
+func (noTokens) Pop(string) *quic.ClientToken  { return nil }
 
 // debugVars is what roam-registry -debug serves.
 type debugVars struct {
@@ -533,7 +548,12 @@ func flood(ctx context.Context, rv *registryVictim, o *options, n, workers int, 
 				}
 				_, key, _ := ed25519.GenerateKey(rand.Reader)
 				fp, _ := resolve.FingerprintOf(key.Public())
-				_, err := c.RegisterSigned(ctx, name(i, fp), resolve.Endpoint{Addr: at(i)}, key)
+				// Not cut short by the attack's end: a registration the
+				// registry made but the attacker did not hear of would
+				// stay until its lease ran out, after the attack.
+				rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := c.RegisterSigned(rctx, name(i, fp), resolve.Endpoint{Addr: at(i)}, key)
+				cancel()
 				if err == nil {
 					mu.Lock()
 					made++
@@ -563,10 +583,19 @@ func flood(ctx context.Context, rv *registryVictim, o *options, n, workers int, 
 	return made, clients
 }
 
+// closeAll closes clients, which withdraws their leases, 8 at a time: a
+// client whose withdrawal outlasts its 1 s timeout gives up the rest,
+// which then stay until their leases run out (15 s), as those of an
+// attacker that just leaves would.
 func closeAll(clients []*resolve.RegistryClient) {
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, 8)
 	for _, c := range clients {
-		wg.Go(func() { c.Close() })
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			c.Close()
+		})
 	}
 	wg.Wait()
 }
