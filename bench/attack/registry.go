@@ -715,14 +715,12 @@ const envProvider = "ROAM_ATTACK_PROVIDER"
 
 func init() {
 	if service := os.Getenv(envProvider); service != "" {
-		if err := provide(service); err != nil {
-			fmt.Fprintln(os.Stderr, "provider:", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+		fmt.Fprintln(os.Stderr, "provider:", provide(service))
+		os.Exit(1)
 	}
 }
 
+// provide serves service until its listener fails, and returns why.
 func provide(service string) error {
 	h, err := sal.NewHost(sal.Config{ListenAddr: "127.0.0.1:0"}) // resolver from $ROAM_RESOLVER
 	if err != nil {
