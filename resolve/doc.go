@@ -63,13 +63,17 @@
 // SAL pings) and leaves out of answers and watches the endpoints that
 // failed HealthConfig.Failures probes in a row, until one succeeds: a
 // provider that crashed without withdrawing is gone from answers within
-// Interval*Failures+Timeout (4 s by default), long before its lease ends.
-// When every endpoint is down, none is answered: Resolve fails with
-// ErrAllDown and watches get an empty set (HealthConfig.AnswerWhenAllDown
-// answers all of them instead). A Health
-// is always a Watcher (it polls a wrapped resolver that cannot watch),
-// passes registrations through, and probes a service while someone
-// resolves or watches it, or since Track. Status reports each endpoint.
+// Interval*Failures plus its probe deadline (at most 4 s by default), long
+// before its lease ends. When every endpoint is down, none is answered:
+// Resolve fails with ErrAllDown and watches get an empty set
+// (HealthConfig.AnswerWhenAllDown answers all of them instead). Endpoints
+// that never answered a probe cannot starve those that did: they get at
+// most half of the probes in flight, fewer and fewer once down, and the
+// registering keys (at a registry, the registering addresses) take turns.
+// A Health is always a Watcher (it polls a wrapped resolver that cannot
+// watch), passes registrations through, and probes a service while
+// someone resolves or watches it, or since Track. Status reports each
+// endpoint.
 //
 // # Optional abilities
 //
