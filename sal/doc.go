@@ -33,8 +33,18 @@
 // to the next endpoint when one does not answer within
 // Config.EndpointTimeout.
 //
-// Host.DialContext has net.Dialer's shape, for http.Transport.DialContext
-// and grpc.WithContextDialer; a Listener is a net.Listener, for http.Serve.
+// Host.DialContext has net.Dialer's shape, for http.Transport.DialContext,
+// and Host.DialAddr the shape grpc.WithContextDialer takes; a Listener is a
+// net.Listener, for http.Serve and grpc.Server.Serve. gRPC needs the
+// service as a passthrough target, so that it does not look the name up in
+// DNS, and no transport security of its own (the flow is TLS 1.3):
+//
+//	cc, err := grpc.NewClient("passthrough:///grpc.demo",
+//		grpc.WithContextDialer(client.DialAddr),
+//		grpc.WithTransportCredentials(insecure.NewCredentials()))
+//
+// An Addr reads as "service:port" (the UDP port that carries the flow
+// now), so net.SplitHostPort parses a flow's LocalAddr and RemoteAddr.
 //
 // # Motion
 //
