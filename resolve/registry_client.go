@@ -445,9 +445,10 @@ func (c *RegistryClient) renewDue(s *regSession) {
 	}
 }
 
-// parseCode maps an Error answer to the resolve package's errors.
+// parseCode maps an Error answer to the resolve package's errors. The
+// answer's message repeats the code's own text ("resolve: not found"),
+// which the error says already: only what it adds is kept.
 func parseCode(f *regwire.Frame) error {
-	msg := strings.TrimPrefix(f.Message, "resolve: ")
 	var base error
 	switch f.Code {
 	case regwire.CodeNotFound:
@@ -466,6 +467,14 @@ func parseCode(f *regwire.Frame) error {
 		base = errUnknownLease
 	default:
 		base = ErrUnavailable
+	}
+	msg := strings.TrimPrefix(f.Message, "resolve: ")
+	name := strings.TrimPrefix(base.Error(), "resolve: ")
+	switch {
+	case msg == "" || msg == name:
+		return base
+	case strings.HasPrefix(msg, name+": "):
+		return fmt.Errorf("%w: %s", base, msg[len(name)+2:])
 	}
 	return fmt.Errorf("%w (registry: %s)", base, msg)
 }

@@ -113,6 +113,15 @@ func (d deadlineWriter) Write(p []byte) (int, error) {
 	return d.str.Write(p)
 }
 
+// wireMessage is the text an Error answer carries for err: without the
+// op and service of an *Error, which the client's own *Error names.
+func wireMessage(err error) string {
+	if e, ok := err.(*Error); ok && e.Err != nil {
+		err = e.Err
+	}
+	return err.Error()
+}
+
 func errorFrame(id uint64, code regwire.Code, msg string) *regwire.Frame {
 	if len(msg) > regwire.MaxMessage {
 		msg = msg[:regwire.MaxMessage]
@@ -129,7 +138,7 @@ func (c *registryConn) handle(ctx context.Context, f *regwire.Frame, w *regwire.
 		r.counters.lookups.Add(1)
 		eps, err := r.view.Resolve(ctx, f.Service)
 		if err != nil {
-			return errorFrame(f.ID, codeOf(err), err.Error())
+			return errorFrame(f.ID, codeOf(err), wireMessage(err))
 		}
 		return endpointsFrame(f.ID, eps)
 	case regwire.TypeRegister:
@@ -196,7 +205,7 @@ func (c *registryConn) watch(ctx context.Context, f *regwire.Frame, w *regwire.W
 		delete(c.watches, f.ID)
 		c.mu.Unlock()
 		stop()
-		return errorFrame(f.ID, codeOf(err), err.Error())
+		return errorFrame(f.ID, codeOf(err), wireMessage(err))
 	}
 	c.r.wg.Go(func() {
 		for eps := range ch {
@@ -220,7 +229,7 @@ func (c *registryConn) register(f *regwire.Frame) *regwire.Frame {
 	refuse := func(err error) *regwire.Frame {
 		r.counters.refused.Add(1)
 		r.cfg.Logger.Debug("registry: registration refused", "service", service, "remote", c.qc.RemoteAddr(), "err", err)
-		return errorFrame(f.ID, codeOf(err), err.Error())
+		return errorFrame(f.ID, codeOf(err), wireMessage(err))
 	}
 	if err := checkServiceName(service); err != nil {
 		return refuse(err)
