@@ -67,6 +67,9 @@ type Conn struct {
 	// the user's deadline for after it.
 	flusherOwnsDeadline bool
 	buf                 sendBuffer
+	share               *share    // the budget share of the connection carrying the flow (see budget)
+	charged             int       // memory taken from share for buf: its capacity, once settled
+	ackedAt             time.Time // when the peer last acknowledged new data (see stall)
 	ackedFin            bool   // the peer acknowledged our FIN
 	readOff             uint64 // data bytes Read delivered
 	gotFin              bool   // Read delivered io.EOF

@@ -3,6 +3,7 @@ package sal
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -240,9 +241,31 @@ func readReply(s io.Reader) error {
 	case err != nil:
 		return err
 	case reply.Status != wire.StatusOK:
-		return statusError(reply.Status)
+		return replyError(reply)
 	}
 	return nil
+}
+
+// replyError is the error a Reply other than "ok" stands for.
+func replyError(r wire.Reply) error {
+	if r.Status != wire.StatusLimit {
+		return statusError(r.Status)
+	}
+	e := &LimitError{Limit: "unnamed"}
+	if v, ok := wire.LookupTLV(r.Ext, wire.ExtLimit); ok && len(v) >= 4 {
+		e.Max = int(binary.BigEndian.Uint32(v))
+		if name := v[4:]; len(name) > 0 && len(name) <= 64 {
+			e.Limit = Limit(name)
+		}
+	}
+	return e
+}
+
+// limitReply is the Reply that refuses a flow over limit e.
+func limitReply(e *LimitError) wire.Reply {
+	v := binary.BigEndian.AppendUint32(nil, uint32(e.Max))
+	v = append(v, e.Limit[:min(len(e.Limit), 64)]...)
+	return wire.Reply{Status: wire.StatusLimit, Ext: mustTLV(wire.ExtLimit, v)}
 }
 
 func statusError(st wire.Status) error {
@@ -255,6 +278,8 @@ func statusError(st wire.Status) error {
 		return ErrRefused
 	case wire.StatusBadRequest:
 		return fmt.Errorf("%w: peer says our header was malformed", ErrProtocol)
+	case wire.StatusLimit:
+		return ErrLimit
 	}
 	return fmt.Errorf("%w: unknown status %d", ErrProtocol, st)
 }

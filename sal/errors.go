@@ -39,6 +39,13 @@ var (
 	// ErrPeerClosed: the peer closed the flow (or its reading side), so
 	// what this end writes can no longer be delivered.
 	ErrPeerClosed = errors.New("sal: peer closed the flow")
+	// ErrLimit: the peer's Host refused a flow or connection that would
+	// go over one of its limits; a *LimitError says which.
+	ErrLimit = errors.New("sal: over the peer's limit")
+	// ErrStalled: the peer read the flow's data but acknowledged none of
+	// it for Config.StallTimeout while its connection was alive; the flow
+	// was reset (the error also wraps ErrFlowLost).
+	ErrStalled = errors.New("sal: peer stopped acknowledging")
 	// ErrBadNetwork: DialContext was given a network it does not serve.
 	ErrBadNetwork = errors.New("sal: unsupported network")
 )

@@ -24,12 +24,14 @@ const (
 	codeHostClosed quic.ApplicationErrorCode = 0x1 // the Host is shutting down
 	codeIdle       quic.ApplicationErrorCode = 0x2 // no flow used the connection for IdleConnTimeout
 	codeMoved      quic.ApplicationErrorCode = 0x3 // the Host moved to another address: resume elsewhere
+	codeLimit      quic.ApplicationErrorCode = 0x4 // the peer went over a limit (see limitReason)
 
 	streamClosed   quic.StreamErrorCode = 0x10 // Close: the reader is gone
 	streamRejected quic.StreamErrorCode = 0x11 // the flow was refused
 	streamProtocol quic.StreamErrorCode = 0x12 // the SAL header was malformed
 	streamMoved    quic.StreamErrorCode = 0x13 // the flow moved to another stream
 	streamLost     quic.StreamErrorCode = 0x14 // the flow is over for good (its Host closed, or it was lost)
+	streamStalled  quic.StreamErrorCode = 0x15 // the peer stopped acknowledging (see Config.StallTimeout)
 )
 
 // A Host is one end of roam: it dials services and listens on them. It owns
@@ -69,7 +71,8 @@ type Host struct {
 	flows     map[flowKey]*Conn        // live flows, for acks and resumes
 	following map[string]*following    // services whose dialer flows follow the resolver
 
-	budget *budget // bytes all flows keep for replay
+	budget *budget  // bytes all flows keep for replay
+	limits limiter  // what peers hold, against the Config's limits
 
 	acctMu    sync.Mutex
 	acct      map[string]*serviceCounters // by canonical service ID
@@ -130,7 +133,6 @@ func NewHost(cfg Config) (h *Host, err error) {
 		log:       cfg.logger(),
 		id:        id,
 		selfID:    selfID,
-		cur:       &transport{tr: &quic.Transport{Conn: pconn}, pc: pconn, local: local},
 		listen:    listen,
 		advertise: cfg.AdvertiseAddr,
 		quicConf:  cfg.quicConfig(),
@@ -140,7 +142,7 @@ func NewHost(cfg Config) (h *Host, err error) {
 		spread:    make(map[string]uint32),
 		flows:     make(map[flowKey]*Conn),
 		following: make(map[string]*following),
-		budget:    newBudget(cfg.hostBuffer()),
+		budget:    newBudget(cfg.hostBuffer(), cfg.connBuffer()),
 		acct:      make(map[string]*serviceCounters),
 		opened:    opened,
 	}
@@ -150,6 +152,7 @@ func NewHost(cfg Config) (h *Host, err error) {
 		h.ownCache = resolve.NewCache(cfg.Resolver, cfg.Cache)
 		h.resolver = h.ownCache
 	}
+	h.cur = &transport{tr: h.newQUICTransport(pconn), pc: pconn, local: local}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	if cfg.Monitor != nil {
 		h.wg.Add(1)

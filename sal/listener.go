@@ -304,6 +304,7 @@ func (h *Host) acceptConns(qln *quic.Listener) {
 		if err != nil {
 			return
 		}
+		handshaken(qc)
 		h.mu.Lock()
 		if h.closed {
 			h.mu.Unlock()
@@ -330,7 +331,15 @@ func (h *Host) serveConn(qc *quic.Conn) {
 		qc.CloseWithError(codeNoError, "bad peer certificate")
 		return
 	}
+	addr := netipAddrPortOf(qc.RemoteAddr()).Addr()
+	if le := h.admitConn(key, addr); le != nil {
+		h.log.Debug("connection refused", "peer", qc.RemoteAddr(), "key", key, "err", le)
+		qc.CloseWithError(codeLimit, limitReason(le))
+		return
+	}
+	defer h.leaveConn(key, addr) // (the peer's address may change; the count stays where it was made)
 	ctl := h.newControl(qc, false, key)
+	ctl.startIdle(h.cfg.inboundIdleTimeout())
 	remoteID, _ := NewServiceID("", key)
 	remote := Addr{Service: remoteID, Endpoint: netipAddrPortOf(qc.RemoteAddr())}
 	for {
@@ -338,9 +347,30 @@ func (h *Host) serveConn(qc *quic.Conn) {
 		if err != nil {
 			return
 		}
+		if !ctl.admitStream(h.cfg.maxFlowsPerConn()) {
+			h.limits.flowsRefused.Add(1)
+			h.wg.Add(1)
+			go h.refuseStream(s, &LimitError{Limit: LimitFlowsPerConn, Max: h.cfg.maxFlowsPerConn()})
+			continue
+		}
 		h.wg.Add(1)
 		go h.serveStream(qc, ctl, s, key, remote)
 	}
+}
+
+// refuseStream answers a stream over a limit with the LimitError, after
+// reading its header (or a short wait for it), so that the dialer reads the
+// refusal rather than a reset.
+func (h *Host) refuseStream(s *quic.Stream, le *LimitError) {
+	defer h.wg.Done()
+	s.SetDeadline(time.Now().Add(min(h.cfg.openTimeout(), time.Second)))
+	if _, err := wire.ReadRequest(s); err == nil {
+		if b, err := wire.AppendReply(nil, limitReply(le)); err == nil {
+			s.Write(b)
+		}
+	}
+	s.CancelRead(streamRejected)
+	s.Close()
 }
 
 // serveStream reads a new stream's first message: an Open, which it hands
@@ -348,6 +378,7 @@ func (h *Host) serveConn(qc *quic.Conn) {
 // the dialer either way.
 func (h *Host) serveStream(qc *quic.Conn, ctl *control, s *quic.Stream, key resolve.Fingerprint, remote Addr) {
 	defer h.wg.Done()
+	defer ctl.streamDone() // a flow it opened or resumed is attached by now
 	reject := func(st wire.Status, code quic.StreamErrorCode) {
 		if b, err := wire.AppendReply(nil, wire.Reply{Status: st}); err == nil {
 			s.SetWriteDeadline(time.Now().Add(h.cfg.openTimeout()))

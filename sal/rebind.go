@@ -64,7 +64,7 @@ func (h *Host) Rebind(ctx context.Context, localAddr string) error {
 		pc.Close()
 		return op(err)
 	}
-	t := &transport{tr: &quic.Transport{Conn: pc}, pc: pc, local: local}
+	t := &transport{tr: h.newQUICTransport(pc), pc: pc, local: local}
 
 	h.mu.Lock()
 	if h.closed {

@@ -307,7 +307,7 @@ func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) err
 	case err == nil && reply.Status == wire.StatusNoFlow:
 		err = errResumeRefused
 	case err == nil && reply.Status != wire.StatusOK:
-		err = fmt.Errorf("resume: %w", statusError(reply.Status))
+		err = fmt.Errorf("resume: %w", replyError(reply))
 	case err != nil && errors.Is(err, wire.ErrMalformed):
 		err = fmt.Errorf("%w: %w", ErrProtocol, err)
 	}

@@ -163,7 +163,7 @@ func openPair(t *testing.T, client *Host, l *Listener, service string) (c, sc *C
 // lost NAT mapping would, but with a signal so the test needs no timeout.
 func killConn(c *Conn) {
 	if qc := c.quicConn(); qc != nil {
-		qc.CloseWithError(0x77, "test: connection killed")
+		qc.CloseWithError(codeMoved, "test: connection killed")
 	}
 }
 

@@ -78,18 +78,55 @@ func TestSendBufferIdleHoldsNoChunk(t *testing.T) {
 }
 
 func TestBudget(t *testing.T) {
-	b := newBudget(100)
-	n, _ := b.take(60)
-	require.Equal(t, 60, n)
-	n, wait := b.take(60)
-	require.Equal(t, 40, n)
-	n, _ = b.take(1)
-	require.Equal(t, 0, n)
-	b.give(50)
+	const c = chunkSize
+	b := newBudget(100*c, 100*c)
+	a := new(share)
+	n, _ := b.take(a, 60*c)
+	require.Equal(t, 60*c, n)
+	n, wait := b.take(a, 60*c)
+	require.Zero(t, n, "past half the budget, one connection holds at most the other half's fair part")
+	b.give(a, 50*c)
 	select {
 	case <-wait:
 	default:
 		t.Fatal("give must wake waiters")
 	}
-	require.Equal(t, 50, b.inUse())
+	require.Equal(t, 10*c, b.inUse())
+	n, _ = b.take(a, c+c/2)
+	require.Equal(t, c, n, "memory is taken in whole chunks")
+}
+
+// TestBudgetIsFair checks the promise the budget makes to an honest
+// connection: whatever others took first, it finds its fair part.
+func TestBudgetIsFair(t *testing.T) {
+	const c = chunkSize
+	b := newBudget(64*c, 64*c)
+	greedy := []*share{new(share), new(share), new(share)}
+	for { // the greedy take all they can, in turns
+		took := 0
+		for _, g := range greedy {
+			n, _ := b.take(g, c)
+			took += n
+		}
+		if took == 0 {
+			break
+		}
+	}
+	require.LessOrEqual(t, b.inUse(), 64*c)
+	honest := new(share)
+	n, _ := b.take(honest, 64*c)
+	require.GreaterOrEqual(t, n, 64*c/(2*4), "the fourth connection gets at least limit/(2×4)")
+
+	// A per-connection cap holds whatever the pressure.
+	b = newBudget(64*c, 8*c)
+	n, _ = b.take(new(share), 64*c)
+	require.Equal(t, 8*c, n)
+
+	// A flow that moves to another connection takes its charge along.
+	from, to := new(share), new(share)
+	b.take(from, 4*c)
+	b.move(from, to, 4*c)
+	require.Zero(t, from.used)
+	require.Equal(t, 4*c, to.used)
+	require.Equal(t, 12*c, b.inUse())
 }
