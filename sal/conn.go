@@ -70,10 +70,10 @@ type Conn struct {
 	share               *share    // the budget share of the connection carrying the flow (see budget)
 	charged             int       // memory taken from share for buf: its capacity, once settled
 	ackedAt             time.Time // when the peer last acknowledged new data (see stall)
-	ackedFin            bool   // the peer acknowledged our FIN
-	readOff             uint64 // data bytes Read delivered
-	gotFin              bool   // Read delivered io.EOF
-	ackSent             uint64 // the read offset last acknowledged to the peer
+	ackedFin            bool      // the peer acknowledged our FIN
+	readOff             uint64    // data bytes Read delivered
+	gotFin              bool      // Read delivered io.EOF
+	ackSent             uint64    // the read offset last acknowledged to the peer
 	ackTimer            *time.Timer
 	ackArmed            bool   // ackTimer runs for reads already made
 	gen                 uint64 // dialer: next resume generation; listener: lowest it accepts

@@ -71,8 +71,8 @@ type Host struct {
 	flows     map[flowKey]*Conn        // live flows, for acks and resumes
 	following map[string]*following    // services whose dialer flows follow the resolver
 
-	budget *budget  // bytes all flows keep for replay
-	limits limiter  // what peers hold, against the Config's limits
+	budget *budget // bytes all flows keep for replay
+	limits limiter // what peers hold, against the Config's limits
 
 	acctMu    sync.Mutex
 	acct      map[string]*serviceCounters // by canonical service ID
