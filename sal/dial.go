@@ -143,7 +143,7 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 		if ctx.Err() != nil {
 			return nil, contextErr(ctx)
 		}
-		return nil, err
+		return nil, limitFromClose(err)
 	}
 	flowID := h.newFlowID()
 	var secret [secretLen]byte
@@ -187,7 +187,7 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 			<-ctx.Done()
 			return nil, contextErr(ctx)
 		}
-		return nil, err
+		return nil, limitFromClose(err)
 	}
 	c := h.newConn(true, id, flowID, p.key, authed, Addr{Service: h.selfID, Endpoint: h.LocalAddr()}, Addr{Service: id, Endpoint: p.addr})
 	c.secret = secret
@@ -222,7 +222,7 @@ func (c *Conn) awaitReply(car *carrier) {
 	}
 	// Settle the flow before Read can see the carrier as answered.
 	car.err = err
-	if errors.Is(err, ErrProtocol) || errors.Is(err, ErrNoListener) || errors.Is(err, ErrBusy) || errors.Is(err, ErrRefused) {
+	if errors.Is(err, ErrProtocol) || errors.Is(err, ErrNoListener) || errors.Is(err, ErrBusy) || errors.Is(err, ErrRefused) || errors.Is(err, ErrLimit) {
 		c.lose(err)
 	} else {
 		c.carrierError(car, err, false)

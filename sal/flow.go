@@ -165,7 +165,10 @@ func (c *Conn) carrierError(car *carrier, err error, writing bool) bool {
 		if errors.As(err, &se) && se.ErrorCode == streamRejected {
 			err = fmt.Errorf("%w: %w", ErrRefused, err)
 		}
-		c.lose(err)
+		if errors.As(err, &se) && se.ErrorCode == streamStalled {
+			err = fmt.Errorf("%w: the peer reset the flow: %w", ErrStalled, err)
+		}
+		c.lose(limitFromClose(err))
 	case errDirection:
 		var se *quic.StreamError
 		if errors.As(err, &se) && !se.Remote {
@@ -213,6 +216,9 @@ func classify(err error, h *Host, dialer bool) errKind {
 	var ae *quic.ApplicationError
 	if errors.As(err, &ae) && ae.ErrorCode == codeHostClosed {
 		return errFlow // the peer shut down on purpose, or we did
+	}
+	if ae != nil && ae.Remote && ae.ErrorCode == codeLimit {
+		return errFlow // the peer refused the connection over a limit
 	}
 	if !dialer && ae != nil && ae.Remote && ae.ErrorCode != codeMoved {
 		// The dialer closed the connection, and not to move: none of its
