@@ -3,6 +3,7 @@ package sal
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -34,6 +35,8 @@ type control struct {
 	// nothing before this Host closes it; idle runs while it does.
 	idleAfter time.Duration
 	idle      *time.Timer
+	idleSince time.Time  // when it last carried nothing
+	addr      netip.Addr // inbound: the peer's address when it connected (see admitConn)
 
 	heard heardClock // when the peer was last heard (see lastHeard)
 
@@ -127,8 +130,20 @@ func (ctl *control) busyLocked() {
 	}
 }
 
+// usage returns how many flows and streams the connection carries, and
+// since when it carries none.
+func (ctl *control) usage() (load int, idleSince time.Time) {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	return len(ctl.flows) + ctl.streams, ctl.idleSince
+}
+
 func (ctl *control) maybeIdleLocked() {
-	if ctl.idleAfter <= 0 || ctl.dead || ctl.idle != nil || len(ctl.flows)+ctl.streams > 0 {
+	if len(ctl.flows)+ctl.streams > 0 {
+		return
+	}
+	ctl.idleSince = time.Now()
+	if ctl.idleAfter <= 0 || ctl.dead || ctl.idle != nil {
 		return
 	}
 	var t *time.Timer

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/roamnet/roam/resolve"
@@ -31,7 +32,6 @@ type Limit string
 // The limits a Host enforces. Config has a field for each.
 const (
 	LimitFlowsPerConn Limit = "flows per connection"    // Config.MaxFlowsPerConn
-	LimitConnsPerKey  Limit = "connections per key"     // Config.MaxConnsPerKey
 	LimitConnsPerAddr Limit = "connections per address" // Config.MaxConnsPerAddr
 	LimitHandshakes   Limit = "handshakes in progress"  // Config.MaxHandshakes
 )
@@ -60,11 +60,13 @@ type LimitStats struct {
 	// FlowsRefused counts flows refused because their connection had
 	// MaxFlowsPerConn open already.
 	FlowsRefused uint64 `json:"flows_refused"`
-	// ConnsRefusedKey and ConnsRefusedAddr count connections closed at
-	// once because their peer's key or IP address held MaxConnsPerKey or
-	// MaxConnsPerAddr already.
-	ConnsRefusedKey  uint64 `json:"conns_refused_key"`
+	// ConnsRefusedAddr counts connections closed at once because their
+	// IP address held MaxConnsPerAddr already, each carrying flows.
 	ConnsRefusedAddr uint64 `json:"conns_refused_addr"`
+	// ConnsEvicted counts connections closed to make room for a newer one
+	// of the same key (MaxConnsPerKey) or address (MaxConnsPerAddr): the
+	// least used of the key's, or an idle one of the address's.
+	ConnsEvicted uint64 `json:"conns_evicted"`
 	// HandshakesRefused counts QUIC handshakes refused because
 	// MaxHandshakes were in progress; Retries counts the Initials answered
 	// with a Retry, because RetryThreshold were.
@@ -86,24 +88,24 @@ type limiter struct {
 	handshakes atomic.Int64 // in progress
 
 	mu     sync.Mutex
-	byKey  map[resolve.Fingerprint]int
-	byAddr map[netip.Addr]int
+	byKey  connIndex[resolve.Fingerprint] // connections peers dialed, by their key
+	byAddr connIndex[netip.Addr]          // and by their IP address
 
-	flowsRefused, connsRefusedKey, connsRefusedAddr atomic.Uint64
+	flowsRefused, connsRefusedAddr                  atomic.Uint64
 	handshakesRefused, retries, flowsStalled        atomic.Uint64
-	connsIdleClosed, bufferWaits                    atomic.Uint64
+	connsIdleClosed, bufferWaits, connsEvicted      atomic.Uint64
 }
 
 func (l *limiter) stats() LimitStats {
 	return LimitStats{
 		FlowsRefused:      l.flowsRefused.Load(),
-		ConnsRefusedKey:   l.connsRefusedKey.Load(),
-		ConnsRefusedAddr:  l.connsRefusedAddr.Load(),
+			ConnsRefusedAddr:  l.connsRefusedAddr.Load(),
 		HandshakesRefused: l.handshakesRefused.Load(),
 		Retries:           l.retries.Load(),
 		FlowsStalled:      l.flowsStalled.Load(),
 		ConnsIdleClosed:   l.connsIdleClosed.Load(),
 		BufferWaits:       l.bufferWaits.Load(),
+		ConnsEvicted:      l.connsEvicted.Load(),
 	}
 }
 
@@ -161,41 +163,97 @@ func (h *Host) newQUICTransport(pc net.PacketConn) *quic.Transport {
 	}
 }
 
-// admitConn counts a connection a peer dialed against MaxConnsPerKey and
-// MaxConnsPerAddr. If it is over either, it returns the LimitError to
-// close it with and counts nothing.
-func (h *Host) admitConn(key resolve.Fingerprint, addr netip.Addr) *LimitError {
+// admitConn counts ctl, a connection a peer dialed, against
+// MaxConnsPerKey and MaxConnsPerAddr. It returns the connections to close
+// to make room, and a LimitError if there is none to close, in which case
+// ctl is not counted and must be closed with it.
+//
+// A key over its limit loses its least used connection: the same peer
+// holds them all, and one that moved (the server's address changed under
+// a NAT, say) leaves its old connections behind until their idle timeout.
+// Its flows, if any, resume on the others (it closes with codeMoved). An
+// address over its limit loses a connection that carries no flow, the one
+// idle longest; when every one carries flows, the new one is refused, as
+// the others may belong to other peers behind the same NAT.
+func (h *Host) admitConn(ctl *control, addr netip.Addr) (evict []*control, refused *LimitError) {
 	l := &h.limits
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.byKey == nil {
-		l.byKey = make(map[resolve.Fingerprint]int)
-		l.byAddr = make(map[netip.Addr]int)
+		l.byKey = make(map[resolve.Fingerprint]connSet)
+		l.byAddr = make(map[netip.Addr]connSet)
 	}
-	if max := h.cfg.maxConnsPerKey(); l.byKey[key] >= max {
-		l.connsRefusedKey.Add(1)
-		return &LimitError{Limit: LimitConnsPerKey, Max: max}
+	if max := h.cfg.maxConnsPerAddr(); len(l.byAddr[addr]) >= max {
+		victim := leastUsed(l.byAddr[addr], false)
+		if victim == nil {
+			l.connsRefusedAddr.Add(1)
+			return nil, &LimitError{Limit: LimitConnsPerAddr, Max: max}
+		}
+		l.connsEvicted.Add(1)
+		l.forgetLocked(victim)
+		evict = append(evict, victim)
 	}
-	if max := h.cfg.maxConnsPerAddr(); l.byAddr[addr] >= max {
-		l.connsRefusedAddr.Add(1)
-		return &LimitError{Limit: LimitConnsPerAddr, Max: max}
+	if max := h.cfg.maxConnsPerKey(); len(l.byKey[ctl.peerKey]) >= max {
+		victim := leastUsed(l.byKey[ctl.peerKey], true)
+		l.connsEvicted.Add(1)
+		l.forgetLocked(victim)
+		evict = append(evict, victim)
 	}
-	l.byKey[key]++
-	l.byAddr[addr]++
-	return nil
+	ctl.addr = addr
+	l.byKey.add(ctl.peerKey, ctl)
+	l.byAddr.add(addr, ctl)
+	return evict, nil
 }
 
-// leaveConn undoes admitConn when the connection has ended.
-func (h *Host) leaveConn(key resolve.Fingerprint, addr netip.Addr) {
-	l := &h.limits
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.byKey[key]--; l.byKey[key] <= 0 {
-		delete(l.byKey, key)
+// leaveConn uncounts a connection admitConn counted, once it has ended.
+func (h *Host) leaveConn(ctl *control) {
+	h.limits.mu.Lock()
+	h.limits.forgetLocked(ctl)
+	h.limits.mu.Unlock()
+}
+
+func (l *limiter) forgetLocked(ctl *control) {
+	l.byKey.remove(ctl.peerKey, ctl)
+	l.byAddr.remove(ctl.addr, ctl)
+}
+
+// connSet holds the connections of one key or address.
+type connSet = map[*control]struct{}
+
+type connIndex[K comparable] map[K]connSet
+
+func (x connIndex[K]) add(k K, ctl *control) {
+	if x[k] == nil {
+		x[k] = make(connSet)
 	}
-	if l.byAddr[addr]--; l.byAddr[addr] <= 0 {
-		delete(l.byAddr, addr)
+	x[k][ctl] = struct{}{}
+}
+
+func (x connIndex[K]) remove(k K, ctl *control) {
+	if set := x[k]; set != nil {
+		delete(set, ctl)
+		if len(set) == 0 {
+			delete(x, k)
+		}
 	}
+}
+
+// leastUsed picks the connection to give up: one carrying nothing, idle
+// longest; failing that, if busyToo, the one that carries fewest flows.
+func leastUsed(set connSet, busyToo bool) *control {
+	var best *control
+	var bestIdle time.Time
+	bestLoad := -1
+	for ctl := range set {
+		load, idleSince := ctl.usage()
+		switch {
+		case load == 0 && (best == nil || bestLoad > 0 || idleSince.Before(bestIdle)):
+			best, bestLoad, bestIdle = ctl, 0, idleSince
+		case load > 0 && busyToo && (best == nil || bestLoad > load):
+			best, bestLoad = ctl, load
+		}
+	}
+	return best
 }
 
 // limitReason is how a connection closed over a limit says which one: the

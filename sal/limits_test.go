@@ -22,6 +22,12 @@ func rawPeer(t *testing.T, h *Host, conf *quic.Config) *quic.Conn {
 	t.Helper()
 	id, err := newIdentity(nil)
 	require.NoError(t, err)
+	return rawPeerAs(t, h, id, conf)
+}
+
+// rawPeerAs is rawPeer with the identity given.
+func rawPeerAs(t *testing.T, h *Host, id *identity, conf *quic.Config) *quic.Conn {
+	t.Helper()
 	tr := &quic.Transport{Conn: mustListenUDP(t)}
 	t.Cleanup(func() { tr.Close() })
 	qc, err := tr.Dial(testCtx(t), net.UDPAddrFromAddrPort(h.LocalAddr()), id.clientTLS(""), conf)
@@ -287,39 +293,36 @@ func TestFlowsPerConnLimit(t *testing.T) {
 	}, quick, 20*time.Millisecond, "a closed flow makes room")
 }
 
-// TestConnsPerKeyAndAddrLimits: connections past MaxConnsPerKey (Hosts that
-// share a key) or MaxConnsPerAddr (one IP) are closed as their handshake
-// ends, and the dialer's flow fails with the LimitError.
+// TestConnsPerKeyAndAddrLimits: a key past MaxConnsPerKey loses its least
+// used connection to the newest (closed "moved", so flows on it would
+// resume); an address past MaxConnsPerAddr loses an idle connection, and
+// when all of them carry flows, the new one is closed as its handshake ends
+// and the dialer's flow fails with the LimitError.
 func TestConnsPerKeyAndAddrLimits(t *testing.T) {
-	openFails := func(t *testing.T, client *Host, service string, want Limit) {
-		t.Helper()
-		c, err := client.Dial(testCtx(t), service)
-		if err == nil { // the first flow of a connection opens optimistically
-			defer c.Close()
-			c.SetReadDeadline(time.Now().Add(quick))
-			_, err = c.Read(make([]byte, 1))
-		}
-		require.ErrorIs(t, err, ErrLimit)
-		var le *LimitError
-		require.ErrorAs(t, err, &le)
-		require.Equal(t, want, le.Limit)
-	}
-
 	t.Run("key", func(t *testing.T) {
 		mem := resolve.NewMemory()
-		server := newHost(t, Config{Resolver: mem, MaxConnsPerKey: 1})
+		server := newHost(t, Config{Resolver: mem, MaxConnsPerKey: 2})
 		l, err := server.Listen(testCtx(t), "keyed.demo")
 		require.NoError(t, err)
 		serveEcho(t, l)
 		id, err := newIdentity(nil)
 		require.NoError(t, err)
-		first := newHost(t, Config{Resolver: mem, Key: id.key})
-		require.NoError(t, echoChecked(t, first, "keyed.demo", 1000))
-		second := newHost(t, Config{Resolver: mem, Key: id.key})
-		openFails(t, second, "keyed.demo", LimitConnsPerKey)
-		require.EqualValues(t, 1, server.LimitStats().ConnsRefusedKey)
-		other := newHost(t, Config{Resolver: mem})
-		require.NoError(t, echoChecked(t, other, "keyed.demo", 1000), "another key is not held back")
+		var conns []*quic.Conn
+		for range 3 {
+			conns = append(conns, rawPeerAs(t, server, id, nil))
+			time.Sleep(20 * time.Millisecond) // so that their idle times differ
+		}
+		select {
+		case <-conns[0].Context().Done():
+		case <-time.After(quick):
+			t.Fatal("the key's third connection left the first open")
+		}
+		var ae *quic.ApplicationError
+		require.ErrorAs(t, context.Cause(conns[0].Context()), &ae)
+		require.Equal(t, codeMoved, ae.ErrorCode)
+		require.NoError(t, conns[2].Context().Err(), "the newest stays")
+		require.EqualValues(t, 1, server.LimitStats().ConnsEvicted)
+		require.NoError(t, echoChecked(t, newHost(t, Config{Resolver: mem}), "keyed.demo", 1000), "other keys are not held back")
 	})
 
 	t.Run("address", func(t *testing.T) {
@@ -328,11 +331,37 @@ func TestConnsPerKeyAndAddrLimits(t *testing.T) {
 		l, err := server.Listen(testCtx(t), "addr.demo")
 		require.NoError(t, err)
 		serveEcho(t, l)
-		for range 2 {
-			require.NoError(t, echoChecked(t, newHost(t, Config{Resolver: mem}), "addr.demo", 1000))
+		idle := rawPeer(t, server, nil)
+		var busy []*Conn
+		for range 2 { // the second evicts the idle connection
+			c, err := newHost(t, Config{Resolver: mem}).Dial(testCtx(t), "addr.demo")
+			require.NoError(t, err)
+			defer c.Close()
+			_, err = c.Write([]byte("x"))
+			require.NoError(t, err)
+			_, err = io.ReadFull(c, make([]byte, 1))
+			require.NoError(t, err)
+			busy = append(busy, c)
 		}
-		openFails(t, newHost(t, Config{Resolver: mem}), "addr.demo", LimitConnsPerAddr)
+		<-idle.Context().Done()
+		require.EqualValues(t, 1, server.LimitStats().ConnsEvicted)
+
+		c, err := newHost(t, Config{Resolver: mem}).Dial(testCtx(t), "addr.demo")
+		if err == nil { // the first flow of a connection opens optimistically
+			defer c.Close()
+			c.SetReadDeadline(time.Now().Add(quick))
+			_, err = c.Read(make([]byte, 1))
+		}
+		require.ErrorIs(t, err, ErrLimit)
+		var le *LimitError
+		require.ErrorAs(t, err, &le)
+		require.Equal(t, LimitConnsPerAddr, le.Limit)
+		require.Equal(t, 2, le.Max)
 		require.EqualValues(t, 1, server.LimitStats().ConnsRefusedAddr)
+		for _, c := range busy {
+			_, err := c.Write([]byte("y"))
+			require.NoError(t, err, "the busy connections carry on")
+		}
 	})
 }
 

@@ -331,14 +331,19 @@ func (h *Host) serveConn(qc *quic.Conn) {
 		qc.CloseWithError(codeNoError, "bad peer certificate")
 		return
 	}
-	addr := netipAddrPortOf(qc.RemoteAddr()).Addr()
-	if le := h.admitConn(key, addr); le != nil {
-		h.log.Debug("connection refused", "peer", qc.RemoteAddr(), "key", key, "err", le)
-		qc.CloseWithError(codeLimit, limitReason(le))
+	ctl := h.newControl(qc, false, key)
+	// (The peer's address may change; it counts where it connected from.)
+	evict, refused := h.admitConn(ctl, netipAddrPortOf(qc.RemoteAddr()).Addr())
+	for _, old := range evict {
+		h.log.Debug("connection evicted", "peer", old.qc.RemoteAddr(), "key", old.peerKey)
+		old.qc.CloseWithError(codeMoved, "replaced by a newer connection")
+	}
+	if refused != nil {
+		h.log.Debug("connection refused", "peer", qc.RemoteAddr(), "key", key, "err", refused)
+		qc.CloseWithError(codeLimit, limitReason(refused))
 		return
 	}
-	defer h.leaveConn(key, addr) // (the peer's address may change; the count stays where it was made)
-	ctl := h.newControl(qc, false, key)
+	defer h.leaveConn(ctl)
 	ctl.startIdle(h.cfg.inboundIdleTimeout())
 	remoteID, _ := NewServiceID("", key)
 	remote := Addr{Service: remoteID, Endpoint: netipAddrPortOf(qc.RemoteAddr())}

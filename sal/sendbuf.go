@@ -180,6 +180,11 @@ type budget struct {
 // by the budget's mu.
 type share struct {
 	used int
+	// waiting, when not nil, is closed when the share gives memory back:
+	// writers refused for the share's own limit wait on it rather than on
+	// the budget's channel, so that a peer with thousands of blocked flows
+	// does not wake them all each time any other flow is acknowledged.
+	waiting chan struct{}
 }
 
 func newBudget(limit, connLimit int) *budget {
@@ -201,6 +206,12 @@ func (b *budget) take(s *share, n int) (int, <-chan struct{}) {
 	}
 	grant -= grant % chunkSize
 	if grant <= 0 {
+		if s.used+chunkSize > b.connLimit {
+			if s.waiting == nil {
+				s.waiting = make(chan struct{})
+			}
+			return 0, s.waiting
+		}
 		return 0, b.waiting
 	}
 	if s.used == 0 {
@@ -228,6 +239,10 @@ func (b *budget) release(s *share, n int) {
 	b.used -= n
 	if s.used == 0 {
 		b.active--
+	}
+	if s.waiting != nil {
+		close(s.waiting)
+		s.waiting = nil
 	}
 }
 
