@@ -91,15 +91,15 @@ type limiter struct {
 	byKey  connIndex[resolve.Fingerprint] // connections peers dialed, by their key
 	byAddr connIndex[netip.Addr]          // and by their IP address
 
-	flowsRefused, connsRefusedAddr                  atomic.Uint64
-	handshakesRefused, retries, flowsStalled        atomic.Uint64
-	connsIdleClosed, bufferWaits, connsEvicted      atomic.Uint64
+	flowsRefused, connsRefusedAddr             atomic.Uint64
+	handshakesRefused, retries, flowsStalled   atomic.Uint64
+	connsIdleClosed, bufferWaits, connsEvicted atomic.Uint64
 }
 
 func (l *limiter) stats() LimitStats {
 	return LimitStats{
 		FlowsRefused:      l.flowsRefused.Load(),
-			ConnsRefusedAddr:  l.connsRefusedAddr.Load(),
+		ConnsRefusedAddr:  l.connsRefusedAddr.Load(),
 		HandshakesRefused: l.handshakesRefused.Load(),
 		Retries:           l.retries.Load(),
 		FlowsStalled:      l.flowsStalled.Load(),
