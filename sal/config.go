@@ -156,7 +156,9 @@ type Config struct {
 	// InboundIdleTimeout is how long a connection a peer dialed may carry
 	// no flow before this Host closes it. If zero, twice IdleConnTimeout,
 	// so that the dialer, which keeps it for IdleConnTimeout, closes it
-	// first.
+	// first. A connection that has carried nothing at all since its
+	// handshake is closed after at most 5 s: a dialer opens its first flow
+	// at once.
 	InboundIdleTimeout time.Duration
 
 	// OnEvent, if set, receives every Event: flows suspended, resumed and
@@ -292,6 +294,19 @@ func (c *Config) quicConfig() *quic.Config {
 		q.MaxIdleTimeout = min(30*time.Second, c.resumeTimeout())
 	}
 	return &q
+}
+
+// listenQUICConfig is quicConfig for the connections peers dial: a
+// handshake that does not complete gives its state back after at most 3 s
+// of silence (quic-go's default is 5 s, for a handshake timeout of 10 s),
+// unless QUIC sets HandshakeIdleTimeout, so that a flood of Initials that
+// never complete ends soon after the flood.
+func (c *Config) listenQUICConfig() *quic.Config {
+	q := c.quicConfig()
+	if q.HandshakeIdleTimeout == 0 {
+		q.HandshakeIdleTimeout = 3 * time.Second
+	}
+	return q
 }
 
 func (c *Config) logger() *slog.Logger {

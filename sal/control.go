@@ -36,6 +36,7 @@ type control struct {
 	idleAfter time.Duration
 	idle      *time.Timer
 	idleSince time.Time  // when it last carried nothing
+	used      bool       // inbound: the peer has opened a stream on it
 	addr      netip.Addr // inbound: the peer's address when it connected (see admitConn)
 
 	heard heardClock // when the peer was last heard (see lastHeard)
@@ -57,6 +58,9 @@ func (h *Host) newControl(qc *quic.Conn, dialer bool, peerKey resolve.Fingerprin
 		wake:    make(chan struct{}, 1),
 		flows:   make(map[*Conn]struct{}),
 		share:   new(share),
+		// Idle from the start, as far as eviction goes (see leastUsed): a
+		// new connection is no older than any other.
+		idleSince: time.Now(),
 	}
 	h.wg.Add(2)
 	go ctl.writeLoop()
@@ -101,9 +105,14 @@ func (ctl *control) admitStream(max int) bool {
 		return false
 	}
 	ctl.streams++
+	ctl.used = true
 	ctl.busyLocked()
 	return true
 }
+
+// unusedConnTimeout is how long a connection a peer dialed may go without
+// its first stream before this Host closes it.
+const unusedConnTimeout = 5 * time.Second
 
 // streamDone uncounts a stream admitStream counted.
 func (ctl *control) streamDone() {
@@ -146,8 +155,14 @@ func (ctl *control) maybeIdleLocked() {
 	if ctl.idleAfter <= 0 || ctl.dead || ctl.idle != nil {
 		return
 	}
+	after := ctl.idleAfter
+	if !ctl.used {
+		// A dialer opens its first stream right after the handshake; a
+		// connection that carried none soon after is of no use to anyone.
+		after = min(after, unusedConnTimeout)
+	}
 	var t *time.Timer
-	t = time.AfterFunc(ctl.idleAfter, func() {
+	t = time.AfterFunc(after, func() {
 		ctl.mu.Lock()
 		still := ctl.idle == t && !ctl.dead
 		ctl.mu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/roamnet/roam/resolve"
 	"github.com/roamnet/roam/sal/internal/wire"
 )
@@ -115,6 +116,10 @@ func (h *Host) dialEndpoint(ctx context.Context, id ServiceID, ep resolve.Endpoi
 		ctx, cancel = context.WithTimeout(ctx, h.cfg.endpointTimeout())
 		defer cancel()
 	}
+	return h.dialEndpointOnce(ctx, id, ep, pin, pinned, false)
+}
+
+func (h *Host) dialEndpointOnce(ctx context.Context, id ServiceID, ep resolve.Endpoint, pin resolve.Fingerprint, pinned, retried bool) (*Conn, error) {
 	p, fresh, err := h.getPeer(ctx, dialable(ep.Addr), id)
 	if err != nil {
 		return nil, err
@@ -131,7 +136,22 @@ func (h *Host) dialEndpoint(ctx context.Context, id ServiceID, ep resolve.Endpoi
 		return c, nil
 	}
 	h.releasePeer(p)
+	if !retried && closedForRedial(err) && ctx.Err() == nil {
+		// The peer closed the connection as the flow opened on it, and
+		// not for this flow's sake: it went idle there, or made room for
+		// a newer one. A new connection will do.
+		h.dropPeer(p)
+		return h.dialEndpointOnce(ctx, id, ep, pin, pinned, true)
+	}
 	return nil, err
+}
+
+// closedForRedial reports a connection the peer closed because it was
+// idle or to make room (codeIdle, codeMoved), which says nothing about a
+// new one.
+func closedForRedial(err error) bool {
+	var ae *quic.ApplicationError
+	return errors.As(err, &ae) && ae.Remote && (ae.ErrorCode == codeIdle || ae.ErrorCode == codeMoved)
 }
 
 // openFlow opens a stream on p's connection and writes the flow's Open,

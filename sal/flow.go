@@ -276,6 +276,15 @@ func (c *Conn) endErr() error {
 // listener waits for a resume. Either gives up once Config.ResumeTimeout
 // has passed since the peer was last heard on the carrier's connection.
 func (c *Conn) suspend(car *carrier, cause error) {
+	if !c.dialer && c.secret == ([secretLen]byte{}) {
+		// The dialer sent no resume secret, so no resume can prove it is
+		// the dialer (see serveResume): the flow cannot outlive its carrier,
+		// and keeping its memory for ResumeTimeout would serve no one.
+		if c.current(car) {
+			c.lose(fmt.Errorf("%w (not resumable: the dialer sent no resume secret)", cause))
+		}
+		return
+	}
 	now := time.Now()
 	heard := car.ctl.lastHeard(cause, now) // before mu: it asks quic-go
 	c.mu.Lock()

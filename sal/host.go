@@ -47,11 +47,13 @@ type Host struct {
 	id       *identity
 	selfID   ServiceID // rk--<fingerprint>: how this Host names itself as a dialer
 	quicConf *quic.Config
-	listen   func(ctx context.Context, network, address string) (net.PacketConn, error)
-	resolver resolve.Resolver // Config.Resolver if it is a Cache, else a Cache in front of it
-	ownCache *resolve.Cache   // closed with the Host when the Host made it
-	opened   io.Closer        // the resolver the Host opened from ROAM_RESOLVER, closed with it
-	table    ServiceTable
+	// listenConf is quicConf for connections peers dial (see listenQUICConfig).
+	listenConf *quic.Config
+	listen     func(ctx context.Context, network, address string) (net.PacketConn, error)
+	resolver   resolve.Resolver // Config.Resolver if it is a Cache, else a Cache in front of it
+	ownCache   *resolve.Cache   // closed with the Host when the Host made it
+	opened     io.Closer        // the resolver the Host opened from ROAM_RESOLVER, closed with it
+	table      ServiceTable
 
 	ctx    context.Context // ends when the Host closes
 	cancel context.CancelFunc
@@ -69,6 +71,7 @@ type Host struct {
 	rebinding sync.Mutex               // serializes Rebind
 	spread    map[string]uint32        // per-service round-robin position
 	flows     map[flowKey]*Conn        // live flows, for acks and resumes
+	flowsPeak int                      // the most flows had since flows was made
 	following map[string]*following    // services whose dialer flows follow the resolver
 
 	budget *budget // bytes all flows keep for replay
@@ -129,22 +132,23 @@ func NewHost(cfg Config) (h *Host, err error) {
 		return nil, err
 	}
 	h = &Host{
-		cfg:       cfg,
-		log:       cfg.logger(),
-		id:        id,
-		selfID:    selfID,
-		listen:    listen,
-		advertise: cfg.AdvertiseAddr,
-		quicConf:  cfg.quicConfig(),
-		peers:     make(map[netip.AddrPort]*peer),
-		inbound:   make(map[*quic.Conn]struct{}),
-		listeners: make(map[string]*Listener),
-		spread:    make(map[string]uint32),
-		flows:     make(map[flowKey]*Conn),
-		following: make(map[string]*following),
-		budget:    newBudget(cfg.hostBuffer(), cfg.connBuffer()),
-		acct:      make(map[string]*serviceCounters),
-		opened:    opened,
+		cfg:        cfg,
+		log:        cfg.logger(),
+		id:         id,
+		selfID:     selfID,
+		listen:     listen,
+		advertise:  cfg.AdvertiseAddr,
+		quicConf:   cfg.quicConfig(),
+		listenConf: cfg.listenQUICConfig(),
+		peers:      make(map[netip.AddrPort]*peer),
+		inbound:    make(map[*quic.Conn]struct{}),
+		listeners:  make(map[string]*Listener),
+		spread:     make(map[string]uint32),
+		flows:      make(map[flowKey]*Conn),
+		following:  make(map[string]*following),
+		budget:     newBudget(cfg.hostBuffer(), cfg.connBuffer()),
+		acct:       make(map[string]*serviceCounters),
+		opened:     opened,
 	}
 	if c, ok := cfg.Resolver.(*resolve.Cache); ok {
 		h.resolver = c
@@ -324,6 +328,12 @@ func (h *Host) forgetFlow(c *Conn) {
 	defer h.mu.Unlock()
 	if h.flows[c.key] == c {
 		delete(h.flows, c.key)
+	}
+	h.flowsPeak = max(h.flowsPeak, len(h.flows)+1)
+	if len(h.flows) == 0 && h.flowsPeak > 1024 {
+		// A map never shrinks: after a peer opened thousands of flows,
+		// let the grown one go.
+		h.flows, h.flowsPeak = make(map[flowKey]*Conn), 0
 	}
 }
 

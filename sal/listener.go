@@ -65,7 +65,7 @@ func (h *Host) ListenService(ctx context.Context, id ServiceID) (*Listener, erro
 		return nil, op(ErrAlreadyListening)
 	}
 	if h.qln == nil {
-		qln, err := h.cur.tr.Listen(h.serverTLS(), h.quicConf)
+		qln, err := h.cur.tr.Listen(h.serverTLS(), h.listenConf)
 		if err != nil {
 			h.mu.Unlock()
 			return nil, op(err)

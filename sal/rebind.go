@@ -74,7 +74,7 @@ func (h *Host) Rebind(ctx context.Context, localAddr string) error {
 	}
 	var qln *quic.Listener
 	if h.qln != nil {
-		if qln, err = t.tr.Listen(h.serverTLS(), h.quicConf); err != nil {
+		if qln, err = t.tr.Listen(h.serverTLS(), h.listenConf); err != nil {
 			h.mu.Unlock()
 			t.close()
 			return op(err)

@@ -1,0 +1,71 @@
+// Command attack runs the attacks of issue 13 against a roam Host on
+// loopback, each beside an honest client, and reports the honest client's
+// throughput and dial success, the victim's live heap and goroutines
+// during and after, and how long it took to recover.
+//
+//	go run ./bench/attack            # every attack, 10 s each
+//	go run ./bench/attack -quick     # 3 s each
+//	go run ./bench/attack -run 'no acks'
+//
+// The victim runs in a child process (the same binary, -victim), so that
+// its heap and goroutines are its own.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"regexp"
+	"runtime"
+	"time"
+
+	"github.com/roamnet/roam/sal"
+)
+
+func main() {
+	victim := flag.Bool("victim", false, "run as the victim Host (used by the command itself)")
+	quick := flag.Bool("quick", false, "3 s per attack instead of -duration")
+	duration := flag.Duration("duration", 10*time.Second, "how long each attack lasts")
+	calm := flag.Duration("calm", 3*time.Second, "how long the honest client runs alone first")
+	run := flag.String("run", "", "run only the attacks whose name matches this regexp")
+	flag.Parse()
+
+	if *victim {
+		if err := serveVictim(sal.Config{}); err != nil {
+			fmt.Fprintln(os.Stderr, "victim:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *quick {
+		*duration, *calm = 3*time.Second, 2*time.Second
+	}
+	match, err := regexp.Compile(*run)
+	if err != nil {
+		fatal(err)
+	}
+	var rows []hostResult
+	for _, a := range hostAttacks {
+		if !match.MatchString(a.name) {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "attack: %s...\n", a.name)
+		r, err := runHostAttack(a, *calm, *duration)
+		if err != nil {
+			fatal(err)
+		}
+		rows = append(rows, r)
+	}
+	fmt.Printf("roam attack suite: %d CPUs, %s/%s, %v per attack, HostBuffer %d MiB (the default)\n\n",
+		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, *duration, defaultHostBuffer>>20)
+	writeHostReport(os.Stdout, rows, defaultHostBuffer)
+}
+
+// defaultHostBuffer is sal.Config.HostBuffer's default, which the victim
+// runs with.
+const defaultHostBuffer = 512 << 20
+
+func fatal(err error) {
+	fmt.Fprintln(os.Stderr, "attack:", err)
+	os.Exit(1)
+}
