@@ -168,7 +168,7 @@ func (c *Conn) carrierError(car *carrier, err error, writing bool) bool {
 		if errors.As(err, &se) && se.ErrorCode == streamStalled {
 			err = fmt.Errorf("%w: the peer reset the flow: %w", ErrStalled, err)
 		}
-		c.lose(limitFromClose(err))
+		c.lose(err)
 	case errDirection:
 		var se *quic.StreamError
 		if errors.As(err, &se) && !se.Remote {
@@ -355,6 +355,7 @@ func (c *Conn) reject() {
 // lose ends the flow for good: I/O fails with an error wrapping
 // ErrFlowLost and cause.
 func (c *Conn) lose(cause error) {
+	cause = limitFromClose(cause) // a refusal over a limit says which
 	c.mu.Lock()
 	if c.state == flowLost || c.state == flowDone {
 		c.mu.Unlock()

@@ -308,9 +308,11 @@ func TestConnsPerKeyAndAddrLimits(t *testing.T) {
 		id, err := newIdentity(nil)
 		require.NoError(t, err)
 		var conns []*quic.Conn
-		for range 3 {
+		for i := range 3 {
 			conns = append(conns, rawPeerAs(t, server, id, nil))
-			time.Sleep(20 * time.Millisecond) // so that their idle times differ
+			// One at a time, so that their idle times differ.
+			require.Eventually(t, func() bool { return admitted(server) == min(i+1, 2) && server.LimitStats().ConnsEvicted == uint64(max(0, i-1)) }, quick, time.Millisecond)
+			time.Sleep(5 * time.Millisecond)
 		}
 		select {
 		case <-conns[0].Context().Done():
@@ -332,6 +334,7 @@ func TestConnsPerKeyAndAddrLimits(t *testing.T) {
 		require.NoError(t, err)
 		serveEcho(t, l)
 		idle := rawPeer(t, server, nil)
+		require.Eventually(t, func() bool { return admitted(server) == 1 }, quick, time.Millisecond)
 		var busy []*Conn
 		for range 2 { // the second evicts the idle connection
 			c, err := newHost(t, Config{Resolver: mem}).Dial(testCtx(t), "addr.demo")
@@ -344,7 +347,7 @@ func TestConnsPerKeyAndAddrLimits(t *testing.T) {
 			busy = append(busy, c)
 		}
 		<-idle.Context().Done()
-		require.EqualValues(t, 1, server.LimitStats().ConnsEvicted)
+		require.EqualValues(t, 1, server.LimitStats().ConnsEvicted, "idle closed: %v", context.Cause(idle.Context()))
 
 		c, err := newHost(t, Config{Resolver: mem}).Dial(testCtx(t), "addr.demo")
 		if err == nil { // the first flow of a connection opens optimistically
@@ -363,6 +366,17 @@ func TestConnsPerKeyAndAddrLimits(t *testing.T) {
 			require.NoError(t, err, "the busy connections carry on")
 		}
 	})
+}
+
+// admitted counts the connections peers dialed that h has admitted.
+func admitted(h *Host) int {
+	h.limits.mu.Lock()
+	defer h.limits.mu.Unlock()
+	n := 0
+	for _, set := range h.limits.byAddr {
+		n += len(set)
+	}
+	return n
 }
 
 // TestIdleInboundConnClosed: a connection that carries no flow is closed by
