@@ -311,7 +311,9 @@ func TestConnsPerKeyAndAddrLimits(t *testing.T) {
 		for i := range 3 {
 			conns = append(conns, rawPeerAs(t, server, id, nil))
 			// One at a time, so that their idle times differ.
-			require.Eventually(t, func() bool { return admitted(server) == min(i+1, 2) && server.LimitStats().ConnsEvicted == uint64(max(0, i-1)) }, quick, time.Millisecond)
+			require.Eventually(t, func() bool {
+				return admitted(server) == min(i+1, 2) && server.LimitStats().ConnsEvicted == uint64(max(0, i-1))
+			}, quick, time.Millisecond)
 			time.Sleep(5 * time.Millisecond)
 		}
 		select {
