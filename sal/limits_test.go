@@ -53,8 +53,9 @@ func rawOpen(t *testing.T, qc *quic.Conn, service string) (*quic.Stream, wire.Re
 	return s, reply
 }
 
-// serveEcho echoes every flow l accepts until the test ends.
-func serveEcho(t *testing.T, l *Listener) {
+// serveEach hands every flow l accepts to handle, in a goroutine of its
+// own, until the test ends, then closes the flow.
+func serveEach(t *testing.T, l *Listener, handle func(*Conn)) {
 	var wg sync.WaitGroup
 	t.Cleanup(wg.Wait)
 	wg.Go(func() {
@@ -65,15 +66,27 @@ func serveEcho(t *testing.T, l *Listener) {
 			}
 			wg.Go(func() {
 				defer c.Close()
-				io.Copy(c, c)
+				handle(c)
 			})
 		}
 	})
 }
 
+// serveEcho echoes every flow l accepts.
+func serveEcho(t *testing.T, l *Listener) {
+	serveEach(t, l, func(c *Conn) { io.Copy(c, c) })
+}
+
 // echoChecked sends n random bytes over a new flow to service and checks
 // that exactly they come back.
 func echoChecked(t *testing.T, client *Host, service string, n int) error {
+	data := randomBytes(n, uint64(n))
+	return exchangeChecked(client, service, data, data)
+}
+
+// exchangeChecked opens a flow to service, sends send and half-closes,
+// and checks that it reads exactly want to the end.
+func exchangeChecked(client *Host, service string, send, want []byte) error {
 	ctx, cancel := context.WithTimeout(context.Background(), quick)
 	defer cancel()
 	c, err := client.Dial(ctx, service)
@@ -82,10 +95,9 @@ func echoChecked(t *testing.T, client *Host, service string, n int) error {
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(quick))
-	data := randomBytes(n, uint64(n))
 	errc := make(chan error, 1)
 	go func() {
-		_, err := c.Write(data)
+		_, err := c.Write(send)
 		if err == nil {
 			err = c.CloseWrite()
 		}
@@ -99,48 +111,8 @@ func echoChecked(t *testing.T, client *Host, service string, n int) error {
 	if err := <-errc; err != nil {
 		return err
 	}
-	if got != int64(n) || [32]byte(h.Sum(nil)) != sha256.Sum256(data) {
-		return errors.New("echo corrupted")
-	}
-	return nil
-}
-
-// serveDownload writes payload to every flow l accepts, then closes it.
-func serveDownload(t *testing.T, l *Listener, payload []byte) {
-	var wg sync.WaitGroup
-	t.Cleanup(wg.Wait)
-	wg.Go(func() {
-		for {
-			c, err := l.AcceptContext(testCtx(t))
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.Write(payload)
-			})
-		}
-	})
-}
-
-// downloadChecked reads a flow to service to its end and checks it is
-// exactly want.
-func downloadChecked(t *testing.T, client *Host, service string, want []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), quick)
-	defer cancel()
-	c, err := client.Dial(ctx, service)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(quick))
-	h := sha256.New()
-	got, err := io.Copy(h, c)
-	if err != nil {
-		return err
-	}
 	if got != int64(len(want)) || [32]byte(h.Sum(nil)) != sha256.Sum256(want) {
-		return errors.New("download corrupted")
+		return errors.New("flow corrupted")
 	}
 	return nil
 }
@@ -159,7 +131,8 @@ func TestUnacknowledgingPeerCannotBlockOthers(t *testing.T) {
 	l, err := server.Listen(testCtx(t), "fair.demo")
 	require.NoError(t, err)
 	payload := randomBytes(1<<20, 3)
-	serveDownload(t, l, payload) // eight flows want 8 MiB kept: four times HostBuffer
+	// Eight flows want 8 MiB kept: four times HostBuffer.
+	serveEach(t, l, func(c *Conn) { c.Write(payload) })
 
 	attacker := rawPeer(t, server, nil)
 	var wg sync.WaitGroup
@@ -177,7 +150,7 @@ func TestUnacknowledgingPeerCannotBlockOthers(t *testing.T) {
 	require.LessOrEqual(t, server.budget.inUse(), server.cfg.connBuffer())
 
 	for i := range 3 {
-		require.NoError(t, downloadChecked(t, client, "fair.demo", payload), "honest download %d", i)
+		require.NoError(t, exchangeChecked(client, "fair.demo", nil, payload), "honest download %d", i)
 	}
 	require.LessOrEqual(t, server.budget.inUse(), hostBuf)
 

@@ -224,83 +224,81 @@ var hostAttacks = []hostAttack{
 	{name: "2,000 idle connections", flood: true, run: attackConns},
 }
 
-// attackNoAcks opens 72 flows to the echo and sends 8 MiB on each; it
-// reads the echoes at the QUIC level but never acknowledges them.
-func attackNoAcks(ctx context.Context, victim netip.AddrPort) (string, error) {
-	tr, qc, err := rawDial(ctx, victim, &quic.Config{KeepAlivePeriod: time.Second})
+// onRawConn dials the victim as a new peer and runs attack on the
+// connection; once ctx ends, it closes the connection, with a
+// CONNECTION_CLOSE, and waits for the goroutines attack started in wg.
+func onRawConn(ctx context.Context, victim netip.AddrPort, conf *quic.Config, attack func(qc *quic.Conn, wg *sync.WaitGroup)) error {
+	tr, qc, err := rawDial(ctx, victim, conf)
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer tr.Close()
-	defer qc.CloseWithError(0, "attack over")
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	var sent, read atomic.Int64
-	for range 72 {
-		s, err := qc.OpenStreamSync(ctx)
-		if err != nil {
-			break
-		}
-		wg.Go(func() {
-			buf := make([]byte, 64<<10)
-			s.Write(openHeader(victimService))
-			for i := 0; i < 128 && ctx.Err() == nil; i++ {
-				n, err := s.Write(buf)
-				sent.Add(int64(n))
-				if err != nil {
-					return
-				}
-			}
-		})
-		wg.Go(func() {
-			context.AfterFunc(ctx, func() { s.CancelRead(0) })
-			readReplyStatus(s)
-			n, _ := io.Copy(io.Discard, s)
-			read.Add(n)
-		})
-	}
+	attack(qc, &wg)
 	<-ctx.Done()
 	qc.CloseWithError(0, "attack over")
 	wg.Wait()
-	return fmt.Sprintf("sent %d MiB, read %d MiB unacknowledged", sent.Load()>>20, read.Load()>>20), nil
+	return nil
+}
+
+// attackNoAcks opens 72 flows to the echo and sends 8 MiB on each; it
+// reads the echoes at the QUIC level but never acknowledges them.
+func attackNoAcks(ctx context.Context, victim netip.AddrPort) (string, error) {
+	var sent, read atomic.Int64
+	err := onRawConn(ctx, victim, &quic.Config{KeepAlivePeriod: time.Second}, func(qc *quic.Conn, wg *sync.WaitGroup) {
+		for range 72 {
+			s, err := qc.OpenStreamSync(ctx)
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				buf := make([]byte, 64<<10)
+				s.Write(openHeader(victimService))
+				for i := 0; i < 128 && ctx.Err() == nil; i++ {
+					n, err := s.Write(buf)
+					sent.Add(int64(n))
+					if err != nil {
+						return
+					}
+				}
+			})
+			wg.Go(func() {
+				readReplyStatus(s)
+				n, _ := io.Copy(io.Discard, s)
+				read.Add(n)
+			})
+		}
+	})
+	return fmt.Sprintf("sent %d MiB, read %d MiB unacknowledged", sent.Load()>>20, read.Load()>>20), err
 }
 
 // attackFlowFlood opens 12,000 flows on one connection with one byte each
 // and never acknowledges the echoes.
 func attackFlowFlood(ctx context.Context, victim netip.AddrPort) (string, error) {
-	tr, qc, err := rawDial(ctx, victim, &quic.Config{KeepAlivePeriod: time.Second, MaxIncomingStreams: 1 << 14})
-	if err != nil {
-		return "", err
-	}
-	defer tr.Close()
-	defer qc.CloseWithError(0, "attack over")
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	var ok, refused atomic.Int64
 	opened := 0
-	for ; opened < 12000 && ctx.Err() == nil; opened++ {
-		s, err := qc.OpenStreamSync(ctx)
-		if err != nil {
-			break
-		}
-		s.Write(append(openHeader(victimService), 'x'))
-		wg.Go(func() {
-			context.AfterFunc(ctx, func() { s.CancelRead(0) })
-			st, err := readReplyStatus(s)
-			switch {
-			case err != nil:
-			case st == 0:
-				ok.Add(1)
-				io.Copy(io.Discard, s)
-			default:
-				refused.Add(1)
+	conf := &quic.Config{KeepAlivePeriod: time.Second, MaxIncomingStreams: 1 << 14}
+	err := onRawConn(ctx, victim, conf, func(qc *quic.Conn, wg *sync.WaitGroup) {
+		for ; opened < 12000 && ctx.Err() == nil; opened++ {
+			s, err := qc.OpenStreamSync(ctx)
+			if err != nil {
+				return
 			}
-		})
-	}
-	<-ctx.Done()
-	qc.CloseWithError(0, "attack over")
-	wg.Wait()
-	return fmt.Sprintf("%d opened, %d accepted, %d refused", opened, ok.Load(), refused.Load()), nil
+			s.Write(append(openHeader(victimService), 'x'))
+			wg.Go(func() {
+				st, err := readReplyStatus(s)
+				switch {
+				case err != nil:
+				case st == 0:
+					ok.Add(1)
+					io.Copy(io.Discard, s)
+				default:
+					refused.Add(1)
+				}
+			})
+		}
+	})
+	return fmt.Sprintf("%d opened, %d accepted, %d refused", opened, ok.Load(), refused.Load()), err
 }
 
 // initialRate is how many fake Initials per second attackInitials sends:
