@@ -10,10 +10,12 @@ import (
 )
 
 // Write writes data to the flow. It returns once all of b is buffered for
-// delivery and handed to the current stream; while the flow resumes, and
-// while the peer has not acknowledged Config.FlowBuffer bytes, it waits,
-// within its deadline. Bytes Write reports as written are delivered unless
-// the flow is lost.
+// delivery and handed to the current stream; while the flow resumes, while
+// the peer has not acknowledged Config.FlowBuffer bytes, and while the
+// flows of its connection hold their share of HostBuffer (ConnBuffer), it
+// waits, within its deadline; a peer that takes the data but acknowledges
+// none of it for StallTimeout ends the wait with ErrStalled. Bytes Write
+// reports as written are delivered unless the flow is lost.
 func (c *Conn) Write(b []byte) (int, error) {
 	if err := c.lockWrite(c.wdl.wait()); err != nil {
 		return 0, c.opError("write", err)
