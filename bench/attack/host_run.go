@@ -152,17 +152,33 @@ func (r hostResult) verdict(hostBuffer uint64) string {
 	return "MISS: " + strings.Join(misses, ", ")
 }
 
-func writeHostReport(w io.Writer, rows []hostResult, hostBuffer uint64) {
+// writeHostReport writes the rows as a table, aligned or in Markdown.
+func writeHostReport(w io.Writer, rows []hostResult, hostBuffer uint64, markdown bool) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "attack on a Host\thonest MB/s calm → during\techoes ok/failed\tnew dials ok/failed\tlive heap base → peak\tgoroutines base → peak\trecovered in\tattack\tverdict")
+	sep, end := "\t", "\n"
+	if markdown {
+		tw.Init(w, 0, 0, 0, ' ', tabwriter.DiscardEmptyColumns)
+		sep, end = " | ", " |\n"
+		fmt.Fprint(tw, "| ")
+	}
+	fmt.Fprint(tw, strings.Join([]string{"attack on a Host", "honest MB/s calm → during", "echoes ok/failed", "new dials ok/failed",
+		"live heap base → peak", "goroutines base → peak", "recovered in", "attack", "verdict"}, sep), end)
+	if markdown {
+		fmt.Fprint(tw, "|---|---|---|---|---|---|---|---|---|\n")
+	}
 	for _, r := range rows {
 		rec := fmt.Sprintf("not in 30 s (%.1f MiB, %d)", float64(r.endHeap)/(1<<20), r.endGoroutines)
 		if r.recovered >= 0 {
 			rec = r.recovered.Round(10 * time.Millisecond).String()
 		}
-		fmt.Fprintf(tw, "%s\t%.1f → %.1f (%.0f%%)\t%d/%d\t%d/%d\t%.1f → %.1f MiB\t%d → %d\t%s\t%s\t%s\n",
-			r.attack, r.calm, r.during, 100*r.during/max(r.calm, 1e-9), r.echoes, r.failed, r.freshOK, r.freshFail,
-			float64(r.baseHeap)/(1<<20), float64(r.peakHeap)/(1<<20), r.baseGoroutines, r.peakGor, rec, r.note, r.verdict(hostBuffer))
+		if markdown {
+			fmt.Fprint(tw, "| ")
+		}
+		fmt.Fprint(tw, strings.Join([]string{r.attack,
+			fmt.Sprintf("%.1f → %.1f (%.0f%%)", r.calm, r.during, 100*r.during/max(r.calm, 1e-9)),
+			fmt.Sprintf("%d/%d", r.echoes, r.failed), fmt.Sprintf("%d/%d", r.freshOK, r.freshFail),
+			fmt.Sprintf("%.1f → %.1f MiB", float64(r.baseHeap)/(1<<20), float64(r.peakHeap)/(1<<20)),
+			fmt.Sprintf("%d → %d", r.baseGoroutines, r.peakGor), rec, r.note, r.verdict(hostBuffer)}, sep), end)
 	}
 	tw.Flush()
 	for _, r := range rows {

@@ -28,6 +28,7 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "how long each attack lasts")
 	calm := flag.Duration("calm", 3*time.Second, "how long the honest client runs alone first")
 	run := flag.String("run", "", "run only the attacks whose name matches this regexp")
+	markdown := flag.Bool("markdown", false, "print the table in Markdown")
 	flag.Parse()
 
 	if *victim {
@@ -58,7 +59,7 @@ func main() {
 	}
 	fmt.Printf("roam attack suite: %d CPUs, %s/%s, %v per attack, HostBuffer %d MiB (the default)\n\n",
 		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, *duration, defaultHostBuffer>>20)
-	writeHostReport(os.Stdout, rows, defaultHostBuffer)
+	writeHostReport(os.Stdout, rows, defaultHostBuffer, *markdown)
 }
 
 // defaultHostBuffer is sal.Config.HostBuffer's default, which the victim
