@@ -89,15 +89,3 @@ func readReplyStatus(r io.Reader) (byte, error) {
 	}
 	return fixed[2], nil
 }
-
-// blackhole is a socket that sends but hears nothing: the sender of
-// spoofed packets never sees the answers.
-type blackhole struct{ net.PacketConn }
-
-func (b blackhole) ReadFrom(p []byte) (int, net.Addr, error) {
-	for {
-		if _, _, err := b.PacketConn.ReadFrom(p); err != nil {
-			return 0, nil, err
-		}
-	}
-}
