@@ -34,7 +34,8 @@ type hostBed struct {
 }
 
 func startVictim() (*hostBed, error) {
-	cmd := exec.Command(os.Args[0], "-victim")
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), victimEnv+"=1")
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

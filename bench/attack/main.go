@@ -7,8 +7,8 @@
 //	go run ./bench/attack -quick     # 3 s each
 //	go run ./bench/attack -run 'no acks'
 //
-// The victim runs in a child process (the same binary, -victim), so that
-// its heap and goroutines are its own.
+// The victim runs in a child process (the same binary, with
+// ROAM_ATTACK_VICTIM set), so that its heap and goroutines are its own.
 package main
 
 import (
@@ -23,7 +23,6 @@ import (
 )
 
 func main() {
-	victim := flag.Bool("victim", false, "run as the victim Host (used by the command itself)")
 	quick := flag.Bool("quick", false, "3 s per attack instead of -duration")
 	duration := flag.Duration("duration", 10*time.Second, "how long each attack lasts")
 	calm := flag.Duration("calm", 3*time.Second, "how long the honest client runs alone first")
@@ -31,12 +30,8 @@ func main() {
 	markdown := flag.Bool("markdown", false, "print the table in Markdown")
 	flag.Parse()
 
-	if *victim {
-		if err := serveVictim(sal.Config{}); err != nil {
-			fmt.Fprintln(os.Stderr, "victim:", err)
-			os.Exit(1)
-		}
-		return
+	if os.Getenv(victimEnv) != "" {
+		runVictim()
 	}
 	if *quick {
 		*duration, *calm = 3*time.Second, 2*time.Second
@@ -65,6 +60,15 @@ func main() {
 // defaultHostBuffer is sal.Config.HostBuffer's default, which the victim
 // runs with.
 const defaultHostBuffer = 512 << 20
+
+// runVictim serves as the victim and exits.
+func runVictim() {
+	if err := serveVictim(sal.Config{}); err != nil {
+		fmt.Fprintln(os.Stderr, "victim:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
 
 func fatal(err error) {
 	fmt.Fprintln(os.Stderr, "attack:", err)

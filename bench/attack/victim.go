@@ -20,6 +20,10 @@ import (
 // The victim runs in a process of its own, so that what the attack
 // measures is the victim's heap and goroutines, not the attacker's.
 
+// victimEnv, set in its environment, makes the binary (the command, or
+// its test) run as the victim.
+const victimEnv = "ROAM_ATTACK_VICTIM"
+
 // victimService is the service the victim Host serves: an echo.
 const victimService = "echo.attack"
 
