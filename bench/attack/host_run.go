@@ -63,6 +63,7 @@ func runHostAttack(a hostAttack, calm, duration time.Duration) (hostResult, erro
 		return r, err
 	}
 	r.baseHeap, r.baseGoroutines = base.LiveHeap, base.Goroutines
+	r.peakGor = base.Goroutines
 
 	// The attack, with the honest client beside it.
 	var st honestStats
@@ -80,7 +81,7 @@ func runHostAttack(a hostAttack, calm, duration time.Duration) (hostResult, erro
 		for ctx.Err() == nil {
 			if s, err := b.stats(false); err == nil {
 				r.peakHeap = max(r.peakHeap, s.LiveHeap)
-				r.peakGor = max(r.peakGor, s.Goroutines)
+				r.peakGor = max(r.peakGor, s.PeakGoroutines)
 			}
 			select {
 			case <-ctx.Done():
@@ -112,7 +113,8 @@ func runHostAttack(a hostAttack, calm, duration time.Duration) (hostResult, erro
 		if err == nil {
 			r.endHeap, r.endGoroutines = s.LiveHeap, s.Goroutines
 			r.peakHeap = max(r.peakHeap, s.LiveHeap)
-			descriptors := float64(goroutineDescriptor * max(0, r.peakGor-base.Goroutines))
+			r.peakGor = max(r.peakGor, s.PeakGoroutines)
+			descriptors := float64(goroutineDescriptor * max(0, r.peakGor-base.PeakGoroutines))
 			if float64(s.LiveHeap) <= max(1.1*float64(base.LiveHeap), float64(base.LiveHeap)+descriptors) &&
 				float64(s.Goroutines) <= 1.1*float64(base.Goroutines) {
 				r.recovered = time.Since(ended)

@@ -12,6 +12,8 @@ import (
 	"os"
 	"runtime"
 	"runtime/metrics"
+	"sync/atomic"
+	"time"
 
 	"github.com/roamnet/roam/resolve"
 	"github.com/roamnet/roam/sal"
@@ -38,6 +40,9 @@ type victimInfo struct {
 type victimStats struct {
 	LiveHeap   uint64         `json:"live_heap"` // bytes live after the last GC; after a forced one with ?gc=1
 	Goroutines int            `json:"goroutines"`
+	// PeakGoroutines is the most goroutines seen at once, looked at every
+	// 5 ms: what the runtime keeps a descriptor of for good.
+	PeakGoroutines int `json:"peak_goroutines"`
 	Limits     sal.LimitStats `json:"limits"`
 }
 
@@ -67,6 +72,14 @@ func serveVictim(cfg sal.Config) error {
 			}()
 		}
 	}()
+	var peak atomic.Int64
+	go func() {
+		for range time.Tick(5 * time.Millisecond) {
+			if n := int64(runtime.NumGoroutine()); n > peak.Load() {
+				peak.Store(n)
+			}
+		}
+	}()
 	hl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -74,7 +87,7 @@ func serveVictim(cfg sal.Config) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index) // to see what a victim holds
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		st := victimStats{Goroutines: runtime.NumGoroutine(), Limits: h.LimitStats()}
+		st := victimStats{Goroutines: runtime.NumGoroutine(), PeakGoroutines: int(peak.Load()), Limits: h.LimitStats()}
 		if r.URL.Query().Get("gc") != "" {
 			runtime.GC()
 			var ms runtime.MemStats
