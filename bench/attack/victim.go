@@ -38,12 +38,12 @@ type victimInfo struct {
 
 // victimStats is what the victim's stats URL answers.
 type victimStats struct {
-	LiveHeap   uint64         `json:"live_heap"` // bytes live after the last GC; after a forced one with ?gc=1
-	Goroutines int            `json:"goroutines"`
+	LiveHeap   uint64 `json:"live_heap"` // bytes live after the last GC; after a forced one with ?gc=1
+	Goroutines int    `json:"goroutines"`
 	// PeakGoroutines is the most goroutines seen at once, looked at every
 	// 5 ms: what the runtime keeps a descriptor of for good.
-	PeakGoroutines int `json:"peak_goroutines"`
-	Limits     sal.LimitStats `json:"limits"`
+	PeakGoroutines int            `json:"peak_goroutines"`
+	Limits         sal.LimitStats `json:"limits"`
 }
 
 // serveVictim runs a Host with the default Config serving an echo, and a
