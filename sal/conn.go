@@ -1,5 +1,13 @@
 package sal
 
+// A flow's state lives in its Conn, guarded by Conn.mu (see flowState).
+//
+// Lock order: Conn.wlock (a channel: one writer), Conn.rmu and Conn.resumeMu,
+// then Conn.mu, then Host.mu, then the budget's mu. A control's mu and
+// Conn.mu are never held together; limiter.mu comes before a control's mu
+// (see leastUsed). No lock is held across network I/O: writes to a
+// stream happen with the write lock alone.
+
 import (
 	"context"
 	"errors"

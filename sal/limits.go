@@ -23,8 +23,9 @@ import (
 // refused with a typed error the peer can read (a LimitError) and counted
 // in the Host's LimitStats, never silently.
 //
-// Lock order: Host.mu, then limiter.mu. Nothing here does network I/O under
-// a lock.
+// Lock order: limiter.mu, then a control's mu (leastUsed looks at each
+// connection's use); neither is held with Host.mu. Nothing here does
+// network I/O under a lock.
 
 // Limit names one of the bounds a Host keeps on what one peer may hold.
 type Limit string
