@@ -246,3 +246,120 @@ func TestMultiPathPlay(t *testing.T) {
 		}
 	})
 }
+
+// TestMultiPathHSR300Dual plays the two carriers of hsr-300-dual, ten
+// minutes in virtual time, while the client sends a datagram on each path
+// every 100 ms. Outside the tunnels, nearly every round gets through on
+// some path, though each carrier hands over about 40 times; in the
+// tunnels, none does.
+func TestMultiPathHSR300Dual(t *testing.T) {
+	trs, err := trace.MultiProfile("hsr-300-dual")
+	require.NoError(t, err)
+	tunnels := blackouts(trs[0])
+	require.NotEmpty(t, tunnels)
+	// inTunnel reports whether a datagram sent at at is inside a tunnel,
+	// or, with slack, may be caught in flight at its entry.
+	inTunnel := func(at, slack time.Duration) bool {
+		for _, e := range tunnels {
+			if at >= e.At-slack && at < e.At+e.Duration {
+				return true
+			}
+		}
+		return false
+	}
+	synctest.Test(t, func(t *testing.T) {
+		b := newMultiBed(t, PathConfig{}, PathConfig{})
+		start := time.Now()
+		done := make(chan error, 1)
+		go func() { done <- b.mp.Play(context.Background(), trs...) }()
+		arrived := make(chan [2]uint32, 1<<14)
+		go func() {
+			defer close(arrived)
+			buf := make([]byte, 64)
+			for {
+				n, _, err := b.srv.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					return
+				}
+				if n == 8 {
+					arrived <- [2]uint32{binary.BigEndian.Uint32(buf), binary.BigEndian.Uint32(buf[4:])}
+				}
+			}
+		}()
+		end := trs[0].Duration()
+		var rounds uint32
+		for ; ; rounds++ {
+			at := 50*time.Millisecond + time.Duration(rounds)*100*time.Millisecond
+			if at >= end {
+				break
+			}
+			time.Sleep(time.Until(start.Add(at)))
+			for i := range 2 {
+				var p [8]byte
+				binary.BigEndian.PutUint32(p[:], rounds)
+				binary.BigEndian.PutUint32(p[4:], uint32(i))
+				_, err := b.cli[i].WriteToUDPAddrPort(p[:], b.mp.ServerAddr())
+				require.NoError(t, err)
+			}
+		}
+		require.NoError(t, <-done)
+		time.Sleep(time.Second)
+		b.srv.Close()
+		got := make([][2]bool, rounds)
+		for a := range arrived {
+			got[a[0]][a[1]] = true
+		}
+		var lost, lostOne [2]int
+		var lostBoth, tunnelled int
+		for r, g := range got {
+			at := 50*time.Millisecond + time.Duration(r)*100*time.Millisecond
+			if inTunnel(at, 0) {
+				require.False(t, g[0] || g[1], "round %d at %v: inside a tunnel", r, at)
+			}
+			if inTunnel(at, 200*time.Millisecond) {
+				tunnelled++
+				continue
+			}
+			for i := range 2 {
+				if !g[i] {
+					lost[i]++
+					if g[1-i] {
+						lostOne[i]++
+					}
+				}
+			}
+			if !g[0] && !g[1] {
+				lostBoth++
+			}
+		}
+		t.Logf("%d rounds, %d in tunnels; lost outside: a %d, b %d, both %d", rounds, tunnelled, lost[0], lost[1], lostBoth)
+		for i := range 2 {
+			// A carrier loses rounds to its handovers and its random
+			// loss; the other carrier covers nearly all of them.
+			require.GreaterOrEqual(t, lostOne[i], len(handovers(trs[i])), "path %d", i)
+		}
+		// Random loss is at most 3% a carrier, so both lose a round about
+		// once in a thousand; handovers never coincide.
+		require.Less(t, lostBoth, int(rounds)/200)
+	})
+}
+
+func handovers(tr *trace.Trace) []trace.Event {
+	var out []trace.Event
+	for _, e := range tr.Events {
+		if e.Kind == trace.KindHandover {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func blackouts(tr *trace.Trace) []trace.Event {
+	var out []trace.Event
+	for _, e := range tr.Events {
+		if e.Kind == trace.KindBlackout {
+			out = append(out, e)
+		}
+	}
+	return out
+}
