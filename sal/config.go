@@ -280,6 +280,12 @@ func (c *Config) quicConfig() *quic.Config {
 		// what a peer that ignores the refusal can open.
 		q.MaxIncomingStreams = int64(c.maxFlowsPerConn() + 64)
 	}
+	if q.TokenStore == nil {
+		// Keep the address-validation tokens peers hand out (NEW_TOKEN), so
+		// that a reconnection to a Host under a flood, which asks new
+		// handshakes for a Retry (see RetryThreshold), skips that round trip.
+		q.TokenStore = quic.NewLRUTokenStore(256, 4)
+	}
 	if q.KeepAlivePeriod == 0 {
 		// Keeps NAT mappings and the idle timer alive while flows are quiet.
 		// quic-go sends them at most every half idle timeout.

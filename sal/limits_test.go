@@ -439,3 +439,21 @@ func TestHandshakeFloodCostsNoState(t *testing.T) {
 	require.GreaterOrEqual(t, capped.LimitStats().HandshakesRefused, uint64(1), "(the dialer sends its Initial again)")
 	capped.limits.handshakes.Add(-1)
 }
+
+// TestReconnectSkipsRetry: a Host keeps the tokens the Hosts it dials hand
+// out, so that its next connection to a Host asking every handshake for a
+// Retry goes without one.
+func TestReconnectSkipsRetry(t *testing.T) {
+	mem := resolve.NewMemory()
+	server := newHost(t, Config{Resolver: mem, RetryThreshold: -1})
+	l, err := server.Listen(testCtx(t), "token.demo")
+	require.NoError(t, err)
+	serveEcho(t, l)
+	client := newHost(t, Config{Resolver: mem, IdleConnTimeout: 50 * time.Millisecond})
+	require.NoError(t, echoChecked(t, client, "token.demo", 1000))
+	retries := server.LimitStats().Retries
+	require.Positive(t, retries, "the first handshake proves its address with a Retry")
+	require.Eventually(t, func() bool { return admitted(server) == 0 }, quick, 10*time.Millisecond, "the idle connection closes")
+	require.NoError(t, echoChecked(t, client, "token.demo", 1000))
+	require.Equal(t, retries, server.LimitStats().Retries, "the second presents its token instead")
+}
