@@ -95,6 +95,10 @@ type Conn struct {
 	counted             bool // in acct's open flows (see countOpen)
 
 	acct *serviceCounters // the service's counters in the Host; set before the flow is shared
+	// queuedOn is the connection whose slot in its Listener's accept queue
+	// the flow takes until accepted (see Listener.reserve); set before it
+	// is queued.
+	queuedOn *control
 }
 
 type flowState uint8

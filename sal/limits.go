@@ -82,6 +82,9 @@ type LimitStats struct {
 	// BufferWaits counts the times a Write had to wait because its
 	// connection's share of HostBuffer was used up.
 	BufferWaits uint64 `json:"buffer_waits"`
+	// BacklogRefused counts flows refused with ErrBusy because their
+	// connection already held an eighth of their Listener's Backlog.
+	BacklogRefused uint64 `json:"backlog_refused"`
 }
 
 // limiter keeps the counts the limits are checked against.
@@ -95,6 +98,7 @@ type limiter struct {
 	flowsRefused, connsRefusedAddr             atomic.Uint64
 	handshakesRefused, retries, flowsStalled   atomic.Uint64
 	connsIdleClosed, bufferWaits, connsEvicted atomic.Uint64
+	backlogRefused                             atomic.Uint64
 }
 
 func (l *limiter) stats() LimitStats {
@@ -107,6 +111,7 @@ func (l *limiter) stats() LimitStats {
 		ConnsIdleClosed:   l.connsIdleClosed.Load(),
 		BufferWaits:       l.bufferWaits.Load(),
 		ConnsEvicted:      l.connsEvicted.Load(),
+		BacklogRefused:    l.backlogRefused.Load(),
 	}
 }
 

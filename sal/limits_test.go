@@ -457,3 +457,29 @@ func TestReconnectSkipsRetry(t *testing.T) {
 	require.NoError(t, echoChecked(t, client, "token.demo", 1000))
 	require.Equal(t, retries, server.LimitStats().Retries, "the second presents its token instead")
 }
+
+// TestBacklogShare: the flows of one connection take at most an eighth of
+// a Listener's accept queue, so that a peer that opens flows faster than
+// the application accepts them cannot make another peer's dial fail.
+func TestBacklogShare(t *testing.T) {
+	mem := resolve.NewMemory()
+	server := newHost(t, Config{Resolver: mem, Backlog: 16})
+	l, err := server.Listen(testCtx(t), "queue.demo")
+	require.NoError(t, err)
+	flooder := rawPeer(t, server, nil)
+	statuses := map[wire.Status]int{}
+	for range 5 {
+		_, reply := rawOpen(t, flooder, "queue.demo")
+		statuses[reply.Status]++
+	}
+	require.Equal(t, map[wire.Status]int{wire.StatusOK: 2, wire.StatusBusy: 3}, statuses, "two queued of sixteen, the rest refused")
+	require.EqualValues(t, 3, server.LimitStats().BacklogRefused)
+
+	_, reply := rawOpen(t, rawPeer(t, server, nil), "queue.demo")
+	require.Equal(t, wire.StatusOK, reply.Status, "another peer still gets in")
+	for range 3 { // all three are delivered
+		c, err := l.AcceptContext(testCtx(t))
+		require.NoError(t, err)
+		c.Close()
+	}
+}

@@ -27,7 +27,11 @@ type Listener struct {
 
 	mu       sync.Mutex
 	closed   bool
-	reserved int // queue slots promised to flows whose Reply is being written
+	reserved int // queue slots promised to flows whose Reply is being written, or taken
+	// byConn counts reserved slots by the connection that asked for them:
+	// one peer may hold at most an eighth of the queue, so that a flood of
+	// flows from it cannot make every other peer's dial fail with ErrBusy.
+	byConn map[*control]int
 }
 
 // Listen starts accepting flows to service and, when the Host's resolver is
@@ -212,9 +216,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 func (l *Listener) AcceptContext(ctx context.Context) (*Conn, error) {
 	select {
 	case c := <-l.queue:
-		l.mu.Lock()
-		l.reserved--
-		l.mu.Unlock()
+		l.unreserve(c.queuedOn)
 		c.countOpen()
 		return c, nil
 	case <-l.done:
@@ -263,9 +265,9 @@ func (l *Listener) Addr() net.Addr { return Addr{Service: l.service, Endpoint: l
 // Service returns the service the Listener accepts flows for.
 func (l *Listener) Service() ServiceID { return l.service }
 
-// reserve promises the caller a slot in the accept queue, so that the Reply
-// "ok" is only sent for a flow that will be delivered.
-func (l *Listener) reserve() wire.Status {
+// reserve promises a flow of ctl's connection a slot in the accept queue,
+// so that the Reply "ok" is only sent for a flow that will be delivered.
+func (l *Listener) reserve(ctl *control) wire.Status {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
@@ -273,15 +275,30 @@ func (l *Listener) reserve() wire.Status {
 		return wire.StatusUnavailable
 	case l.reserved >= cap(l.queue):
 		return wire.StatusBusy
+	case l.byConn[ctl] >= max(1, cap(l.queue)/8):
+		l.h.limits.backlogRefused.Add(1)
+		return wire.StatusBusy
 	}
 	l.reserved++
+	if l.byConn == nil {
+		l.byConn = make(map[*control]int)
+	}
+	l.byConn[ctl]++
 	return wire.StatusOK
 }
 
-func (l *Listener) unreserve() {
+// unreserve gives back a slot reserve took for ctl's connection.
+func (l *Listener) unreserve(ctl *control) {
 	l.mu.Lock()
-	l.reserved--
+	l.unreserveLocked(ctl)
 	l.mu.Unlock()
+}
+
+func (l *Listener) unreserveLocked(ctl *control) {
+	l.reserved--
+	if l.byConn[ctl]--; l.byConn[ctl] <= 0 {
+		delete(l.byConn, ctl)
+	}
 }
 
 // deliver hands an accepted flow to Accept. The queue has room: the slot
@@ -290,7 +307,7 @@ func (l *Listener) deliver(c *Conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		l.reserved--
+		l.unreserveLocked(c.queuedOn)
 		c.reject()
 		return
 	}
@@ -448,15 +465,16 @@ func (h *Host) serveStream(qc *quic.Conn, ctl *control, s *quic.Stream, key reso
 		reject(wire.StatusRefused, streamRejected) // the dialer reused a live flow ID
 		return
 	}
-	if st := l.reserve(); st != wire.StatusOK {
+	if st := l.reserve(ctl); st != wire.StatusOK {
 		h.forgetFlow(c)
 		reject(st, streamRejected)
 		return
 	}
+	c.queuedOn = ctl
 	b, _ := wire.AppendReply(nil, wire.Reply{Status: wire.StatusOK})
 	s.SetWriteDeadline(time.Now().Add(h.cfg.openTimeout()))
 	if _, err := s.Write(b); err != nil {
-		l.unreserve()
+		l.unreserve(ctl)
 		h.forgetFlow(c)
 		s.CancelRead(streamProtocol)
 		s.CancelWrite(streamProtocol)
