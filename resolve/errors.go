@@ -46,13 +46,19 @@ type Error struct {
 	Err error
 }
 
+// Error reads "resolve web: not found", "resolve register web: ...":
+// the package's name leads once, so the "resolve" op and the cause's own
+// "resolve: " prefix are not said again.
 func (e *Error) Error() string {
 	if e == nil {
 		return "<nil>"
 	}
 	var b strings.Builder
-	b.WriteString("resolve ")
-	b.WriteString(e.Op)
+	b.WriteString("resolve")
+	if e.Op != "resolve" {
+		b.WriteByte(' ')
+		b.WriteString(e.Op)
+	}
 	if e.Service != "" {
 		b.WriteByte(' ')
 		b.WriteString(e.Service)
@@ -61,7 +67,7 @@ func (e *Error) Error() string {
 	if e.Err == nil {
 		b.WriteString("<nil>")
 	} else {
-		b.WriteString(e.Err.Error())
+		b.WriteString(strings.TrimPrefix(e.Err.Error(), "resolve: "))
 	}
 	return b.String()
 }

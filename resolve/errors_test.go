@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -16,9 +17,13 @@ func TestErrorString(t *testing.T) {
 		err  *resolve.Error
 		want string
 	}{
-		{&resolve.Error{Op: "resolve", Service: "web", Err: resolve.ErrNotFound}, "resolve resolve web: resolve: not found"},
-		{&resolve.Error{Op: "register", Err: resolve.ErrInvalid}, "resolve register: resolve: invalid argument"},
+		// The package's name leads once: not "resolve resolve web: resolve: not found".
+		{&resolve.Error{Op: "resolve", Service: "web", Err: resolve.ErrNotFound}, "resolve web: not found"},
+		{&resolve.Error{Op: "resolve", Service: "web", Err: resolve.ErrAllDown}, "resolve web: every endpoint is down"},
+		{&resolve.Error{Op: "register", Err: resolve.ErrInvalid}, "resolve register: invalid argument"},
+		{&resolve.Error{Op: "register", Service: "web", Err: fmt.Errorf("%w: endpoint address 0.0.0.0:0", resolve.ErrInvalid)}, "resolve register web: invalid argument: endpoint address 0.0.0.0:0"},
 		{&resolve.Error{Op: "watch", Service: "db"}, "resolve watch db: <nil>"},
+		{&resolve.Error{Op: "resolve", Service: "db", Err: errors.New("link down")}, "resolve db: link down"},
 		{nil, "<nil>"},
 	}
 	for _, tt := range tests {
@@ -48,4 +53,27 @@ func TestErrorIsAs(t *testing.T) {
 			require.Equal(t, "a", e.Service)
 		})
 	}
+}
+
+// A registry's error answer reaches its client's caller saying each thing
+// once, as the registry's own error would: not "resolve resolve x: resolve:
+// not found (registry: resolve resolve x: resolve: not found)".
+func TestRegistryErrorText(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r := startRegistry(t, resolve.RegistryConfig{})
+	c := registryClient(t, r, newKey(t))
+	_, err := c.Resolve(ctx, "nope.demo")
+	require.ErrorIs(t, err, resolve.ErrNotFound)
+	var e *resolve.Error
+	require.ErrorAs(t, err, &e)
+	require.Equal(t, "resolve nope.demo: not found", err.Error())
+
+	reg, err := c.Register(ctx, "taken.demo", resolve.Endpoint{Addr: addr("127.0.0.1:4000")})
+	require.NoError(t, err)
+	defer reg.Close()
+	rogue := registryClient(t, r, newKey(t))
+	_, err = rogue.Register(ctx, "taken.demo", resolve.Endpoint{Addr: addr("127.0.0.1:4001")})
+	require.ErrorIs(t, err, resolve.ErrNotOwner)
+	require.Regexp(t, `^resolve register taken\.demo: service is bound to another key: [a-z2-7]{52}$`, err.Error())
 }

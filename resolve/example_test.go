@@ -28,7 +28,7 @@ func ExampleNewMemory() {
 	fmt.Println(errors.Is(err, resolve.ErrNotFound))
 	// Output:
 	// [192.0.2.10:4433]
-	// resolve resolve chat: resolve: not found
+	// resolve chat: not found
 	// true
 }
 

@@ -479,9 +479,10 @@ func (c *RegistryClient) renewDue(s *regSession) {
 	}
 }
 
-// parseCode maps an Error answer to the resolve package's errors.
+// parseCode maps an Error answer to the resolve package's errors. The
+// answer's message repeats the code's own text ("resolve: not found"),
+// which the error says already: only what it adds is kept.
 func parseCode(f *regwire.Frame) error {
-	msg := strings.TrimPrefix(f.Message, "resolve: ")
 	var base error
 	switch f.Code {
 	case regwire.CodeNotFound:
@@ -496,14 +497,23 @@ func parseCode(f *regwire.Frame) error {
 		base = ErrNotOwner
 	case regwire.CodeLimit:
 		le, ok := parseLimitReason(f.Message)
-		if !ok { // a registry that names no limit
-			le = &LimitError{Limit: Limit(msg)}
+		if !ok { // a registry older than LimitError: its own words
+			msg := strings.TrimPrefix(f.Message, "resolve: ")
+			le = &LimitError{Limit: Limit(strings.TrimPrefix(msg, "registry limit reached: "))}
 		}
 		return le
 	case regwire.CodeUnknownLease:
 		base = errUnknownLease
 	default:
 		base = ErrUnavailable
+	}
+	msg := strings.TrimPrefix(f.Message, "resolve: ")
+	name := strings.TrimPrefix(base.Error(), "resolve: ")
+	switch {
+	case msg == "" || msg == name:
+		return base
+	case strings.HasPrefix(msg, name+": "):
+		return fmt.Errorf("%w: %s", base, msg[len(name)+2:])
 	}
 	return fmt.Errorf("%w (registry: %s)", base, msg)
 }

@@ -114,12 +114,22 @@ func (d deadlineWriter) Write(p []byte) (int, error) {
 	return d.str.Write(p)
 }
 
-// errorAnswer answers a request that failed with err.
+// errorAnswer answers a request that failed with err. A limit is named
+// as limitReason says, for the client to read back.
 func errorAnswer(id uint64, err error) *regwire.Frame {
 	if le := (*LimitError)(nil); errors.As(err, &le) {
 		return errorFrame(id, regwire.CodeLimit, limitReason(le))
 	}
-	return errorFrame(id, codeOf(err), err.Error())
+	return errorFrame(id, codeOf(err), wireMessage(err))
+}
+
+// wireMessage is the text an Error answer carries for err: without the
+// op and service of an *Error, which the client's own *Error names.
+func wireMessage(err error) string {
+	if e, ok := err.(*Error); ok && e.Err != nil {
+		err = e.Err
+	}
+	return err.Error()
 }
 
 func errorFrame(id uint64, code regwire.Code, msg string) *regwire.Frame {

@@ -87,7 +87,9 @@ type Config struct {
 	IdleConnTimeout time.Duration
 
 	// Backlog is how many accepted flows wait per Listener before new ones
-	// are refused with ErrBusy. If zero, 256.
+	// are refused with ErrBusy; the flows of one connection may take at
+	// most an eighth of it (at least one), so that one peer's flood cannot
+	// fill it for all. If zero, 256.
 	Backlog int
 
 	// ResumeTimeout bounds how long a flow may go without hearing from its
@@ -107,9 +109,59 @@ type Config struct {
 	// If zero, 8 MiB.
 	FlowBuffer int
 
-	// HostBuffer bounds the bytes all of the Host's flows keep for replay.
-	// If zero, 512 MiB.
+	// HostBuffer bounds the memory all of the Host's flows keep for
+	// replay, counted in the 64 KiB chunks they really hold. If zero,
+	// 512 MiB.
 	HostBuffer int
+
+	// ConnBuffer bounds the part of HostBuffer that the flows of one
+	// connection (one peer) may hold, so that a peer that stops
+	// acknowledging cannot block every other peer's writes. Once half of
+	// HostBuffer is in use, a connection may grow only up to an equal part
+	// of the other half, so each connection can always take its fair part.
+	// If zero, a quarter of HostBuffer, and at least FlowBuffer.
+	ConnBuffer int
+
+	// StallTimeout bounds how long a flow's Write may wait for room while
+	// its peer, still heard on a live connection, has taken everything sent
+	// at the QUIC level but acknowledged none of it. An honest peer
+	// acknowledges within milliseconds of its application reading; one that
+	// reads slowly holds the data back with QUIC flow control instead,
+	// which does not count. The flow then fails with ErrStalled (and
+	// ErrFlowLost), and the peer sees it reset. If zero, 20 s; negative
+	// turns the check off.
+	StallTimeout time.Duration
+
+	// MaxFlowsPerConn bounds the flows, resumes and pings one connection
+	// may have open at this Host; one more is refused with a LimitError.
+	// If zero, 4096.
+	MaxFlowsPerConn int
+
+	// MaxConnsPerKey and MaxConnsPerAddr bound the connections peers may
+	// have open to this Host at once with one key, and from one IP
+	// address. A connection over either is closed as soon as its handshake
+	// is done, and the dialer's flow fails with a LimitError. If zero, 16
+	// per key and 256 per address.
+	MaxConnsPerKey  int
+	MaxConnsPerAddr int
+
+	// MaxHandshakes bounds the QUIC handshakes in progress at this Host;
+	// further ones are refused (the dialer gets a LimitError). If zero, 512.
+	MaxHandshakes int
+
+	// RetryThreshold is how many handshakes may be in progress before a
+	// new one must prove its source address with a QUIC Retry, one round
+	// trip more, so that a flood of spoofed Initials costs no state. If
+	// zero, 32; negative asks every handshake for a Retry.
+	RetryThreshold int
+
+	// InboundIdleTimeout is how long a connection a peer dialed may carry
+	// no flow before this Host closes it. If zero, twice IdleConnTimeout,
+	// so that the dialer, which keeps it for IdleConnTimeout, closes it
+	// first. A connection that has carried nothing at all since its
+	// handshake is closed after at most 5 s: a dialer opens its first flow
+	// at once.
+	InboundIdleTimeout time.Duration
 
 	// OnEvent, if set, receives every Event: flows suspended, resumed and
 	// lost, connections migrated, the Host rebound. It is called
@@ -174,6 +226,43 @@ func (c *Config) hostBuffer() int {
 	return c.HostBuffer
 }
 
+func (c *Config) connBuffer() int {
+	if c.ConnBuffer > 0 {
+		return c.ConnBuffer
+	}
+	return max(c.hostBuffer()/4, c.flowBuffer())
+}
+
+func (c *Config) stallTimeout() time.Duration {
+	if c.StallTimeout < 0 {
+		return 0
+	}
+	return durationOr(c.StallTimeout, 20*time.Second)
+}
+
+func intOr(n, def int) int {
+	if n <= 0 {
+		return def
+	}
+	return n
+}
+
+func (c *Config) maxFlowsPerConn() int { return intOr(c.MaxFlowsPerConn, 4096) }
+func (c *Config) maxConnsPerKey() int  { return intOr(c.MaxConnsPerKey, 16) }
+func (c *Config) maxConnsPerAddr() int { return intOr(c.MaxConnsPerAddr, 256) }
+func (c *Config) maxHandshakes() int   { return intOr(c.MaxHandshakes, 512) }
+
+func (c *Config) retryThreshold() int {
+	if c.RetryThreshold < 0 {
+		return 0
+	}
+	return intOr(c.RetryThreshold, 32)
+}
+
+func (c *Config) inboundIdleTimeout() time.Duration {
+	return durationOr(c.InboundIdleTimeout, 2*c.idleConnTimeout())
+}
+
 func (c *Config) backlog() int {
 	if c.Backlog <= 0 {
 		return 256
@@ -188,8 +277,16 @@ func (c *Config) quicConfig() *quic.Config {
 	}
 	if q.MaxIncomingStreams == 0 {
 		// One stream per flow: the default of 100 would cap a peer at 100
-		// concurrent flows.
-		q.MaxIncomingStreams = 1 << 16
+		// concurrent flows. A little above MaxFlowsPerConn, so that the
+		// SAL refuses the flow over it with a reason, while QUIC bounds
+		// what a peer that ignores the refusal can open.
+		q.MaxIncomingStreams = int64(c.maxFlowsPerConn() + 64)
+	}
+	if q.TokenStore == nil {
+		// Keep the address-validation tokens peers hand out (NEW_TOKEN), so
+		// that a reconnection to a Host under a flood, which asks new
+		// handshakes for a Retry (see RetryThreshold), skips that round trip.
+		q.TokenStore = quic.NewLRUTokenStore(256, 4)
 	}
 	if q.KeepAlivePeriod == 0 {
 		// Keeps NAT mappings and the idle timer alive while flows are quiet.
@@ -205,6 +302,19 @@ func (c *Config) quicConfig() *quic.Config {
 		q.MaxIdleTimeout = min(30*time.Second, c.resumeTimeout())
 	}
 	return &q
+}
+
+// listenQUICConfig is quicConfig for the connections peers dial: a
+// handshake that does not complete gives its state back after at most 3 s
+// of silence (quic-go's default is 5 s, for a handshake timeout of 10 s),
+// unless QUIC sets HandshakeIdleTimeout, so that a flood of Initials that
+// never complete ends soon after the flood.
+func (c *Config) listenQUICConfig() *quic.Config {
+	q := c.quicConfig()
+	if q.HandshakeIdleTimeout == 0 {
+		q.HandshakeIdleTimeout = 3 * time.Second
+	}
+	return q
 }
 
 func (c *Config) logger() *slog.Logger {

@@ -1,5 +1,13 @@
 package sal
 
+// A flow's state lives in its Conn, guarded by Conn.mu (see flowState).
+//
+// Lock order: Conn.wlock (a channel: one writer), Conn.rmu and Conn.resumeMu,
+// then Conn.mu, then Host.mu, then the budget's mu. A control's mu and
+// Conn.mu are never held together; limiter.mu comes before a control's mu
+// (see leastUsed). No lock is held across network I/O: writes to a
+// stream happen with the write lock alone.
+
 import (
 	"context"
 	"errors"
@@ -67,10 +75,13 @@ type Conn struct {
 	// the user's deadline for after it.
 	flusherOwnsDeadline bool
 	buf                 sendBuffer
-	ackedFin            bool   // the peer acknowledged our FIN
-	readOff             uint64 // data bytes Read delivered
-	gotFin              bool   // Read delivered io.EOF
-	ackSent             uint64 // the read offset last acknowledged to the peer
+	share               *share    // the budget share of the connection carrying the flow (see budget)
+	charged             int       // memory taken from share for buf: its capacity, once settled
+	ackedAt             time.Time // when the peer last acknowledged new data (see stall)
+	ackedFin            bool      // the peer acknowledged our FIN
+	readOff             uint64    // data bytes Read delivered
+	gotFin              bool      // Read delivered io.EOF
+	ackSent             uint64    // the read offset last acknowledged to the peer
 	ackTimer            *time.Timer
 	ackArmed            bool   // ackTimer runs for reads already made
 	gen                 uint64 // dialer: next resume generation; listener: lowest it accepts
@@ -84,6 +95,10 @@ type Conn struct {
 	counted             bool // in acct's open flows (see countOpen)
 
 	acct *serviceCounters // the service's counters in the Host; set before the flow is shared
+	// queuedOn is the connection whose slot in its Listener's accept queue
+	// the flow takes until accepted (see Listener.reserve); set before it
+	// is queued.
+	queuedOn *control
 }
 
 type flowState uint8

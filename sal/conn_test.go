@@ -77,5 +77,5 @@ func TestHTTPOverServices(t *testing.T) {
 	body, err := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	require.NoError(t, err)
-	require.Equal(t, "hello rk--"+client.Key().String()+" from web.demo", string(body))
+	require.Equal(t, fmt.Sprintf("hello rk--%s:%d from web.demo", client.Key(), client.LocalAddr().Port()), string(body))
 }

@@ -3,7 +3,9 @@ package sal
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 	"github.com/roamnet/roam/resolve"
@@ -26,8 +28,22 @@ type control struct {
 	wake    chan struct{}     // cap 1: pending has entries
 	flows   map[*Conn]struct{}
 	dead    bool
+	// streams counts the streams whose SAL header is being served (see
+	// admitStream); with flows, what MaxFlowsPerConn bounds.
+	streams int
+	// idleAfter, on a connection the peer dialed, is how long it may carry
+	// nothing before this Host closes it; idle runs while it does.
+	idleAfter time.Duration
+	idle      *time.Timer
+	idleSince time.Time  // when it last carried nothing
+	used      bool       // inbound: the peer has opened a stream on it
+	addr      netip.Addr // inbound: the peer's address when it connected (see admitConn)
 
 	heard heardClock // when the peer was last heard (see lastHeard)
+
+	// share is the connection's part of the Host's replay budget: what
+	// the flows it carries keep for the peer (see budget).
+	share *share
 }
 
 // newControl starts the control channel of a connection; it ends with the
@@ -41,6 +57,10 @@ func (h *Host) newControl(qc *quic.Conn, dialer bool, peerKey resolve.Fingerprin
 		pending: make(map[uint64]uint64),
 		wake:    make(chan struct{}, 1),
 		flows:   make(map[*Conn]struct{}),
+		share:   new(share),
+		// Idle from the start, as far as eviction goes (see leastUsed): a
+		// new connection is no older than any other.
+		idleSince: time.Now(),
 	}
 	h.wg.Add(2)
 	go ctl.writeLoop()
@@ -56,6 +76,7 @@ func (ctl *control) attach(c *Conn) {
 	dead := ctl.dead
 	if !dead {
 		ctl.flows[c] = struct{}{}
+		ctl.busyLocked()
 	}
 	ctl.mu.Unlock()
 	if dead {
@@ -71,7 +92,86 @@ func (ctl *control) attach(c *Conn) {
 func (ctl *control) detach(c *Conn) {
 	ctl.mu.Lock()
 	delete(ctl.flows, c)
+	ctl.maybeIdleLocked()
 	ctl.mu.Unlock()
+}
+
+// admitStream counts a stream the peer opened, unless the connection
+// carries max flows and streams already.
+func (ctl *control) admitStream(max int) bool {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	if len(ctl.flows)+ctl.streams >= max {
+		return false
+	}
+	ctl.streams++
+	ctl.used = true
+	ctl.busyLocked()
+	return true
+}
+
+// unusedConnTimeout is how long a connection a peer dialed may go without
+// its first stream before this Host closes it.
+const unusedConnTimeout = 5 * time.Second
+
+// streamDone uncounts a stream admitStream counted.
+func (ctl *control) streamDone() {
+	ctl.mu.Lock()
+	ctl.streams--
+	ctl.maybeIdleLocked()
+	ctl.mu.Unlock()
+}
+
+// startIdle makes this Host close the connection, which the peer dialed,
+// once it has carried no flow for after: the peer may hold connections,
+// but not ones it does not use.
+func (ctl *control) startIdle(after time.Duration) {
+	ctl.mu.Lock()
+	ctl.idleAfter = after
+	ctl.maybeIdleLocked()
+	ctl.mu.Unlock()
+}
+
+func (ctl *control) busyLocked() {
+	if ctl.idle != nil {
+		ctl.idle.Stop()
+		ctl.idle = nil
+	}
+}
+
+// usage returns how many flows and streams the connection carries, and
+// since when it carries none.
+func (ctl *control) usage() (load int, idleSince time.Time) {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	return len(ctl.flows) + ctl.streams, ctl.idleSince
+}
+
+func (ctl *control) maybeIdleLocked() {
+	if len(ctl.flows)+ctl.streams > 0 {
+		return
+	}
+	ctl.idleSince = time.Now()
+	if ctl.idleAfter <= 0 || ctl.dead || ctl.idle != nil {
+		return
+	}
+	after := ctl.idleAfter
+	if !ctl.used {
+		// A dialer opens its first stream right after the handshake; a
+		// connection that carried none soon after is of no use to anyone.
+		after = min(after, unusedConnTimeout)
+	}
+	var t *time.Timer
+	t = time.AfterFunc(after, func() {
+		ctl.mu.Lock()
+		still := ctl.idle == t && !ctl.dead
+		ctl.mu.Unlock()
+		if still {
+			ctl.h.limits.connsIdleClosed.Add(1)
+			ctl.qc.CloseWithError(codeIdle, "no flows")
+		}
+	})
+	ctl.idle = t
 }
 
 // detachCarrier detaches c unless it has meanwhile been attached again
@@ -89,6 +189,7 @@ func (ctl *control) detachCarrier(c *Conn, car *carrier) {
 func (ctl *control) died() {
 	ctl.mu.Lock()
 	ctl.dead = true
+	ctl.busyLocked()
 	flows := make([]*Conn, 0, len(ctl.flows))
 	for c := range ctl.flows {
 		flows = append(flows, c)
@@ -102,7 +203,7 @@ func (ctl *control) died() {
 		if car == nil || car.ctl != ctl {
 			continue
 		}
-		if classify(cause, ctl.h) == errFlow {
+		if classify(cause, ctl.h, ctl.dialer) == errFlow {
 			c.lose(cause)
 		} else {
 			c.suspend(car, cause)

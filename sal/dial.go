@@ -3,6 +3,7 @@ package sal
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,15 +13,16 @@ import (
 	"sync"
 	"time"
 
+	"github.com/quic-go/quic-go"
 	"github.com/roamnet/roam/resolve"
 	"github.com/roamnet/roam/sal/internal/wire"
 )
 
 // DialContext dials a service in the form net.Dialer.DialContext takes, so
-// that a Host drops into http.Transport.DialContext or
-// grpc.WithContextDialer. network is "sal", "tcp", "tcp4", "tcp6" or "";
-// address is "service" or "service:port" (the port is ignored: a service
-// ID names the service, whichever port carries it).
+// that a Host drops into http.Transport.DialContext. network is "sal",
+// "tcp", "tcp4", "tcp6" or ""; address is "service" or "service:port"
+// (the port is ignored: a service ID names the service, whichever port
+// carries it), as an Addr's String gives it.
 func (h *Host) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	switch network {
 	case "", "sal", "tcp", "tcp4", "tcp6":
@@ -36,6 +38,21 @@ func (h *Host) DialContext(ctx context.Context, network, address string) (net.Co
 		return nil, err // never a typed nil inside the interface
 	}
 	return c, nil
+}
+
+// DialAddr is DialContext with no network: address is "service" or
+// "service:port", the port ignored. It has the type
+// grpc.WithContextDialer takes, so a gRPC client reaches a service by
+// name. Give grpc.NewClient the target "passthrough:///service", so that
+// gRPC hands the name to DialAddr as it is (its default, DNS, would look
+// the name up and find nothing), and insecure transport credentials: the
+// flow is already TLS 1.3, authenticated when a key is pinned.
+//
+//	cc, err := grpc.NewClient("passthrough:///grpc.demo",
+//		grpc.WithContextDialer(h.DialAddr),
+//		grpc.WithTransportCredentials(insecure.NewCredentials()))
+func (h *Host) DialAddr(ctx context.Context, address string) (net.Conn, error) {
+	return h.DialContext(ctx, "sal", address)
 }
 
 // Dial opens a flow to a service. The service table decides where the
@@ -99,6 +116,10 @@ func (h *Host) dialEndpoint(ctx context.Context, id ServiceID, ep resolve.Endpoi
 		ctx, cancel = context.WithTimeout(ctx, h.cfg.endpointTimeout())
 		defer cancel()
 	}
+	return h.dialEndpointOnce(ctx, id, ep, pin, pinned, false)
+}
+
+func (h *Host) dialEndpointOnce(ctx context.Context, id ServiceID, ep resolve.Endpoint, pin resolve.Fingerprint, pinned, retried bool) (*Conn, error) {
 	p, fresh, err := h.getPeer(ctx, dialable(ep.Addr), id)
 	if err != nil {
 		return nil, err
@@ -115,7 +136,22 @@ func (h *Host) dialEndpoint(ctx context.Context, id ServiceID, ep resolve.Endpoi
 		return c, nil
 	}
 	h.releasePeer(p)
+	if !retried && closedForRedial(err) && ctx.Err() == nil {
+		// The peer closed the connection as the flow opened on it, and
+		// not for this flow's sake: it went idle there, or made room for
+		// a newer one. A new connection will do.
+		h.dropPeer(p)
+		return h.dialEndpointOnce(ctx, id, ep, pin, pinned, true)
+	}
 	return nil, err
+}
+
+// closedForRedial reports a connection the peer closed because it was
+// idle or to make room (codeIdle, codeMoved), which says nothing about a
+// new one.
+func closedForRedial(err error) bool {
+	var ae *quic.ApplicationError
+	return errors.As(err, &ae) && ae.Remote && (ae.ErrorCode == codeIdle || ae.ErrorCode == codeMoved)
 }
 
 // openFlow opens a stream on p's connection and writes the flow's Open,
@@ -127,7 +163,7 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 		if ctx.Err() != nil {
 			return nil, contextErr(ctx)
 		}
-		return nil, err
+		return nil, limitFromClose(err)
 	}
 	flowID := h.newFlowID()
 	var secret [secretLen]byte
@@ -171,7 +207,7 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 			<-ctx.Done()
 			return nil, contextErr(ctx)
 		}
-		return nil, err
+		return nil, limitFromClose(err)
 	}
 	c := h.newConn(true, id, flowID, p.key, authed, Addr{Service: h.selfID, Endpoint: h.LocalAddr()}, Addr{Service: id, Endpoint: p.addr})
 	c.secret = secret
@@ -206,7 +242,7 @@ func (c *Conn) awaitReply(car *carrier) {
 	}
 	// Settle the flow before Read can see the carrier as answered.
 	car.err = err
-	if errors.Is(err, ErrProtocol) || errors.Is(err, ErrNoListener) || errors.Is(err, ErrBusy) || errors.Is(err, ErrRefused) {
+	if errors.Is(err, ErrProtocol) || errors.Is(err, ErrNoListener) || errors.Is(err, ErrBusy) || errors.Is(err, ErrRefused) || errors.Is(err, ErrLimit) {
 		c.lose(err)
 	} else {
 		c.carrierError(car, err, false)
@@ -225,9 +261,31 @@ func readReply(s io.Reader) error {
 	case err != nil:
 		return err
 	case reply.Status != wire.StatusOK:
-		return statusError(reply.Status)
+		return replyError(reply)
 	}
 	return nil
+}
+
+// replyError is the error a Reply other than "ok" stands for.
+func replyError(r wire.Reply) error {
+	if r.Status != wire.StatusLimit {
+		return statusError(r.Status)
+	}
+	e := &LimitError{Limit: "unnamed"}
+	if v, ok := wire.LookupTLV(r.Ext, wire.ExtLimit); ok && len(v) >= 4 {
+		e.Max = int(binary.BigEndian.Uint32(v))
+		if name := v[4:]; len(name) > 0 && len(name) <= 64 {
+			e.Limit = Limit(name)
+		}
+	}
+	return e
+}
+
+// limitReply is the Reply that refuses a flow over limit e.
+func limitReply(e *LimitError) wire.Reply {
+	v := binary.BigEndian.AppendUint32(nil, uint32(e.Max))
+	v = append(v, e.Limit[:min(len(e.Limit), 64)]...)
+	return wire.Reply{Status: wire.StatusLimit, Ext: mustTLV(wire.ExtLimit, v)}
 }
 
 func statusError(st wire.Status) error {
@@ -240,6 +298,8 @@ func statusError(st wire.Status) error {
 		return ErrRefused
 	case wire.StatusBadRequest:
 		return fmt.Errorf("%w: peer says our header was malformed", ErrProtocol)
+	case wire.StatusLimit:
+		return ErrLimit
 	}
 	return fmt.Errorf("%w: unknown status %d", ErrProtocol, st)
 }

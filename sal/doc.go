@@ -33,8 +33,18 @@
 // to the next endpoint when one does not answer within
 // Config.EndpointTimeout.
 //
-// Host.DialContext has net.Dialer's shape, for http.Transport.DialContext
-// and grpc.WithContextDialer; a Listener is a net.Listener, for http.Serve.
+// Host.DialContext has net.Dialer's shape, for http.Transport.DialContext,
+// and Host.DialAddr the shape grpc.WithContextDialer takes; a Listener is a
+// net.Listener, for http.Serve and grpc.Server.Serve. gRPC needs the
+// service as a passthrough target, so that it does not look the name up in
+// DNS, and no transport security of its own (the flow is TLS 1.3):
+//
+//	cc, err := grpc.NewClient("passthrough:///grpc.demo",
+//		grpc.WithContextDialer(client.DialAddr),
+//		grpc.WithTransportCredentials(insecure.NewCredentials()))
+//
+// An Addr reads as "service:port" (the UDP port that carries the flow
+// now), so net.SplitHostPort parses a flow's LocalAddr and RemoteAddr.
 //
 // # Motion
 //
@@ -76,13 +86,29 @@
 // holds one entry per live Host, named by the first 16 characters of its
 // key's fingerprint (Host.Key), and dropped when the Host closes.
 //
+// # Limits
+//
+// A listening Host bounds what one peer can make it hold, so that a hostile
+// or broken peer cannot stall the others or exhaust the machine: the
+// memory its flows keep for replay (Config.ConnBuffer, a fair part of
+// HostBuffer under pressure), how long a flow may wait on a peer that reads
+// but never acknowledges (StallTimeout), flows per connection
+// (MaxFlowsPerConn), connections per key and per address (MaxConnsPerKey,
+// MaxConnsPerAddr), connections that carry nothing (InboundIdleTimeout),
+// and handshakes in progress (MaxHandshakes, with QUIC Retry past
+// RetryThreshold so that spoofed Initials cost no state). A refused peer
+// gets a *LimitError; every refusal is counted in Host.LimitStats and in
+// the expvar map "roam_limits", under the Host's name in "roam".
+//
 // # Errors
 //
 // Methods return *OpError, which wraps the cause and implements net.Error.
 // Targets for errors.Is: ErrInvalidServiceID (with *ServiceIDError for
 // errors.As), resolve.ErrNotFound (unknown service), ErrDropped,
-// ErrUnreachable, ErrNoListener, ErrBusy, ErrRefused, ErrProtocol (the peer
-// sent garbage), ErrKeyMismatch, ErrUnauthenticated, ErrAlreadyListening,
+// ErrUnreachable, ErrNoListener, ErrBusy, ErrRefused, ErrLimit (with
+// *LimitError for errors.As: the peer's Host refused a flow or connection
+// over one of its limits), ErrStalled (with ErrFlowLost: a peer that read
+// but never acknowledged), ErrProtocol (the peer sent garbage), ErrKeyMismatch, ErrUnauthenticated, ErrAlreadyListening,
 // ErrNoResolver, ErrBadNetwork, resolve.ErrNotOwner and
 // resolve.ErrUnauthenticated (a refused registration), net.ErrClosed (a closed Conn, Listener or
 // Host), os.ErrDeadlineExceeded (a Conn deadline), and context errors. Errors

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"strings"
+
+	"github.com/roamnet/roam/resolve"
 )
 
 // Sentinel errors. Errors returned by this package wrap them; test with
@@ -36,6 +39,13 @@ var (
 	// ErrPeerClosed: the peer closed the flow (or its reading side), so
 	// what this end writes can no longer be delivered.
 	ErrPeerClosed = errors.New("sal: peer closed the flow")
+	// ErrLimit: the peer's Host refused a flow or connection that would
+	// go over one of its limits; a *LimitError says which.
+	ErrLimit = errors.New("sal: over the peer's limit")
+	// ErrStalled: the peer read the flow's data but acknowledged none of
+	// it for Config.StallTimeout while its connection was alive; the flow
+	// was reset (the error also wraps ErrFlowLost).
+	ErrStalled = errors.New("sal: peer stopped acknowledging")
 	// ErrBadNetwork: DialContext was given a network it does not serve.
 	ErrBadNetwork = errors.New("sal: unsupported network")
 )
@@ -50,18 +60,41 @@ type OpError struct {
 	Err      error
 }
 
+// Error says each thing once, as net.OpError does ("dial tcp: lookup
+// x: no such host"): the service and the endpoint are left out when the
+// cause names them already (a resolver's *resolve.Error for the same
+// name, a *ServiceIDError quoting it, an unreachable endpoint), and a
+// cause's own "sal: " prefix is dropped after the "sal" that leads.
 func (e *OpError) Error() string {
 	s := "sal " + e.Op
-	if e.Service != "" {
+	if e.Service != "" && !namesService(e.Err, e.Service) {
 		s += " " + e.Service
 	}
-	if e.Endpoint.IsValid() {
+	if e.Endpoint.IsValid() && !namesEndpoint(e.Err, e.Endpoint) {
 		s += " via " + e.Endpoint.String()
 	}
 	if e.Err != nil {
-		s += ": " + e.Err.Error()
+		s += ": " + strings.TrimPrefix(e.Err.Error(), "sal: ")
 	}
 	return s
+}
+
+// namesService reports whether err's text names service already.
+func namesService(err error, service string) bool {
+	if re := (*resolve.Error)(nil); errors.As(err, &re) && strings.EqualFold(re.Service, service) {
+		return true
+	}
+	if ie := (*ServiceIDError)(nil); errors.As(err, &ie) {
+		in, cut := strings.CutSuffix(ie.Input, "...")
+		return ie.Input == service || cut && strings.HasPrefix(service, in)
+	}
+	return false
+}
+
+// namesEndpoint reports whether err's text names the endpoint already.
+func namesEndpoint(err error, ep netip.AddrPort) bool {
+	ue := (*unreachableError)(nil)
+	return errors.As(err, &ue) && ue.addr == ep
 }
 
 func (e *OpError) Unwrap() error { return e.Err }

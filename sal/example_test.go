@@ -40,7 +40,7 @@ func Example() {
 	c.Write([]byte("hello"))
 	c.CloseWrite()
 	reply, _ := io.ReadAll(c)
-	fmt.Printf("%s from %s (%s), authenticated: %v\n", reply, c.RemoteAddr(), c.RemoteAddr().Network(), c.Authenticated())
+	fmt.Printf("%s from %s (%s), authenticated: %v\n", reply, c.RemoteAddr().(sal.Addr).Service, c.RemoteAddr().Network(), c.Authenticated())
 	// Output: hello from echo.demo (sal), authenticated: true
 }
 
@@ -69,7 +69,7 @@ func ExampleHost_ServiceID() {
 		return
 	}
 	defer c.Close()
-	fmt.Println(c.RemoteAddr().String() == id.String(), c.Authenticated())
+	fmt.Println(c.RemoteAddr().(sal.Addr).Service == id, c.Authenticated())
 	// Output: true true
 }
 

@@ -50,6 +50,13 @@ func (c *Conn) install(car *carrier) bool {
 	}
 	old := c.car
 	c.car = car
+	if c.share != car.ctl.share {
+		// The flow's memory is now the new connection's to account for.
+		if c.share != nil {
+			c.h.budget.move(c.share, car.ctl.share, c.charged)
+		}
+		c.share = car.ctl.share
+	}
 	wasSuspended := c.state == flowSuspended && !c.suspended.IsZero()
 	c.state = flowActive
 	c.finSent = false
@@ -149,7 +156,7 @@ func (c *Conn) quicConn() *quic.Conn {
 // one direction or of the whole flow (it returns false, and the caller
 // reports readErr or writeErr).
 func (c *Conn) carrierError(car *carrier, err error, writing bool) bool {
-	switch classify(err, c.h) {
+	switch classify(err, c.h, c.dialer) {
 	case errCarrier:
 		c.suspend(car, err)
 		return true
@@ -157,6 +164,9 @@ func (c *Conn) carrierError(car *carrier, err error, writing bool) bool {
 		var se *quic.StreamError
 		if errors.As(err, &se) && se.ErrorCode == streamRejected {
 			err = fmt.Errorf("%w: %w", ErrRefused, err)
+		}
+		if errors.As(err, &se) && se.ErrorCode == streamStalled {
+			err = fmt.Errorf("%w: the peer reset the flow: %w", ErrStalled, err)
 		}
 		c.lose(err)
 	case errDirection:
@@ -168,13 +178,15 @@ func (c *Conn) carrierError(car *carrier, err error, writing bool) bool {
 		if c.car == car {
 			if writing {
 				c.writeAbort = fmt.Errorf("%w: %w", ErrPeerClosed, err)
-				c.h.budget.give(c.buf.ack(c.buf.end)) // keep the offsets: a resume still needs them
+				c.buf.ack(c.buf.end) // keep the offsets: a resume still needs them
 			} else {
 				c.readAbort = err
 			}
 			c.broadcastLocked()
 		}
+		sh, freed := c.freedLocked()
 		c.mu.Unlock()
+		c.h.budget.give(sh, freed)
 		c.maybeFinish()
 	}
 	return false
@@ -188,14 +200,15 @@ const (
 	errFlow                     // the flow cannot go on
 )
 
-// classify sorts the errors quic-go reports on a flow's stream.
-func classify(err error, h *Host) errKind {
+// classify sorts the errors quic-go reports on a flow's stream, at the
+// dialing end of the flow or the listening one.
+func classify(err error, h *Host, dialer bool) errKind {
 	var se *quic.StreamError
 	if errors.As(err, &se) {
 		switch se.ErrorCode {
 		case streamMoved:
 			return errCarrier
-		case streamLost, streamRejected:
+		case streamLost, streamRejected, streamStalled:
 			return errFlow
 		}
 		return errDirection
@@ -203,6 +216,16 @@ func classify(err error, h *Host) errKind {
 	var ae *quic.ApplicationError
 	if errors.As(err, &ae) && ae.ErrorCode == codeHostClosed {
 		return errFlow // the peer shut down on purpose, or we did
+	}
+	if ae != nil && ae.Remote && ae.ErrorCode == codeLimit {
+		return errFlow // the peer refused the connection over a limit
+	}
+	if !dialer && ae != nil && ae.Remote && ae.ErrorCode != codeMoved {
+		// The dialer closed the connection, and not to move: none of its
+		// flows will resume, so their memory goes back now rather than
+		// after ResumeTimeout (a client that fills buffers and leaves must
+		// not hold them that long).
+		return errFlow
 	}
 	if h.isClosed() {
 		return errFlow
@@ -253,6 +276,15 @@ func (c *Conn) endErr() error {
 // listener waits for a resume. Either gives up once Config.ResumeTimeout
 // has passed since the peer was last heard on the carrier's connection.
 func (c *Conn) suspend(car *carrier, cause error) {
+	if !c.dialer && c.secret == ([secretLen]byte{}) {
+		// The dialer sent no resume secret, so no resume can prove it is
+		// the dialer (see serveResume): the flow cannot outlive its carrier,
+		// and keeping its memory for ResumeTimeout would serve no one.
+		if c.current(car) {
+			c.lose(fmt.Errorf("%w (not resumable: the dialer sent no resume secret)", cause))
+		}
+		return
+	}
 	now := time.Now()
 	heard := car.ctl.lastHeard(cause, now) // before mu: it asks quic-go
 	c.mu.Lock()
@@ -323,6 +355,7 @@ func (c *Conn) reject() {
 // lose ends the flow for good: I/O fails with an error wrapping
 // ErrFlowLost and cause.
 func (c *Conn) lose(cause error) {
+	cause = limitFromClose(cause) // a refusal over a limit says which
 	c.mu.Lock()
 	if c.state == flowLost || c.state == flowDone {
 		c.mu.Unlock()
@@ -365,13 +398,14 @@ func (c *Conn) release() {
 		c.remote.Endpoint = netipAddrPortOf(car.qc.RemoteAddr()) // keep the last address seen
 	}
 	c.car = nil
-	freed := c.buf.release()
+	c.buf.release()
+	sh, freed := c.freedLocked()
 	if c.ackTimer != nil {
 		c.ackTimer.Stop()
 	}
 	c.broadcastLocked()
 	c.mu.Unlock()
-	c.h.budget.give(freed)
+	c.h.budget.give(sh, freed)
 	if car != nil {
 		car.ctl.detach(c)
 		if c.state == flowLost {
@@ -469,24 +503,37 @@ func (c *Conn) acked(off uint64) {
 		if c.writeAbort == nil {
 			c.writeAbort = ErrPeerClosed
 		}
-		freed := c.buf.ack(c.buf.end) // free it all, but keep the offsets a resume checks
+		c.buf.ack(c.buf.end) // free it all, but keep the offsets a resume checks
+		sh, freed := c.freedLocked()
 		c.broadcastLocked()
 		c.mu.Unlock()
-		c.h.budget.give(freed)
+		c.h.budget.give(sh, freed)
 		c.maybeFinish()
 		return
 	}
 	if off > c.buf.end+1 {
 		off = c.buf.end + 1 // a peer cannot have read more than we sent
 	}
-	freed := c.buf.ack(off)
+	progress := c.buf.ack(off)
+	if progress > 0 {
+		c.ackedAt = time.Now()
+	}
 	if off > c.buf.end && c.finWanted {
 		c.ackedFin = true
 	}
-	if freed > 0 || c.ackedFin {
+	if progress > 0 || c.ackedFin {
 		c.broadcastLocked()
 	}
+	sh, freed := c.freedLocked()
 	c.mu.Unlock()
-	c.h.budget.give(freed)
+	c.h.budget.give(sh, freed)
 	c.maybeFinish()
+}
+
+// freedLocked returns the memory the flow's replay buffer gave up since it
+// was last charged, and the share to give it back to once c.mu is released.
+func (c *Conn) freedLocked() (*share, int) {
+	n := c.charged - c.buf.capacity()
+	c.charged -= n
+	return c.share, n
 }

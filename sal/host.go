@@ -24,12 +24,14 @@ const (
 	codeHostClosed quic.ApplicationErrorCode = 0x1 // the Host is shutting down
 	codeIdle       quic.ApplicationErrorCode = 0x2 // no flow used the connection for IdleConnTimeout
 	codeMoved      quic.ApplicationErrorCode = 0x3 // the Host moved to another address: resume elsewhere
+	codeLimit      quic.ApplicationErrorCode = 0x4 // the peer went over a limit (see limitReason)
 
 	streamClosed   quic.StreamErrorCode = 0x10 // Close: the reader is gone
 	streamRejected quic.StreamErrorCode = 0x11 // the flow was refused
 	streamProtocol quic.StreamErrorCode = 0x12 // the SAL header was malformed
 	streamMoved    quic.StreamErrorCode = 0x13 // the flow moved to another stream
 	streamLost     quic.StreamErrorCode = 0x14 // the flow is over for good (its Host closed, or it was lost)
+	streamStalled  quic.StreamErrorCode = 0x15 // the peer stopped acknowledging (see Config.StallTimeout)
 )
 
 // A Host is one end of roam: it dials services and listens on them. It owns
@@ -45,11 +47,13 @@ type Host struct {
 	id       *identity
 	selfID   ServiceID // rk--<fingerprint>: how this Host names itself as a dialer
 	quicConf *quic.Config
-	listen   func(ctx context.Context, network, address string) (net.PacketConn, error)
-	resolver resolve.Resolver // Config.Resolver if it is a Cache, else a Cache in front of it
-	ownCache *resolve.Cache   // closed with the Host when the Host made it
-	opened   io.Closer        // the resolver the Host opened from ROAM_RESOLVER, closed with it
-	table    ServiceTable
+	// listenConf is quicConf for connections peers dial (see listenQUICConfig).
+	listenConf *quic.Config
+	listen     func(ctx context.Context, network, address string) (net.PacketConn, error)
+	resolver   resolve.Resolver // Config.Resolver if it is a Cache, else a Cache in front of it
+	ownCache   *resolve.Cache   // closed with the Host when the Host made it
+	opened     io.Closer        // the resolver the Host opened from ROAM_RESOLVER, closed with it
+	table      ServiceTable
 
 	ctx    context.Context // ends when the Host closes
 	cancel context.CancelFunc
@@ -67,9 +71,11 @@ type Host struct {
 	rebinding sync.Mutex               // serializes Rebind
 	spread    map[string]uint32        // per-service round-robin position
 	flows     map[flowKey]*Conn        // live flows, for acks and resumes
+	flowsPeak int                      // the most flows had since flows was made
 	following map[string]*following    // services whose dialer flows follow the resolver
 
 	budget *budget // bytes all flows keep for replay
+	limits limiter // what peers hold, against the Config's limits
 
 	acctMu    sync.Mutex
 	acct      map[string]*serviceCounters // by canonical service ID
@@ -126,23 +132,23 @@ func NewHost(cfg Config) (h *Host, err error) {
 		return nil, err
 	}
 	h = &Host{
-		cfg:       cfg,
-		log:       cfg.logger(),
-		id:        id,
-		selfID:    selfID,
-		cur:       &transport{tr: &quic.Transport{Conn: pconn}, pc: pconn, local: local},
-		listen:    listen,
-		advertise: cfg.AdvertiseAddr,
-		quicConf:  cfg.quicConfig(),
-		peers:     make(map[netip.AddrPort]*peer),
-		inbound:   make(map[*quic.Conn]struct{}),
-		listeners: make(map[string]*Listener),
-		spread:    make(map[string]uint32),
-		flows:     make(map[flowKey]*Conn),
-		following: make(map[string]*following),
-		budget:    newBudget(cfg.hostBuffer()),
-		acct:      make(map[string]*serviceCounters),
-		opened:    opened,
+		cfg:        cfg,
+		log:        cfg.logger(),
+		id:         id,
+		selfID:     selfID,
+		listen:     listen,
+		advertise:  cfg.AdvertiseAddr,
+		quicConf:   cfg.quicConfig(),
+		listenConf: cfg.listenQUICConfig(),
+		peers:      make(map[netip.AddrPort]*peer),
+		inbound:    make(map[*quic.Conn]struct{}),
+		listeners:  make(map[string]*Listener),
+		spread:     make(map[string]uint32),
+		flows:      make(map[flowKey]*Conn),
+		following:  make(map[string]*following),
+		budget:     newBudget(cfg.hostBuffer(), cfg.connBuffer()),
+		acct:       make(map[string]*serviceCounters),
+		opened:     opened,
 	}
 	if c, ok := cfg.Resolver.(*resolve.Cache); ok {
 		h.resolver = c
@@ -150,6 +156,7 @@ func NewHost(cfg Config) (h *Host, err error) {
 		h.ownCache = resolve.NewCache(cfg.Resolver, cfg.Cache)
 		h.resolver = h.ownCache
 	}
+	h.cur = &transport{tr: h.newQUICTransport(pconn), pc: pconn, local: local}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
 	if cfg.Monitor != nil {
 		h.wg.Add(1)
@@ -321,6 +328,12 @@ func (h *Host) forgetFlow(c *Conn) {
 	defer h.mu.Unlock()
 	if h.flows[c.key] == c {
 		delete(h.flows, c.key)
+	}
+	h.flowsPeak = max(h.flowsPeak, len(h.flows)+1)
+	if len(h.flows) == 0 && h.flowsPeak > 1024 {
+		// A map never shrinks: after a peer opened thousands of flows,
+		// let the grown one go.
+		h.flows, h.flowsPeak = make(map[flowKey]*Conn), 0
 	}
 }
 

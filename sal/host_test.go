@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -105,7 +106,9 @@ func TestEchoChecksummed(t *testing.T) {
 
 func TestAddrs(t *testing.T) {
 	server, client, l := pair(t, "Echo.Demo")
-	require.Equal(t, "echo.demo", l.Addr().String())
+	serverPort := strconv.Itoa(int(server.LocalAddr().Port()))
+	clientPort := strconv.Itoa(int(client.LocalAddr().Port()))
+	require.Equal(t, "echo.demo:"+serverPort, l.Addr().String())
 	require.Equal(t, "sal", l.Addr().Network())
 	acc := accept(t, l)
 	c, err := client.Dial(testCtx(t), "echo.demo")
@@ -116,13 +119,15 @@ func TestAddrs(t *testing.T) {
 	defer sc.Close()
 
 	require.Equal(t, "sal", c.RemoteAddr().Network())
-	require.Equal(t, "echo.demo", c.RemoteAddr().String())
+	require.Equal(t, "echo.demo:"+serverPort, c.RemoteAddr().String())
+	require.Equal(t, MustParseServiceID("echo.demo"), c.RemoteAddr().(Addr).Service)
 	require.Equal(t, server.LocalAddr(), c.RemoteAddr().(Addr).Endpoint)
+	require.Equal(t, "rk--"+client.Key().String()+":"+clientPort, c.LocalAddr().String())
 	// The listening side names the dialer by its key.
-	require.Equal(t, "rk--"+client.Key().String(), sc.RemoteAddr().String())
+	require.Equal(t, "rk--"+client.Key().String()+":"+clientPort, sc.RemoteAddr().String())
 	require.Equal(t, client.Key(), sc.PeerKey())
 	require.Equal(t, server.Key(), c.PeerKey())
-	require.Equal(t, "echo.demo", sc.LocalAddr().String())
+	require.Equal(t, "echo.demo:"+serverPort, sc.LocalAddr().String())
 	require.Equal(t, c.FlowID(), sc.FlowID())
 	require.True(t, sc.Authenticated())
 }

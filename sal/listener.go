@@ -27,7 +27,11 @@ type Listener struct {
 
 	mu       sync.Mutex
 	closed   bool
-	reserved int // queue slots promised to flows whose Reply is being written
+	reserved int // queue slots promised to flows whose Reply is being written, or taken
+	// byConn counts reserved slots by the connection that asked for them:
+	// one peer may hold at most an eighth of the queue, so that a flood of
+	// flows from it cannot make every other peer's dial fail with ErrBusy.
+	byConn map[*control]int
 }
 
 // Listen starts accepting flows to service and, when the Host's resolver is
@@ -65,7 +69,7 @@ func (h *Host) ListenService(ctx context.Context, id ServiceID) (*Listener, erro
 		return nil, op(ErrAlreadyListening)
 	}
 	if h.qln == nil {
-		qln, err := h.cur.tr.Listen(h.serverTLS(), h.quicConf)
+		qln, err := h.cur.tr.Listen(h.serverTLS(), h.listenConf)
 		if err != nil {
 			h.mu.Unlock()
 			return nil, op(err)
@@ -212,9 +216,7 @@ func (l *Listener) Accept() (net.Conn, error) {
 func (l *Listener) AcceptContext(ctx context.Context) (*Conn, error) {
 	select {
 	case c := <-l.queue:
-		l.mu.Lock()
-		l.reserved--
-		l.mu.Unlock()
+		l.unreserve(c.queuedOn)
 		c.countOpen()
 		return c, nil
 	case <-l.done:
@@ -263,9 +265,9 @@ func (l *Listener) Addr() net.Addr { return Addr{Service: l.service, Endpoint: l
 // Service returns the service the Listener accepts flows for.
 func (l *Listener) Service() ServiceID { return l.service }
 
-// reserve promises the caller a slot in the accept queue, so that the Reply
-// "ok" is only sent for a flow that will be delivered.
-func (l *Listener) reserve() wire.Status {
+// reserve promises a flow of ctl's connection a slot in the accept queue,
+// so that the Reply "ok" is only sent for a flow that will be delivered.
+func (l *Listener) reserve(ctl *control) wire.Status {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
@@ -273,15 +275,30 @@ func (l *Listener) reserve() wire.Status {
 		return wire.StatusUnavailable
 	case l.reserved >= cap(l.queue):
 		return wire.StatusBusy
+	case l.byConn[ctl] >= max(1, cap(l.queue)/8):
+		l.h.limits.backlogRefused.Add(1)
+		return wire.StatusBusy
 	}
 	l.reserved++
+	if l.byConn == nil {
+		l.byConn = make(map[*control]int)
+	}
+	l.byConn[ctl]++
 	return wire.StatusOK
 }
 
-func (l *Listener) unreserve() {
+// unreserve gives back a slot reserve took for ctl's connection.
+func (l *Listener) unreserve(ctl *control) {
 	l.mu.Lock()
-	l.reserved--
+	l.unreserveLocked(ctl)
 	l.mu.Unlock()
+}
+
+func (l *Listener) unreserveLocked(ctl *control) {
+	l.reserved--
+	if l.byConn[ctl]--; l.byConn[ctl] <= 0 {
+		delete(l.byConn, ctl)
+	}
 }
 
 // deliver hands an accepted flow to Accept. The queue has room: the slot
@@ -290,7 +307,7 @@ func (l *Listener) deliver(c *Conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		l.reserved--
+		l.unreserveLocked(c.queuedOn)
 		c.reject()
 		return
 	}
@@ -304,6 +321,7 @@ func (h *Host) acceptConns(qln *quic.Listener) {
 		if err != nil {
 			return
 		}
+		handshaken(qc)
 		h.mu.Lock()
 		if h.closed {
 			h.mu.Unlock()
@@ -331,6 +349,19 @@ func (h *Host) serveConn(qc *quic.Conn) {
 		return
 	}
 	ctl := h.newControl(qc, false, key)
+	// (The peer's address may change; it counts where it connected from.)
+	evict, refused := h.admitConn(ctl, netipAddrPortOf(qc.RemoteAddr()).Addr())
+	for _, old := range evict {
+		h.log.Debug("connection evicted", "peer", old.qc.RemoteAddr(), "key", old.peerKey)
+		old.qc.CloseWithError(codeMoved, "replaced by a newer connection")
+	}
+	if refused != nil {
+		h.log.Debug("connection refused", "peer", qc.RemoteAddr(), "key", key, "err", refused)
+		qc.CloseWithError(codeLimit, limitReason(refused))
+		return
+	}
+	defer h.leaveConn(ctl)
+	ctl.startIdle(h.cfg.inboundIdleTimeout())
 	remoteID, _ := NewServiceID("", key)
 	remote := Addr{Service: remoteID, Endpoint: netipAddrPortOf(qc.RemoteAddr())}
 	for {
@@ -338,9 +369,30 @@ func (h *Host) serveConn(qc *quic.Conn) {
 		if err != nil {
 			return
 		}
+		if !ctl.admitStream(h.cfg.maxFlowsPerConn()) {
+			h.limits.flowsRefused.Add(1)
+			h.wg.Add(1)
+			go h.refuseStream(s, &LimitError{Limit: LimitFlowsPerConn, Max: h.cfg.maxFlowsPerConn()})
+			continue
+		}
 		h.wg.Add(1)
 		go h.serveStream(qc, ctl, s, key, remote)
 	}
+}
+
+// refuseStream answers a stream over a limit with the LimitError, after
+// reading its header (or a short wait for it), so that the dialer reads the
+// refusal rather than a reset.
+func (h *Host) refuseStream(s *quic.Stream, le *LimitError) {
+	defer h.wg.Done()
+	s.SetDeadline(time.Now().Add(min(h.cfg.openTimeout(), time.Second)))
+	if _, err := wire.ReadRequest(s); err == nil {
+		if b, err := wire.AppendReply(nil, limitReply(le)); err == nil {
+			s.Write(b)
+		}
+	}
+	s.CancelRead(streamRejected)
+	s.Close()
 }
 
 // serveStream reads a new stream's first message: an Open, which it hands
@@ -348,6 +400,7 @@ func (h *Host) serveConn(qc *quic.Conn) {
 // the dialer either way.
 func (h *Host) serveStream(qc *quic.Conn, ctl *control, s *quic.Stream, key resolve.Fingerprint, remote Addr) {
 	defer h.wg.Done()
+	defer ctl.streamDone() // a flow it opened or resumed is attached by now
 	reject := func(st wire.Status, code quic.StreamErrorCode) {
 		if b, err := wire.AppendReply(nil, wire.Reply{Status: st}); err == nil {
 			s.SetWriteDeadline(time.Now().Add(h.cfg.openTimeout()))
@@ -412,15 +465,16 @@ func (h *Host) serveStream(qc *quic.Conn, ctl *control, s *quic.Stream, key reso
 		reject(wire.StatusRefused, streamRejected) // the dialer reused a live flow ID
 		return
 	}
-	if st := l.reserve(); st != wire.StatusOK {
+	if st := l.reserve(ctl); st != wire.StatusOK {
 		h.forgetFlow(c)
 		reject(st, streamRejected)
 		return
 	}
+	c.queuedOn = ctl
 	b, _ := wire.AppendReply(nil, wire.Reply{Status: wire.StatusOK})
 	s.SetWriteDeadline(time.Now().Add(h.cfg.openTimeout()))
 	if _, err := s.Write(b); err != nil {
-		l.unreserve()
+		l.unreserve(ctl)
 		h.forgetFlow(c)
 		s.CancelRead(streamProtocol)
 		s.CancelWrite(streamProtocol)

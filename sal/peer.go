@@ -110,7 +110,7 @@ func (h *Host) dialPeer(ctx context.Context, p *peer) {
 		case isNoListenerAlert(err):
 			p.err = fmt.Errorf("%w (refused in the handshake)", ErrNoListener)
 		default:
-			p.err = &unreachableError{addr: p.addr, err: err}
+			p.err = &unreachableError{addr: p.addr, err: limitFromClose(err)}
 		}
 		h.dropPeer(p)
 		return

@@ -111,7 +111,7 @@ func (h *Host) ping(ctx context.Context, id ServiceID, ep resolve.Endpoint) (tim
 		}
 		return 0, err
 	case reply.Status != wire.StatusOK:
-		return 0, statusError(reply.Status)
+		return 0, replyError(reply)
 	}
 	return rtt, nil
 }

@@ -64,7 +64,7 @@ func (h *Host) Rebind(ctx context.Context, localAddr string) error {
 		pc.Close()
 		return op(err)
 	}
-	t := &transport{tr: &quic.Transport{Conn: pc}, pc: pc, local: local}
+	t := &transport{tr: h.newQUICTransport(pc), pc: pc, local: local}
 
 	h.mu.Lock()
 	if h.closed {
@@ -74,7 +74,7 @@ func (h *Host) Rebind(ctx context.Context, localAddr string) error {
 	}
 	var qln *quic.Listener
 	if h.qln != nil {
-		if qln, err = t.tr.Listen(h.serverTLS(), h.quicConf); err != nil {
+		if qln, err = t.tr.Listen(h.serverTLS(), h.listenConf); err != nil {
 			h.mu.Unlock()
 			t.close()
 			return op(err)

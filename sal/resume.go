@@ -66,6 +66,7 @@ func (c *Conn) resumeLoop(cause error) {
 		}()
 	}
 	backoff := 20 * time.Millisecond
+	var last error // what the last attempt that ran its course met
 	for attempt := 0; ; attempt++ {
 		c.mu.Lock()
 		state := c.state
@@ -97,11 +98,14 @@ func (c *Conn) resumeLoop(cause error) {
 			c.lose(err)
 			return
 		}
+		if !errors.Is(err, context.Cause(ctx)) { // not merely cut short by the expiry
+			last = err
+		}
 		if ctx.Err() != nil {
 			if c.h.isClosed() {
 				c.lose(errors.Join(cause, context.Cause(ctx)))
 			} else if !isClosedChan(c.finished) {
-				c.lose(fmt.Errorf("%w (last attempt: %w; first failure: %w)", context.Cause(ctx), err, cause))
+				c.lose(resumeLost(context.Cause(ctx), cause, last))
 			}
 			return
 		}
@@ -117,6 +121,21 @@ func (c *Conn) resumeLoop(cause error) {
 			timer.Stop()
 		}
 	}
+}
+
+// resumeLost is why a flow whose ResumeTimeout passed is lost: the
+// expiry, the failure that suspended the flow, and what the last attempt
+// that was not cut short by the expiry met, each said once.
+func resumeLost(expired, first, last error) error {
+	switch {
+	case first == nil && last == nil:
+		return expired
+	case first == nil:
+		return fmt.Errorf("%w (last attempt: %w)", expired, last)
+	case last == nil || last.Error() == first.Error():
+		return fmt.Errorf("%w (first failure: %w)", expired, first)
+	}
+	return fmt.Errorf("%w (first failure: %w; last attempt: %w)", expired, first, last)
 }
 
 // resumeExpired is why a flow is lost once its ResumeTimeout has passed.
@@ -288,7 +307,7 @@ func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) err
 	case err == nil && reply.Status == wire.StatusNoFlow:
 		err = errResumeRefused
 	case err == nil && reply.Status != wire.StatusOK:
-		err = fmt.Errorf("resume: %w", statusError(reply.Status))
+		err = fmt.Errorf("resume: %w", replyError(reply))
 	case err != nil && errors.Is(err, wire.ErrMalformed):
 		err = fmt.Errorf("%w: %w", ErrProtocol, err)
 	}

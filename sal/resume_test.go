@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -22,11 +23,27 @@ import (
 // so far, after every chunk.
 func transfer(t *testing.T, c, sc *Conn, n int, disrupt func(sent int)) {
 	t.Helper()
+	var watch func(transferProgress)
+	if disrupt != nil {
+		watch = func(p transferProgress) { disrupt(p.sent) }
+	}
+	transferWatched(t, c, sc, n, watch)
+}
+
+// transferProgress is how far a transfer has got: the bytes the dialer has
+// written, and those the listener has read of them.
+type transferProgress struct{ sent, received int }
+
+// transferWatched is transfer with a disrupt callback that also sees how
+// much of the dialer's bytes the listener has read.
+func transferWatched(t *testing.T, c, sc *Conn, n int, disrupt func(transferProgress)) {
+	t.Helper()
 	type result struct {
 		sum [32]byte
 		n   int64
 		err error
 	}
+	var received atomic.Int64 // by the listener
 	send := func(w *Conn, seed uint64, progress func(int)) ([32]byte, error) {
 		h := sha256.New()
 		chunk := randomBytes(64<<10, seed)
@@ -45,19 +62,29 @@ func transfer(t *testing.T, c, sc *Conn, n int, disrupt func(sent int)) {
 		}
 		return [32]byte(h.Sum(nil)), w.CloseWrite()
 	}
-	recv := func(r *Conn, out chan<- result) {
+	recv := func(r *Conn, count *atomic.Int64, out chan<- result) {
 		h := sha256.New()
-		m, err := io.Copy(h, r)
+		var w io.Writer = h
+		if count != nil {
+			w = countingWriter{h, count}
+		}
+		m, err := io.Copy(w, r)
 		out <- result{[32]byte(h.Sum(nil)), m, err}
 	}
+	var progress func(int)
+	if disrupt != nil {
+		progress = func(sent int) {
+			disrupt(transferProgress{sent: sent, received: int(received.Load())})
+		}
+	}
 	toServer, toClient := make(chan result, 1), make(chan result, 1)
-	go recv(sc, toServer)
-	go recv(c, toClient)
+	go recv(sc, &received, toServer)
+	go recv(c, nil, toClient)
 	var wg sync.WaitGroup
 	var sentC, sentS [32]byte
 	var errC, errS error
 	wg.Add(2)
-	go func() { defer wg.Done(); sentC, errC = send(c, 1, disrupt) }()
+	go func() { defer wg.Done(); sentC, errC = send(c, 1, progress) }()
 	go func() { defer wg.Done(); sentS, errS = send(sc, 2, nil) }()
 	wg.Wait()
 	require.NoError(t, errC)
@@ -76,6 +103,18 @@ func transfer(t *testing.T, c, sc *Conn, n int, disrupt func(sent int)) {
 			t.Fatalf("%s: transfer hung", x.name)
 		}
 	}
+}
+
+// countingWriter counts what it passes to w.
+type countingWriter struct {
+	w     io.Writer
+	count *atomic.Int64
+}
+
+func (cw countingWriter) Write(p []byte) (int, error) {
+	n, err := cw.w.Write(p)
+	cw.count.Add(int64(n))
+	return n, err
 }
 
 // spread returns a transfer progress callback that calls event n times,
@@ -124,7 +163,7 @@ func openPair(t *testing.T, client *Host, l *Listener, service string) (c, sc *C
 // lost NAT mapping would, but with a signal so the test needs no timeout.
 func killConn(c *Conn) {
 	if qc := c.quicConn(); qc != nil {
-		qc.CloseWithError(0x77, "test: connection killed")
+		qc.CloseWithError(codeMoved, "test: connection killed")
 	}
 }
 

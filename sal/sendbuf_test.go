@@ -37,16 +37,20 @@ func TestSendBufferModel(t *testing.T) {
 		require.Equal(t, len(model), b.buffered(), "step %d", i)
 		// Reading from any offset gives the model's bytes.
 		off := modelBase + uint64(rng.IntN(len(model)+1))
-		var got []byte
-		for o := off; ; {
+		// Each slice is compared in place: copying them out took most of
+		// the test's time under the race detector (4.3 s, now 2.0 s).
+		o := off
+		for {
 			s := b.slice(o)
 			if s == nil {
 				break
 			}
-			got = append(got, s...)
+			rest := model[o-modelBase:]
+			require.LessOrEqual(t, len(s), len(rest), "step %d: past the end", i)
+			require.True(t, bytes.Equal(rest[:len(s)], s), "step %d", i)
 			o += uint64(len(s))
 		}
-		require.True(t, bytes.Equal(model[off-modelBase:], got), "step %d", i)
+		require.Equal(t, modelBase+uint64(len(model)), o, "step %d: all of it", i)
 		require.LessOrEqual(t, len(b.chunks), len(model)/chunkSize+2, "chunks must be given back")
 	}
 	require.Equal(t, len(model), b.release())
@@ -74,18 +78,55 @@ func TestSendBufferIdleHoldsNoChunk(t *testing.T) {
 }
 
 func TestBudget(t *testing.T) {
-	b := newBudget(100)
-	n, _ := b.take(60)
-	require.Equal(t, 60, n)
-	n, wait := b.take(60)
-	require.Equal(t, 40, n)
-	n, _ = b.take(1)
-	require.Equal(t, 0, n)
-	b.give(50)
+	const c = chunkSize
+	b := newBudget(100*c, 100*c)
+	a := new(share)
+	n, _ := b.take(a, 60*c)
+	require.Equal(t, 60*c, n)
+	n, wait := b.take(a, 60*c)
+	require.Zero(t, n, "past half the budget, one connection holds at most the other half's fair part")
+	b.give(a, 50*c)
 	select {
 	case <-wait:
 	default:
 		t.Fatal("give must wake waiters")
 	}
-	require.Equal(t, 50, b.inUse())
+	require.Equal(t, 10*c, b.inUse())
+	n, _ = b.take(a, c+c/2)
+	require.Equal(t, c, n, "memory is taken in whole chunks")
+}
+
+// TestBudgetIsFair checks the promise the budget makes to an honest
+// connection: whatever others took first, it finds its fair part.
+func TestBudgetIsFair(t *testing.T) {
+	const c = chunkSize
+	b := newBudget(64*c, 64*c)
+	greedy := []*share{new(share), new(share), new(share)}
+	for { // the greedy take all they can, in turns
+		took := 0
+		for _, g := range greedy {
+			n, _ := b.take(g, c)
+			took += n
+		}
+		if took == 0 {
+			break
+		}
+	}
+	require.LessOrEqual(t, b.inUse(), 64*c)
+	honest := new(share)
+	n, _ := b.take(honest, 64*c)
+	require.GreaterOrEqual(t, n, 64*c/(2*4), "the fourth connection gets at least limit/(2×4)")
+
+	// A per-connection cap holds whatever the pressure.
+	b = newBudget(64*c, 8*c)
+	n, _ = b.take(new(share), 64*c)
+	require.Equal(t, 8*c, n)
+
+	// A flow that moves to another connection takes its charge along.
+	from, to := new(share), new(share)
+	b.take(from, 4*c)
+	b.move(from, to, 4*c)
+	require.Zero(t, from.used)
+	require.Equal(t, 4*c, to.used)
+	require.Equal(t, 12*c, b.inUse())
 }

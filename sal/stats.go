@@ -159,6 +159,7 @@ func (h *Host) publishStats() string {
 		name = prefix + "-" + strconv.Itoa(i)
 	}
 	roamVars.Set(name, expvar.Func(func() any { return h.ServiceStats() }))
+	roamLimitVars.Set(name, expvar.Func(func() any { return h.LimitStats() }))
 	return name
 }
 
@@ -166,4 +167,5 @@ func (h *Host) unpublishStats() {
 	roamVarsMu.Lock()
 	defer roamVarsMu.Unlock()
 	roamVars.Delete(h.statsName)
+	roamLimitVars.Delete(h.statsName)
 }

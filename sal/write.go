@@ -3,22 +3,29 @@ package sal
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"time"
 )
 
 // Write writes data to the flow. It returns once all of b is buffered for
-// delivery and handed to the current stream; while the flow resumes, and
-// while the peer has not acknowledged Config.FlowBuffer bytes, it waits,
-// within its deadline. Bytes Write reports as written are delivered unless
-// the flow is lost.
+// delivery and handed to the current stream; while the flow resumes, while
+// the peer has not acknowledged Config.FlowBuffer bytes, and while the
+// flows of its connection hold their share of HostBuffer (ConnBuffer), it
+// waits, within its deadline; a peer that takes the data but acknowledges
+// none of it for StallTimeout ends the wait with ErrStalled. Bytes Write
+// reports as written are delivered unless the flow is lost.
 func (c *Conn) Write(b []byte) (int, error) {
 	if err := c.lockWrite(c.wdl.wait()); err != nil {
 		return 0, c.opError("write", err)
 	}
 	defer c.unlockWrite()
 	total := 0
+	// The carrier this call has waited on, and its connection's count of
+	// packets received when the wait began (see checkStall).
+	var watched *carrier
+	var watchedPackets uint64
 	for {
 		c.mu.Lock()
 		if err := c.writableLocked(); err != nil {
@@ -27,21 +34,29 @@ func (c *Conn) Write(b []byte) (int, error) {
 		}
 		callStart := c.buf.end
 		var budgetWait <-chan struct{}
-		if room := min(len(b), c.h.cfg.flowBuffer()-c.buf.buffered()); room > 0 {
-			n, wait := c.h.budget.take(room)
+		if n := min(len(b), c.h.cfg.flowBuffer()-c.buf.buffered()); n > 0 {
+			if need := c.buf.need(n); need > 0 {
+				got, wait := c.h.budget.take(c.share, need)
+				c.charged += got
+				if n = min(n, c.buf.fits(got)); n == 0 {
+					budgetWait = wait
+					c.h.limits.bufferWaits.Add(1)
+				}
+			}
+			if c.buf.buffered() == 0 {
+				c.ackedAt = time.Now() // the stall clock starts with the first byte owed
+			}
 			c.buf.append(b[:n])
 			b, total = b[n:], total+n
 			c.stats.BytesWritten += uint64(n)
 			c.acct.sent.Add(uint64(n))
-			if n == 0 {
-				budgetWait = wait
-			}
 		}
 		var car *carrier
 		if c.state == flowActive {
 			car = c.car
 		}
 		changed := c.changed
+		stallAt := c.ackedAt.Add(c.h.cfg.stallTimeout())
 		c.mu.Unlock()
 
 		if car != nil {
@@ -55,8 +70,9 @@ func (c *Conn) Write(b []byte) (int, error) {
 				dropped := c.buf.truncate(max(car.sent, callStart))
 				c.stats.BytesWritten -= uint64(dropped)
 				c.acct.sent.Add(-uint64(dropped))
+				sh, freed := c.freedLocked()
 				c.mu.Unlock()
-				c.h.budget.give(dropped)
+				c.h.budget.give(sh, freed)
 				total -= dropped
 				if c.isClosed() {
 					err = net.ErrClosed
@@ -70,13 +86,58 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if len(b) == 0 {
 			return total, nil
 		}
+		// Waiting for room: the peer owes acknowledgements. If it takes
+		// the data but never acknowledges it, the wait ends in a reset.
+		var stall <-chan time.Time
+		var stallTimer *time.Timer
+		if car != nil && c.h.cfg.stallTimeout() > 0 {
+			if watched != car {
+				watched, watchedPackets = car, car.qc.ConnectionStats().PacketsReceived
+			}
+			// At least a little after the watch began, so that the peer
+			// has had the time to be heard.
+			stallTimer = time.NewTimer(max(time.Until(stallAt), 250*time.Millisecond))
+			stall = stallTimer.C
+		}
 		select {
 		case <-changed:
 		case <-budgetWait:
+		case <-stall:
+			c.checkStall(car, watchedPackets)
 		case <-c.wdl.wait():
+			stopTimer(stallTimer)
 			return total, c.opError("write", os.ErrDeadlineExceeded)
 		}
+		stopTimer(stallTimer)
 	}
+}
+
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
+	}
+}
+
+// checkStall resets the flow if its peer is at fault for the Write
+// waiting: for StallTimeout it acknowledged nothing, though everything
+// sent has left for it (its QUIC flow control let it through, so it is
+// not merely reading slowly) and it was heard meanwhile (packetsBefore is
+// the connection's count of packets received when the Write began to
+// wait: the path works). A peer that holds a flow's memory this way is hostile or
+// broken, and the flow would otherwise hold it until ResumeTimeout.
+// The caller holds the write lock, which guards car.sent.
+func (c *Conn) checkStall(car *carrier, packetsBefore uint64) {
+	c.mu.Lock()
+	stalled := c.car == car && c.state == flowActive && c.buf.buffered() > 0 &&
+		car.sent == c.buf.end && time.Since(c.ackedAt) >= c.h.cfg.stallTimeout()
+	c.mu.Unlock()
+	if !stalled || car.qc.Context().Err() != nil || car.qc.ConnectionStats().PacketsReceived == packetsBefore {
+		return
+	}
+	c.h.limits.flowsStalled.Add(1)
+	car.s.CancelWrite(streamStalled)
+	car.s.CancelRead(streamStalled)
+	c.lose(fmt.Errorf("%w: nothing acknowledged for %v", ErrStalled, c.h.cfg.stallTimeout()))
 }
 
 func (c *Conn) writableLocked() error {
@@ -157,7 +218,9 @@ func (c *Conn) flush(car *carrier) error {
 		n, err := car.s.Write(p)
 		c.mu.Lock()
 		c.buf.unhold()
+		sh, freed := c.freedLocked()
 		c.mu.Unlock()
+		c.h.budget.give(sh, freed)
 		car.sent += uint64(n)
 		if err != nil {
 			return err

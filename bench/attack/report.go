@@ -2,16 +2,135 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"maps"
 	"os"
+	"os/signal"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 )
+
+// A generic runner and report, for a target that can start a victim, run
+// one honest round and list its attacks: the registry (registry.go). Each
+// attack gets a fresh victim; a calm phase measures the honest client
+// alone and the victim's baseline; the attack runs beside the honest
+// client; the victim is then watched, collecting garbage before each look,
+// until its goroutines and live heap are back within 10% of the baseline.
+// The report exits 1 when an honest operation failed, a victim's live
+// heap passed -max-heap, or a victim did not come back within -recover.
+
+// options are the command's flags, as targets and attacks see them.
+type options struct {
+	quick    bool
+	duration time.Duration // of each attack
+	calm     time.Duration // of the calm phase before it
+	recover  time.Duration // the longest wait for the victim to come back
+	maxHeap  uint64        // the victim's live heap must stay under it
+	sources  int           // loopback addresses an attack sends from
+	verbose  bool
+}
+
+// Flags of the targets run by runTarget (the registry's), beside main's.
+var (
+	recoverFlag = flag.Duration("recover", 20*time.Second, "the longest wait for a victim to come back after an attack (registry)")
+	maxHeapFlag = flag.Uint64("max-heap", 256, "MiB of live heap a victim must stay under (registry)")
+	sourcesFlag = flag.Int("sources", 1, "loopback addresses (127.0.0.2 on) each attack sends from (registry)")
+	verboseFlag = flag.Bool("v", false, "say what each phase does (registry)")
+)
+
+// runTarget runs t's attacks whose names match, prints the report and
+// exits: 1 if a hard target was missed.
+func runTarget(name string, t target, match *regexp.Regexp, quick bool, calm, duration time.Duration) {
+	o := &options{
+		quick: quick, duration: duration, calm: calm,
+		recover: *recoverFlag, maxHeap: *maxHeapFlag << 20, sources: *sourcesFlag, verbose: *verboseFlag,
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	var results []result
+	for _, a := range t.attacks(o) {
+		if !match.MatchString(a.name) {
+			continue
+		}
+		fmt.Fprintf(os.Stderr, "attack: %s...\n", a.name)
+		res, err := runAttack(ctx, t, a, o)
+		if err != nil {
+			fatal(fmt.Errorf("%s: %w", a.name, err))
+		}
+		results = append(results, res)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if report(os.Stdout, name, results, o) {
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// A target is a kind of victim: the attacks it knows, and how to start one.
+type target interface {
+	// start starts a fresh victim, ready for its honest client.
+	start(ctx context.Context, o *options) (victim, error)
+	attacks(o *options) []attack
+}
+
+// A victim is one running instance of a target.
+type victim interface {
+	// honest runs one round of the honest client: what a legitimate peer
+	// does, on a fresh connection.
+	honest(ctx context.Context) error
+	// sample reads the victim's goroutines and heap, after a garbage
+	// collection when collect is set.
+	sample(ctx context.Context, collect bool) (sample, error)
+	// refusals counts what the victim refused to keep its limits, by kind.
+	refusals(ctx context.Context) (map[string]uint64, error)
+	close() error
+}
+
+// An attack runs against a victim until ctx ends, then stops what it
+// started, and says what it did.
+type attack struct {
+	name  string
+	about string
+	// handshakeFlood marks a flood of handshakes, for which the honest
+	// client need keep only 25% of its calm throughput, not 50%.
+	handshakeFlood bool
+	// minDuration, when longer than -duration, is how long the attack
+	// needs for a measurement of its own.
+	minDuration time.Duration
+	// holds, when set, says what the victim keeps of the attack by
+	// design, so that its heap need not come back to the baseline.
+	holds string
+	run   func(ctx context.Context, v victim, o *options) (outcome, error)
+}
+
+// outcome is what an attack reports of itself.
+type outcome struct {
+	did   string // what the attacker managed, and what it was refused
+	extra string // an attack's own measurement, such as a time to notice
+	// missed, when set, is a target of the attack's own that it missed.
+	missed string
+}
+
+func pick[T any](quick bool, short, long T) T {
+	if quick {
+		return short
+	}
+	return long
+}
+
+func (o *options) logf(format string, args ...any) {
+	if o.verbose {
+		fmt.Fprintf(os.Stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05.000")}, args...)...)
+	}
+}
 
 // sample is one look at a victim.
 type sample struct {
@@ -20,22 +139,22 @@ type sample struct {
 	rss        uint64
 }
 
-// honestStats counts the honest client's rounds in one phase.
-type honestStats struct {
+// roundStats counts the honest client's rounds in one phase.
+type roundStats struct {
 	ok, failed int
 	elapsed    time.Duration
 	lat        []time.Duration
 	firstErr   error
 }
 
-func (h *honestStats) perSecond() float64 {
+func (h *roundStats) perSecond() float64 {
 	if h.elapsed <= 0 {
 		return 0
 	}
 	return float64(h.ok) / h.elapsed.Seconds()
 }
 
-func (h *honestStats) p99() time.Duration {
+func (h *roundStats) p99() time.Duration {
 	if len(h.lat) == 0 {
 		return 0
 	}
@@ -47,7 +166,7 @@ func (h *honestStats) p99() time.Duration {
 // result is what one attack came to.
 type result struct {
 	attack             attack
-	calm, during       honestStats
+	calm, during       roundStats
 	base, peak         sample // peak: the largest of each, during the attack
 	after              sample // at the end of the recovery watch
 	recovered          time.Duration
@@ -163,8 +282,8 @@ func watchPeak(ctx context.Context, v victim) sample {
 
 // runHonest runs honest rounds one after another for d (or until stop is
 // closed).
-func runHonest(ctx context.Context, v victim, d time.Duration, stop <-chan struct{}) honestStats {
-	var h honestStats
+func runHonest(ctx context.Context, v victim, d time.Duration, stop <-chan struct{}) roundStats {
+	var h roundStats
 	start := time.Now()
 	deadline := start.Add(d)
 	for time.Now().Before(deadline) && ctx.Err() == nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -15,10 +14,10 @@ import (
 // machine moves.
 func TestReportVerdicts(t *testing.T) {
 	o := &options{duration: time.Second, calm: time.Second, maxHeap: 256 << 20}
-	calm := honestStats{ok: 100, elapsed: time.Second}
+	calm := roundStats{ok: 100, elapsed: time.Second}
 	ok := result{
 		attack: attack{name: "fine"}, calm: calm,
-		during: honestStats{ok: 60, elapsed: time.Second},
+		during: roundStats{ok: 60, elapsed: time.Second},
 		base:   sample{goroutines: 10, heapLive: 1 << 20}, peak: sample{goroutines: 50, heapLive: 20 << 20},
 		after: sample{goroutines: 10, heapLive: 1 << 20}, recoveredOK: true, recovered: time.Second,
 	}
@@ -45,18 +44,4 @@ func TestReportVerdicts(t *testing.T) {
 		out.Reset()
 		require.True(t, report(&out, "registry", []result{r}, o), out.String())
 	}
-}
-
-// A fake Initial is what quic-go takes for a new connection: a long
-// header Initial of version 1, with a connection ID of 16 bytes and a
-// length that matches the packet.
-func TestFakeInitial(t *testing.T) {
-	p := fakeInitial(make([]byte, 1200))
-	require.Len(t, p, 1200)
-	require.Equal(t, byte(0xc0), p[0]&0xf0, "long header, Initial")
-	require.Equal(t, uint32(1), binary.BigEndian.Uint32(p[1:]))
-	require.Equal(t, byte(16), p[5])
-	require.Equal(t, byte(8), p[22])
-	require.Equal(t, byte(0), p[31], "no token")
-	require.Equal(t, len(p)-34, int(binary.BigEndian.Uint16(p[32:])&0x3fff))
 }

@@ -98,7 +98,7 @@ func roundTrip(ctx context.Context, h *sal.Host, service string, size int) error
 	}
 	defer c.Close()
 	fmt.Printf("dialed %s at %s in %v (authenticated: %v)\n",
-		c.RemoteAddr(), c.RemoteAddr().(sal.Addr).Endpoint, time.Since(start).Round(time.Microsecond), c.Authenticated())
+		c.RemoteAddr().(sal.Addr).Service, c.RemoteAddr().(sal.Addr).Endpoint, time.Since(start).Round(time.Microsecond), c.Authenticated())
 
 	data := make([]byte, size)
 	_, _ = rand.NewChaCha8([32]byte{}).Read(data)

@@ -40,6 +40,12 @@
 //	MoveServer()         a new ServerAddr; the old one drops everything
 //	SetHook(h)           see every datagram first; drop or delay it
 //
+// MultiPath gives one client several independent paths to one server's
+// address, one per local address of the client (a modem per carrier),
+// routed by source address as policy routing does. Each path is a Path,
+// with its own links, mappings and trace; MultiPath.Play plays a trace on
+// each at once, and MultiPath.Blackout cuts them all (a tunnel).
+//
 // DeadAddrs is a ready hook for a device whose old address goes away at a
 // handover: it drops what the old address still sends, and what is sent
 // to its old mapping.

@@ -41,8 +41,8 @@ type Network struct {
 
 	mu     sync.Mutex
 	conns  map[netip.AddrPort]*PacketConn
-	routes map[netip.AddrPort]*Path // fronts and mappings, current and old
-	ports  map[netip.Addr]uint16    // the next ephemeral port to try, per address
+	routes map[netip.AddrPort]router // fronts and mappings, current and old
+	ports  map[netip.Addr]uint16     // the next ephemeral port to try, per address
 	paths  []*Path
 	fronts uint32 // addresses drawn from frontBlock
 	maps   uint32 // addresses drawn from mappingBlock
@@ -56,7 +56,7 @@ func NewNetwork(seed uint64) *Network {
 	return &Network{
 		seed:   seed,
 		conns:  map[netip.AddrPort]*PacketConn{},
-		routes: map[netip.AddrPort]*Path{},
+		routes: map[netip.AddrPort]router{},
 		ports:  map[netip.Addr]uint16{},
 	}
 }
@@ -229,14 +229,20 @@ func (n *Network) unbind(c *PacketConn) {
 	n.mu.Unlock()
 }
 
+// router takes the datagrams sent to addresses it owns: a Path, or a
+// MultiPath's shared front.
+type router interface {
+	receive(from, to netip.AddrPort, data []byte)
+}
+
 // send routes a datagram: to a path if it owns the destination, else to
 // the socket bound to it. data belongs to the network from now on.
 func (n *Network) send(from, to netip.AddrPort, data []byte) {
 	n.mu.Lock()
-	p := n.routes[to]
+	r := n.routes[to]
 	n.mu.Unlock()
-	if p != nil {
-		p.receive(from, to, data)
+	if r != nil {
+		r.receive(from, to, data)
 		return
 	}
 	n.deliver(from, to, data)

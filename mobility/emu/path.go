@@ -35,6 +35,7 @@ type Path struct {
 	mapIP    netip.Addr
 	mapPort  uint16
 	closed   bool
+	group    *MultiPath // if set, the group owns the fronts and moves the server
 }
 
 var _ trace.Target = (*Path)(nil)
@@ -55,6 +56,13 @@ func (n *Network) NewPath(server netip.AddrPort, cfg PathConfig) (*Path, error) 
 	if n.closed {
 		return nil, ErrNetworkClosed
 	}
+	p := n.newPathLocked(server, cfg)
+	p.front = p.newFrontLocked(server.Port())
+	return p, nil
+}
+
+// newPathLocked makes a path without a front; n.mu is held.
+func (n *Network) newPathLocked(server netip.AddrPort, cfg PathConfig) *Path {
 	p := &Path{
 		nw:       n,
 		server:   unmap(server),
@@ -76,19 +84,24 @@ func (n *Network) NewPath(server netip.AddrPort, cfg PathConfig) (*Path, error) 
 		})
 		p.flush[dir] = p.sched[dir].flush
 	}
-	p.front = p.newFrontLocked(server.Port())
 	n.paths = append(n.paths, p)
-	return p, nil
+	return p
 }
 
 // newFrontLocked draws a server address; n.mu is held.
 func (p *Path) newFrontLocked(port uint16) netip.AddrPort {
-	n := p.nw
+	a := p.nw.newFrontLocked(port, p)
+	p.fronts[a] = true
+	return a
+}
+
+// newFrontLocked draws a free server address and routes it to r; n.mu is
+// held.
+func (n *Network) newFrontLocked(port uint16, r router) netip.AddrPort {
 	for {
 		a := netip.AddrPortFrom(nextAddr(frontBlock, &n.fronts), port)
 		if !n.taken(a) {
-			n.routes[a] = p
-			p.fronts[a] = true
+			n.routes[a] = r
 			return a
 		}
 	}
@@ -131,8 +144,13 @@ func (p *Path) forget(newAddr bool) {
 
 // MoveServer gives the server a new ServerAddr. Datagrams sent to the old
 // one are dropped from now on; the server's replies come from the new one.
-// It never fails; the error is there for trace.Target.
+// It never fails; the error is there for trace.Target. The server of a
+// MultiPath has one address on every path, so a member's MoveServer moves
+// the whole group's.
 func (p *Path) MoveServer() error {
+	if p.group != nil {
+		return p.group.MoveServer()
+	}
 	p.mu.Lock()
 	old := p.front
 	p.nw.mu.Lock()
@@ -158,7 +176,7 @@ func (p *Path) Close() error {
 	}
 	p.nw.mu.Lock()
 	for a, r := range p.nw.routes {
-		if r == p {
+		if r == router(p) {
 			delete(p.nw.routes, a)
 		}
 	}

@@ -15,6 +15,13 @@
 //		// ... now over cell, from the cell address ...
 //	}
 //
+// Both links reach the server's one address, and the client routes by
+// source address (ip rule from <subnet> table <n>), so a client with a
+// socket bound to each address of Topology.Links has two independent
+// paths, as a multipath Host or MPTCP wants. Topology.Cut silences one
+// link both ways, keeping the client's address and routes (a handover or
+// a tunnel); Topology.Restore ends it.
+//
 // New deletes both namespaces when the test ends, however it ends
 // (pass, fail, panic); a test of the package checks that no namespace or
 // link is left behind. Only a killed process leaves its namespaces,

@@ -106,6 +106,39 @@ func (t *Topology) route(dev string, via netip.Addr, metric, table int) error {
 	return t.Client.Route(dst, via, dev, metric, table)
 }
 
+// Link is one of the client's two links to the server's one address.
+type Link struct {
+	Dev    string       // the interface's name, the same at both ends
+	Client netip.Prefix // the client's address on it
+	Server netip.Prefix // the server's end, the client's gateway
+	// Table is the client's routing table for what is sent from
+	// Client's subnet (ip rule from <subnet> table <Table>): a socket
+	// bound to Client's address leaves over this link or not at all.
+	Table int
+}
+
+// Links returns the client's links to ServerAddr: wifi, then cell. A
+// client with a socket bound to each Client address has two independent
+// paths to the server, as a multipath Host needs.
+func (t *Topology) Links() []Link {
+	return []Link{
+		{Dev: "wifi", Client: ClientWifi, Server: ServerWifi, Table: wifiTable},
+		{Dev: "cell", Client: ClientCell, Server: ServerCell, Table: cellTable},
+	}
+}
+
+// Cut makes the link dev lose everything, both ways, until Restore, as a
+// radio does in a handover or a tunnel: it takes the server's end down,
+// so the client keeps its address and routes (its end only loses its
+// carrier) and learns of the outage from silence alone, while the other
+// link carries on. Client.SetDown is the other kind of failure, one the
+// client's kernel sees.
+func (t *Topology) Cut(dev string) error { return t.Server.SetDown(dev) }
+
+// Restore ends a Cut. The server's kernel brings back the route to the
+// link's subnet with the interface.
+func (t *Topology) Restore(dev string) error { return t.Server.SetUp(dev) }
+
 // Close deletes both namespaces, and with them every link. Closing twice
 // is harmless.
 func (t *Topology) Close() error {

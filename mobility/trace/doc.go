@@ -47,6 +47,12 @@
 // "wired". Generate draws further traces from a Model whose zero value is
 // the hsr-300 model; the same model and seed give the same trace.
 //
+// A device with a modem per carrier has a trace per carrier.
+// MultiProfile returns the shipped "hsr-300-dual": two carriers with
+// hsr-300's cells, handing over at different places, and tunnels that cut
+// both. GenerateMulti draws more from a MultiModel; emu.MultiPath.Play
+// plays them, one per path.
+//
 // Play drives a Target with a trace in real time, or in virtual time
 // inside a testing/synctest bubble. Both forms of the emulator in
 // mobility/emu are Targets:

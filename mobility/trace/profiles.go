@@ -10,7 +10,7 @@ import (
 	"strings"
 )
 
-//go:embed profiles/*.trace
+//go:embed profiles/*.trace profiles/*/*.trace
 var profileFS embed.FS
 
 // HSR300Seed is the seed with which hsr-300.trace was drawn from HSR300();
@@ -24,7 +24,9 @@ func Profiles() []string {
 	ents, _ := profileFS.ReadDir("profiles")
 	var names []string
 	for _, e := range ents {
-		names = append(names, strings.TrimSuffix(e.Name(), ".trace"))
+		if !e.IsDir() { // a directory is a multi-carrier profile
+			names = append(names, strings.TrimSuffix(e.Name(), ".trace"))
+		}
 	}
 	slices.Sort(names)
 	return names

@@ -23,6 +23,7 @@ package regwire
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -161,15 +162,29 @@ func appendEndpoint(b []byte, ep Endpoint) []byte {
 	return binary.AppendUvarint(b, uint64(ep.TTL/time.Millisecond))
 }
 
+// errVarintOverflow is the error binary.ReadUvarint gives for a varint
+// longer than 64 bits: the one error of its own, beside io.EOF,
+// io.ErrUnexpectedEOF and the reader's errors.
+var _, errVarintOverflow = binary.ReadUvarint(bytes.NewReader(bytes.Repeat([]byte{0xff}, binary.MaxVarintLen64+1)))
+
 // Read reads one frame. buf is scratch space that Read may grow and return
 // for reuse; the Frame does not alias it.
+//
+// Bytes that are not a frame, including a frame cut short by the end of
+// the stream, give an error that wraps ErrMalformed. The end of the
+// stream between frames gives io.EOF, and an error of the reader itself
+// (a reset stream, a closed connection: how a peer that goes away ends
+// its stream) is returned as it is, since the peer sent nothing wrong.
 func Read(r *bufio.Reader, buf []byte) (*Frame, []byte, error) {
 	n, err := binary.ReadUvarint(r)
-	if err != nil {
-		if errors.Is(err, io.EOF) && r.Buffered() == 0 {
-			return nil, buf, io.EOF
-		}
+	switch {
+	case err == nil:
+	case err == io.EOF && r.Buffered() == 0:
+		return nil, buf, io.EOF
+	case err == io.EOF, err == io.ErrUnexpectedEOF, err == errVarintOverflow:
 		return nil, buf, malformed("length: %v", err)
+	default:
+		return nil, buf, err
 	}
 	if n == 0 || n > MaxFrame {
 		return nil, buf, malformed("length %d out of range", n)
@@ -179,7 +194,10 @@ func Read(r *bufio.Reader, buf []byte) (*Frame, []byte, error) {
 	}
 	buf = buf[:n]
 	if _, err := io.ReadFull(r, buf); err != nil {
-		return nil, buf, malformed("frame of %d bytes: %v", n, err)
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil, buf, malformed("frame of %d bytes: %v", n, err)
+		}
+		return nil, buf, err
 	}
 	f, err := Decode(buf)
 	return f, buf, err

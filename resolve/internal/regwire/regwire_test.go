@@ -3,6 +3,7 @@ package regwire
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net/netip"
 	"testing"
@@ -71,6 +72,45 @@ func TestMalformed(t *testing.T) {
 			require.ErrorIs(t, err, ErrMalformed)
 		})
 	}
+}
+
+type failingReader struct{ err error }
+
+func (f failingReader) Read([]byte) (int, error) { return 0, f.err }
+
+// Read tells bytes that are not a frame (ErrMalformed) from a stream that
+// ended between frames (io.EOF) and from a stream that failed under it (a
+// reset, a closed connection: how a client that leaves ends its stream),
+// whose error it returns as it is.
+func TestReadErrors(t *testing.T) {
+	gone := errors.New("connection closed by peer")
+	lookup := Append(nil, &Frame{Type: TypeLookup, ID: 1, Service: "echo.demo"})
+	for _, tt := range []struct {
+		name    string
+		in      io.Reader
+		want    error
+		garbage bool
+	}{
+		{"end between frames", bytes.NewReader(nil), io.EOF, false},
+		{"end after a frame", bytes.NewReader(lookup), io.EOF, false},
+		{"failure between frames", io.MultiReader(bytes.NewReader(lookup), failingReader{gone}), gone, false},
+		{"failure inside the length", io.MultiReader(bytes.NewReader([]byte{0x80}), failingReader{gone}), gone, false},
+		{"failure inside a frame", io.MultiReader(bytes.NewReader(lookup[:4]), failingReader{gone}), gone, false},
+		{"end inside the length", bytes.NewReader([]byte{0x80}), ErrMalformed, true},
+		{"end inside a frame", bytes.NewReader(lookup[:4]), ErrMalformed, true},
+		{"overlong length", bytes.NewReader(bytes.Repeat([]byte{0xff}, 11)), ErrMalformed, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			br := bufio.NewReader(tt.in)
+			var err error
+			for err == nil {
+				_, _, err = Read(br, nil)
+			}
+			require.ErrorIs(t, err, tt.want)
+			require.Equal(t, tt.garbage, errors.Is(err, ErrMalformed), "%v", err)
+		})
+	}
+	require.Error(t, errVarintOverflow)
 }
 
 // FuzzDecode checks that no input panics the decoder, and that whatever it

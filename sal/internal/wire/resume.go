@@ -34,6 +34,9 @@ const SecretLen = 32
 const (
 	ExtSecret  = 0x01 // in an Open: the flow's resume secret, SecretLen bytes
 	ExtReadOff = 0x02 // in a Reply to a Resume: the listener's read offset, 8 bytes
+	// ExtLimit is in a Reply with StatusLimit: the limit's value, 4 bytes,
+	// then its name (sal.Limit), at most 64 bytes.
+	ExtLimit = 0x03
 )
 
 // Resume asks to move a flow onto the stream it begins.

@@ -54,6 +54,9 @@ const (
 	// StatusNoFlow answers a Resume for a flow the Host does not know
 	// (closed, lost, or never existed), or whose secret is wrong.
 	StatusNoFlow Status = 6
+	// StatusLimit refuses a flow that would take its connection over one
+	// of the Host's limits; ExtLimit says which.
+	StatusLimit Status = 7
 )
 
 func (s Status) String() string {
@@ -72,6 +75,8 @@ func (s Status) String() string {
 		return "unavailable"
 	case StatusNoFlow:
 		return "no such flow"
+	case StatusLimit:
+		return "over a limit"
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
