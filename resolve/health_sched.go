@@ -27,7 +27,9 @@ import (
 //     intervals);
 //   - within each class, the keys that registered the endpoints take
 //     turns, and each key has at most a quarter of the slots in flight: a
-//     key that registered many endpoints waits for the others.
+//     key that registered many endpoints waits for the others. At a
+//     registry the turns go by the address that registered (chargeTo),
+//     since fresh keys cost an attacker nothing.
 //
 // All of this state is guarded by Health.mu.
 

@@ -136,8 +136,10 @@ type Registry struct {
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // every goroutine the registry starts
 
+	// Lock order: mu, then Memory's, then Health's, then a connection's
+	// and its pushers', then peers.mu and registrar.mu (registry_limits.go).
 	mu        sync.Mutex
 	leases    map[uint64]*lease
 	byAddr    map[leaseKey]*lease
