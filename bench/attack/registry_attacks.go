@@ -101,6 +101,15 @@ func registryInitials(ctx context.Context, v victim, o *options) (outcome, error
 	}
 }
 
+func registryJunk(ctx context.Context, v victim, o *options) (outcome, error) {
+	to, err := netip.ParseAddrPort(v.(*registryVictim).addr)
+	if err != nil {
+		return outcome{}, err
+	}
+	did, err := attackJunk(ctx, to)
+	return outcome{did: did}, err
+}
+
 func registryConns(ctx context.Context, v victim, o *options) (outcome, error) {
 	rv := v.(*registryVictim)
 	to, err := net.ResolveUDPAddr("udp", rv.addr)
