@@ -280,11 +280,26 @@ func TestRegistryWatchesEndWithClient(t *testing.T) {
 	grown := heapGrowth(&before)
 	t.Logf("%d watches: goroutines +%d, heap +%d KiB", watches, during, grown>>10)
 	require.Less(t, during, 100, "a watch costs no goroutine")
+	// Sample the goroutines while the watches end: ending each through a
+	// context.AfterFunc started one goroutine per watch, all at once, and
+	// the runtime keeps a record of every goroutine that ever ran at once.
+	sampling := make(chan int)
+	go func() {
+		peak := 0
+		for range 2000 {
+			peak = max(peak, runtime.NumGoroutine())
+			time.Sleep(100 * time.Microsecond)
+		}
+		sampling <- peak
+	}()
 	require.NoError(t, c.Close())
 	closed := time.Now()
 	require.Eventually(t, func() bool { return r.Stats().Watches == 0 && runtime.NumGoroutine() <= base+5 }, 10*time.Second, 10*time.Millisecond,
 		"goroutines back to the baseline of %d", base)
 	require.Less(t, time.Since(closed), 2*time.Second, "at once")
+	endPeak := <-sampling - base
+	t.Logf("while the watches ended: goroutines +%d at most", endPeak)
+	require.Less(t, endPeak, 100, "ending a watch costs no goroutine")
 	left := heapGrowth(&before)
 	t.Logf("after the client left: heap +%d KiB", left>>10)
 	require.Less(t, left, grown/4, "the watches' state is gone too")
