@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -23,84 +22,101 @@ import (
 	"github.com/roamnet/roam/sal"
 )
 
-// hostBed is a victim Host in a child process and an honest client beside
-// the attacker.
-type hostBed struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	info  victimInfo
-	addr  netip.AddrPort
-	id    sal.ServiceID // the victim's service, pinned to its key
+// The host target: a sal Host with the default Config serving an echo, in
+// a process of its own (this binary, with ROAM_ATTACK_VICTIM set), beside
+// an honest client that echoes 256 KiB flows over one connection, checked
+// by SHA-256, and every eighth round dials from a new Host (a handshake).
+
+type hostTarget struct{}
+
+// hostBuffer is sal.Config.HostBuffer's default, which the victim runs
+// with: the attacks on its memory must keep its live heap under twice it.
+const hostBuffer = 512 << 20
+
+func (hostTarget) attacks(o *options) []attack {
+	return []attack{
+		{name: "no-acks", run: attackNoAcks, maxHeap: 2 * hostBuffer,
+			about: "72 flows of 8 MiB each to the echo from one connection, whose echoes the attacker reads at the QUIC level and never acknowledges"},
+		{name: "flows", run: attackFlowFlood, maxHeap: 2 * hostBuffer,
+			about: "12,000 flows of one byte each on one connection, never acknowledged (MaxFlowsPerConn refuses past 4,096)"},
+		{name: "initials", handshakeFlood: true, run: attackInitials,
+			about: "spoofable QUIC Initials (random connection IDs, undecryptable payload) at 10k/s (5k/s with -quick); past 32 handshakes in progress the Host answers with stateless Retries"},
+		{name: "junk", handshakeFlood: true, run: attackJunk,
+			about: "random datagrams at 30k/s, half of them with a QUIC long header"},
+		{name: "idle-conns", handshakeFlood: true, run: attackIdleConns,
+			about: "2,000 connections from the honest client's address, each under a fresh key, held idle"},
+	}
 }
 
-func startVictim() (*hostBed, error) {
-	cmd := exec.Command(os.Args[0])
+// hostVictim is a victim Host's process and the honest client.
+type hostVictim struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	exited chan struct{}
+	info   victimInfo
+	addr   netip.AddrPort
+	id     sal.ServiceID // the victim's service, pinned to its key
+	client *sal.Host
+	rounds atomic.Int64
+}
+
+func (hostTarget) start(ctx context.Context, o *options) (victim, error) {
+	cmd := exec.CommandContext(ctx, os.Args[0])
 	cmd.Env = append(os.Environ(), victimEnv+"=1")
 	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe()
+	stdin, err := cmd.StdinPipe() // the victim lives until it closes
 	if err != nil {
 		return nil, err
 	}
-	stdout, err := cmd.StdoutPipe()
+	lines, exited, err := startProcess(cmd, victimLine)
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	b := &hostBed{cmd: cmd, stdin: stdin}
-	line, err := bufio.NewReader(stdout).ReadBytes('\n')
+	v := &hostVictim{cmd: cmd, stdin: stdin, exited: exited}
+	err = json.Unmarshal([]byte(lines[0]), &v.info)
 	if err == nil {
-		err = json.Unmarshal(line, &b.info)
-	}
-	if err == nil {
-		b.addr, err = netip.ParseAddrPort(b.info.UDP)
+		v.addr, err = netip.ParseAddrPort(v.info.UDP)
 	}
 	var key resolve.Fingerprint
 	if err == nil {
-		key, err = resolve.ParseFingerprint(b.info.Key)
+		key, err = resolve.ParseFingerprint(v.info.Key)
 	}
 	if err == nil {
-		b.id, err = sal.NewServiceID(victimService, key)
+		v.id, err = sal.NewServiceID(victimService, key)
+	}
+	if err == nil {
+		v.client, err = v.newClient()
 	}
 	if err != nil {
-		b.stop()
+		v.close()
 		return nil, fmt.Errorf("victim: %w", err)
 	}
-	return b, nil
+	return v, nil
 }
 
-func (b *hostBed) stop() {
-	b.stdin.Close()
-	b.cmd.Wait()
-}
-
-// stats asks the victim for its heap and goroutines; gc forces a
-// collection first, for the live heap exactly.
-func (b *hostBed) stats(gc bool) (victimStats, error) {
-	url := b.info.Stats
-	if gc {
-		url += "?gc=1"
+func (v *hostVictim) close() error {
+	if v.client != nil {
+		v.client.Close()
 	}
-	resp, err := http.Get(url)
-	if err != nil {
-		return victimStats{}, err
+	v.stdin.Close()
+	select {
+	case <-v.exited:
+	case <-time.After(5 * time.Second):
+		v.cmd.Process.Kill()
+		<-v.exited
 	}
-	defer resp.Body.Close()
-	var st victimStats
-	err = json.NewDecoder(resp.Body).Decode(&st)
-	return st, err
+	return nil
 }
 
 // newClient returns an honest Host that finds the victim by a table rule.
-func (b *hostBed) newClient() (*sal.Host, error) {
+func (v *hostVictim) newClient() (*sal.Host, error) {
 	h, err := sal.NewHost(sal.Config{Resolver: resolve.NewMemory(), ListenAddr: "127.0.0.1:0"})
 	if err != nil {
 		return nil, err
 	}
-	key, _ := b.id.Key()
-	err = h.Table().Set(sal.Rule{Service: b.id.String(), Action: sal.ActionEndpoints,
-		Endpoints: []resolve.Endpoint{{Addr: b.addr, Key: key}}})
+	key, _ := v.id.Key()
+	err = h.Table().Set(sal.Rule{Service: v.id.String(), Action: sal.ActionEndpoints,
+		Endpoints: []resolve.Endpoint{{Addr: v.addr, Key: key}}})
 	if err != nil {
 		h.Close()
 		return nil, err
@@ -108,75 +124,22 @@ func (b *hostBed) newClient() (*sal.Host, error) {
 	return h, nil
 }
 
-// honestStats is what the honest client saw.
-type honestStats struct {
-	bytes              atomic.Int64 // echoed and checked
-	echoes, failed     atomic.Int64
-	freshOK, freshFail atomic.Int64 // dials on a new connection (a handshake each)
-	lastErr            atomic.Pointer[string]
-}
-
-func (s *honestStats) fail(err error) {
-	s.failed.Add(1)
-	msg := err.Error()
-	s.lastErr.Store(&msg)
-}
-
-// echoSize is what each honest echo sends and checks.
-const echoSize = 1 << 20
-
-// honest echoes echoSize bytes again and again over client until ctx
-// ends, each checked by SHA-256, and every 500 ms dials from a new Host
-// (a new handshake) for a small echo.
-func (b *hostBed) honest(ctx context.Context, client *sal.Host, st *honestStats) {
-	end, _ := ctx.Deadline()
-	over := func() bool { return ctx.Err() != nil || !time.Now().Before(end) }
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	wg.Go(func() {
-		t := time.NewTicker(500 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-			fresh, err := b.newClient()
-			if err == nil {
-				err = echo(ctx, fresh, b.id, 1024)
-				fresh.Close()
-			}
-			switch {
-			case over():
-				return
-			case err != nil:
-				st.freshFail.Add(1)
-				st.fail(err)
-			default:
-				st.freshOK.Add(1)
-			}
+// honest echoes 256 KiB over the honest client's connection, or, every
+// eighth round, 1 KiB from a new Host, which needs a handshake.
+func (v *hostVictim) honest(ctx context.Context) error {
+	if v.rounds.Add(1)%8 == 0 {
+		fresh, err := v.newClient()
+		if err != nil {
+			return err
 		}
-	})
-	for !over() {
-		err := echo(ctx, client, b.id, echoSize)
-		switch {
-		case over(): // (an echo the end of the phase cut short does not count)
-			return
-		case err != nil:
-			st.fail(err)
-			time.Sleep(50 * time.Millisecond)
-		default:
-			st.echoes.Add(1)
-			st.bytes.Add(echoSize)
-		}
+		defer fresh.Close()
+		return echo(ctx, fresh, v.id, 1<<10)
 	}
+	return echo(ctx, v.client, v.id, 256<<10)
 }
 
 // echo sends n random bytes to id and checks that they all come back.
 func echo(ctx context.Context, h *sal.Host, id sal.ServiceID, n int) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
 	c, err := h.DialService(ctx, id)
 	if err != nil {
 		return err
@@ -209,20 +172,38 @@ func echo(ctx context.Context, h *sal.Host, id sal.ServiceID, n int) error {
 	return nil
 }
 
-// A hostAttack runs until ctx ends, then takes everything it opened down,
-// and returns a note on what it did.
-type hostAttack struct {
-	name  string
-	flood bool // a handshake flood: the honest target is 25% of calm, not 50%
-	run   func(ctx context.Context, victim netip.AddrPort) (string, error)
+func (v *hostVictim) stats(ctx context.Context, collect bool) (victimStats, error) {
+	url := v.info.Stats
+	if collect {
+		url += "?gc=1"
+	}
+	var st victimStats
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return st, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return st, err
+	}
+	defer resp.Body.Close()
+	err = json.NewDecoder(resp.Body).Decode(&st)
+	return st, err
 }
 
-var hostAttacks = []hostAttack{
-	{name: "no acks, 72 flows x 8 MiB", run: attackNoAcks},
-	{name: "12,000 flows x 1 byte", run: attackFlowFlood},
-	{name: "spoofed Initials", flood: true, run: attackInitials},
-	{name: "random UDP", flood: true, run: attackJunk},
-	{name: "2,000 idle connections", flood: true, run: attackConns},
+func (v *hostVictim) sample(ctx context.Context, collect bool) (sample, error) {
+	st, err := v.stats(ctx, collect)
+	return sample{goroutines: st.Goroutines, peakGoroutines: st.PeakGoroutines, heapLive: st.LiveHeap, rss: st.RSS}, err
+}
+
+func (v *hostVictim) refusals(ctx context.Context) (map[string]uint64, error) {
+	st, err := v.stats(ctx, false)
+	l := st.Limits
+	return map[string]uint64{
+		"flows/conn": l.FlowsRefused, "conns/addr": l.ConnsRefusedAddr, "conns evicted": l.ConnsEvicted,
+		"handshakes": l.HandshakesRefused, "retries": l.Retries, "flows stalled": l.FlowsStalled,
+		"idle conns closed": l.ConnsIdleClosed, "buffer waits": l.BufferWaits,
+	}, err
 }
 
 // onRawConn dials the victim as a new peer and runs attack on the
@@ -242,11 +223,9 @@ func onRawConn(ctx context.Context, victim netip.AddrPort, conf *quic.Config, at
 	return nil
 }
 
-// attackNoAcks opens 72 flows to the echo and sends 8 MiB on each; it
-// reads the echoes at the QUIC level but never acknowledges them.
-func attackNoAcks(ctx context.Context, victim netip.AddrPort) (string, error) {
+func attackNoAcks(ctx context.Context, v victim, o *options) (outcome, error) {
 	var sent, read atomic.Int64
-	err := onRawConn(ctx, victim, &quic.Config{KeepAlivePeriod: time.Second}, func(qc *quic.Conn, wg *sync.WaitGroup) {
+	err := onRawConn(ctx, v.(*hostVictim).addr, &quic.Config{KeepAlivePeriod: time.Second}, func(qc *quic.Conn, wg *sync.WaitGroup) {
 		for range 72 {
 			s, err := qc.OpenStreamSync(ctx)
 			if err != nil {
@@ -270,16 +249,14 @@ func attackNoAcks(ctx context.Context, victim netip.AddrPort) (string, error) {
 			})
 		}
 	})
-	return fmt.Sprintf("sent %d MiB, read %d MiB unacknowledged", sent.Load()>>20, read.Load()>>20), err
+	return outcome{did: fmt.Sprintf("sent %d MiB, read %d MiB unacknowledged", sent.Load()>>20, read.Load()>>20)}, err
 }
 
-// attackFlowFlood opens 12,000 flows on one connection with one byte each
-// and never acknowledges the echoes.
-func attackFlowFlood(ctx context.Context, victim netip.AddrPort) (string, error) {
+func attackFlowFlood(ctx context.Context, v victim, o *options) (outcome, error) {
 	var ok, refused atomic.Int64
 	opened := 0
 	conf := &quic.Config{KeepAlivePeriod: time.Second, MaxIncomingStreams: 1 << 14}
-	err := onRawConn(ctx, victim, conf, func(qc *quic.Conn, wg *sync.WaitGroup) {
+	err := onRawConn(ctx, v.(*hostVictim).addr, conf, func(qc *quic.Conn, wg *sync.WaitGroup) {
 		for ; opened < 12000 && ctx.Err() == nil; opened++ {
 			s, err := qc.OpenStreamSync(ctx)
 			if err != nil {
@@ -299,7 +276,11 @@ func attackFlowFlood(ctx context.Context, victim netip.AddrPort) (string, error)
 			})
 		}
 	})
-	return fmt.Sprintf("%d opened, %d accepted, %d refused", opened, ok.Load(), refused.Load()), err
+	out := outcome{did: fmt.Sprintf("%d flows opened, %d accepted, %d refused", opened, ok.Load(), refused.Load())}
+	if ok.Load() > 4096 {
+		out.missed = "more than MaxFlowsPerConn (4,096) flows accepted on one connection"
+	}
+	return out, err
 }
 
 // initialRate is how many fake Initials per second attackInitials sends:
@@ -310,10 +291,16 @@ const initialRate = 10000
 // ever answer, as from spoofed addresses: each has a new connection ID
 // and a payload of noise, which costs the sender nothing, and the receiver
 // a connection until its handshake times out unless it asks for a Retry.
-func attackInitials(ctx context.Context, victim netip.AddrPort) (string, error) {
-	return sendPackets(ctx, victim, initialRate, 16, func(b []byte) []byte {
+func attackInitials(ctx context.Context, v victim, o *options) (outcome, error) {
+	did, err := sendPackets(ctx, v.(*hostVictim).addr, pick(o.quick, initialRate/2, initialRate), 16, func(b []byte) []byte {
 		return fakeInitial(b[:0])
 	}, "Initials")
+	return outcome{did: did}, err
+}
+
+func attackJunk(ctx context.Context, v victim, o *options) (outcome, error) {
+	did, err := sendJunk(ctx, v.(*hostVictim).addr)
+	return outcome{did: did}, err
 }
 
 // fakeInitial appends a 1200-byte QUIC v1 Initial with random connection
@@ -373,9 +360,9 @@ func sendPackets(ctx context.Context, victim netip.AddrPort, rate, senders int, 
 // about the rate of the measurement in issue 13 (26.6k/s).
 const junkRate = 30000
 
-// attackJunk sends random datagrams at junkRate, half of them with a
-// QUIC long header.
-func attackJunk(ctx context.Context, victim netip.AddrPort) (string, error) {
+// sendJunk sends random datagrams at junkRate, half of them with a QUIC
+// long header, until ctx ends.
+func sendJunk(ctx context.Context, victim netip.AddrPort) (string, error) {
 	var n atomic.Int64
 	return sendPackets(ctx, victim, junkRate, 4, func(b []byte) []byte {
 		b = b[:1200]
@@ -387,9 +374,9 @@ func attackJunk(ctx context.Context, victim netip.AddrPort) (string, error) {
 	}, "datagrams")
 }
 
-// attackConns opens 2,000 connections, each with a fresh key, from the
-// honest client's address, and leaves them idle.
-func attackConns(ctx context.Context, victim netip.AddrPort) (string, error) {
+// attackIdleConns opens 2,000 connections, each under a fresh key, from
+// the honest client's address, and holds them idle.
+func attackIdleConns(ctx context.Context, v victim, o *options) (outcome, error) {
 	var trs []*quic.Transport
 	var qcs []*quic.Conn
 	defer func() {
@@ -398,7 +385,7 @@ func attackConns(ctx context.Context, victim netip.AddrPort) (string, error) {
 		}
 	}()
 	for len(trs) < 2000 && ctx.Err() == nil {
-		tr, qc, err := rawDial(ctx, victim, &quic.Config{KeepAlivePeriod: time.Second})
+		tr, qc, err := rawDial(ctx, v.(*hostVictim).addr, &quic.Config{KeepAlivePeriod: time.Second})
 		if err != nil {
 			continue
 		}
@@ -412,5 +399,5 @@ func attackConns(ctx context.Context, victim netip.AddrPort) (string, error) {
 		}
 		qc.CloseWithError(0, "attack over")
 	}
-	return fmt.Sprintf("%d connections opened, %d closed by the victim", len(qcs), closed), nil
+	return outcome{did: fmt.Sprintf("%d connections opened, %d closed by the victim", len(qcs), closed)}, nil
 }

@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"os"
 	"regexp"
-	"runtime"
 	"time"
 
 	"github.com/roamnet/roam/sal"
@@ -30,7 +29,6 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "how long each attack lasts")
 	calm := flag.Duration("calm", 3*time.Second, "how long the honest client runs alone first")
 	run := flag.String("run", "", "run only the attacks whose name matches this regexp")
-	markdown := flag.Bool("markdown", false, "print the table in Markdown")
 	target := flag.String("target", "host", "what to attack: host (a sal Host) or registry (roam-registry)")
 	flag.Parse()
 
@@ -46,32 +44,13 @@ func main() {
 	}
 	switch *target {
 	case "host":
+		runTarget("host", hostTarget{}, match, *quick, *calm, *duration)
 	case "registry":
 		runRegistry(match, *quick, *calm, *duration)
-		return
 	default:
 		fatal(fmt.Errorf("unknown -target %q: host or registry", *target))
 	}
-	var rows []hostResult
-	for _, a := range hostAttacks {
-		if !match.MatchString(a.name) {
-			continue
-		}
-		fmt.Fprintf(os.Stderr, "attack: %s...\n", a.name)
-		r, err := runHostAttack(a, *calm, *duration)
-		if err != nil {
-			fatal(err)
-		}
-		rows = append(rows, r)
-	}
-	fmt.Printf("roam attack suite: %d CPUs, %s/%s, %v per attack, HostBuffer %d MiB (the default)\n\n",
-		runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, *duration, defaultHostBuffer>>20)
-	writeHostReport(os.Stdout, rows, defaultHostBuffer, *markdown)
 }
-
-// defaultHostBuffer is sal.Config.HostBuffer's default, which the victim
-// runs with.
-const defaultHostBuffer = 512 << 20
 
 // runVictim serves as the victim and exits.
 func runVictim() {

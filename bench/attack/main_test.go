@@ -1,9 +1,9 @@
 package main
 
 import (
-	"fmt"
+	"cmp"
+	"context"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -12,34 +12,42 @@ import (
 
 func TestMain(m *testing.M) {
 	if os.Getenv(victimEnv) != "" {
-		runVictim() // the test binary is the victim's too
+		runVictim() // the test binary is the host target's victim too
 	}
 	os.Exit(m.Run())
 }
 
-// TestAttacksLeaveHonestFlowsExact runs every attack briefly and checks
-// what does not depend on the machine's speed: the honest client's data
-// comes back byte-exact (a corrupted echo is an error, not a slow one),
-// the victim's heap stays bounded and it comes back to its baseline. The
-// throughput targets are ratios; the command reports them.
-func TestAttacksLeaveHonestFlowsExact(t *testing.T) {
+// TestHostAttacksLeaveHonestFlowsExact runs every attack on a Host briefly
+// and checks what does not depend on the machine's speed: every honest
+// echo comes back byte-exact (a corrupted one is an error, not a slow
+// one), the victim's live heap stays bounded, and it comes back to its
+// baseline. The throughput targets are ratios; the command reports them.
+func TestHostAttacksLeaveHonestFlowsExact(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs each attack for a second")
 	}
-	for _, a := range hostAttacks {
+	o := &options{quick: true, duration: time.Second, calm: time.Second, recover: 30 * time.Second}
+	for _, a := range (hostTarget{}).attacks(o) {
 		t.Run(a.name, func(t *testing.T) {
-			r, err := runHostAttack(a, time.Second, time.Second)
+			res, err := runAttack(context.Background(), hostTarget{}, a, o)
 			require.NoError(t, err)
-			require.NotContains(t, r.lastErr, "corrupted")
-			require.Positive(t, r.echoes, "the honest client got through")
-			require.Less(t, r.peakHeap, uint64(2*defaultHostBuffer))
-			require.GreaterOrEqual(t, r.recovered, time.Duration(0), "back to the baseline within %v (ended at %d bytes, %d goroutines)", recoverWait, r.endHeap, r.endGoroutines)
-			if strings.Contains(a.name, "12,000") {
-				var opened, accepted, refused int
-				_, err := fmt.Sscanf(r.note, "%d opened, %d accepted, %d refused", &opened, &accepted, &refused)
-				require.NoError(t, err)
-				require.LessOrEqual(t, accepted, 4096, "MaxFlowsPerConn holds")
+			for _, err := range []error{res.calm.firstErr, res.during.firstErr, res.honestAfterFailure} {
+				if err != nil {
+					require.NotContains(t, err.Error(), "corrupted")
+				}
 			}
+			require.Positive(t, res.during.ok, "the honest client got through")
+			require.Less(t, res.peak.heapLive, cmp.Or(a.maxHeap, 256<<20))
+			// Goroutines come back exactly. The heap's allowance for the
+			// runtime's goroutine records rests on a peak sampled every
+			// 5 ms, which a burst (each flow's header served by a goroutine
+			// of its own, under the race detector's pace) can outrun: allow
+			// twice as many records here; the command keeps the strict one.
+			require.LessOrEqual(t, float64(res.after.goroutines), 1.1*float64(res.base.goroutines)+5, "goroutines back")
+			records := 2 * goroutineRecord * max(0, res.after.peakGoroutines-res.base.peakGoroutines)
+			require.LessOrEqual(t, res.after.heapLive, uint64(1.1*float64(res.base.heapLive))+256<<10+uint64(records),
+				"live heap back: %+v, base %+v", res.after, res.base)
+			require.Empty(t, res.outcome.missed)
 		})
 	}
 }

@@ -50,7 +50,7 @@ func (t *registryTarget) attacks(o *options) []attack {
 		{name: "initials", handshakeFlood: true, run: registryInitials,
 			about: "spoofable QUIC Initials (random connection IDs, undecryptable payload) at 10k/s (5k/s with -quick); the registry answers with stateless Retries once 32 handshakes are in progress"},
 		{name: "junk", run: registryJunk,
-			about: "random datagrams at 30k/s, half of them with a QUIC long header (host.go's attackJunk)"},
+			about: "random datagrams at 30k/s, half of them with a QUIC long header (host.go's sendJunk)"},
 		{name: "conns", handshakeFlood: true, run: registryConns,
 			about: "QUIC connections from one address, 16 dials at a time, each held while the registry lets it live"},
 		{name: "leases", run: registryLeases,

@@ -106,7 +106,7 @@ func registryJunk(ctx context.Context, v victim, o *options) (outcome, error) {
 	if err != nil {
 		return outcome{}, err
 	}
-	did, err := attackJunk(ctx, to)
+	did, err := sendJunk(ctx, to)
 	return outcome{did: did}, err
 }
 

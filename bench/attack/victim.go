@@ -29,7 +29,11 @@ const victimEnv = "ROAM_ATTACK_VICTIM"
 // victimService is the service the victim Host serves: an echo.
 const victimService = "echo.attack"
 
-// victimInfo is what a victim process tells its parent on its first line.
+// victimLine begins the line on which a victim process tells its parent
+// its victimInfo.
+const victimLine = "victim "
+
+// victimInfo is what a victim process tells its parent.
 type victimInfo struct {
 	UDP   string `json:"udp"`   // the Host's address
 	Key   string `json:"key"`   // the Host's key fingerprint
@@ -40,6 +44,7 @@ type victimInfo struct {
 type victimStats struct {
 	LiveHeap   uint64 `json:"live_heap"` // bytes live after the last GC; after a forced one with ?gc=1
 	Goroutines int    `json:"goroutines"`
+	RSS        uint64 `json:"rss"`
 	// PeakGoroutines is the most goroutines seen at once, looked at every
 	// 5 ms: what the runtime keeps a descriptor of for good.
 	PeakGoroutines int            `json:"peak_goroutines"`
@@ -87,7 +92,7 @@ func serveVictim(cfg sal.Config) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index) // to see what a victim holds
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		st := victimStats{Goroutines: runtime.NumGoroutine(), PeakGoroutines: int(peak.Load()), Limits: h.LimitStats()}
+		st := victimStats{Goroutines: runtime.NumGoroutine(), PeakGoroutines: int(peak.Load()), RSS: rss(), Limits: h.LimitStats()}
 		if r.URL.Query().Get("gc") != "" {
 			runtime.GC()
 			var ms runtime.MemStats
@@ -104,7 +109,18 @@ func serveVictim(cfg sal.Config) error {
 	go srv.Serve(hl)
 	defer srv.Close()
 	info, _ := json.Marshal(victimInfo{UDP: h.LocalAddr().String(), Key: h.Key().String(), Stats: "http://" + hl.Addr().String()})
-	fmt.Println(string(info))
+	fmt.Println(victimLine + string(info))
 	io.Copy(io.Discard, bufio.NewReader(os.Stdin)) // until the parent goes
 	return nil
+}
+
+// rss returns the process's resident set, from /proc (0 elsewhere).
+func rss() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	var size, resident uint64
+	fmt.Sscan(string(b), &size, &resident)
+	return resident * uint64(os.Getpagesize())
 }
