@@ -325,8 +325,11 @@ func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) err
 	c.mu.Lock()
 	c.endStallLocked()
 	c.mu.Unlock()
-	c.replyIn(car)
+	// The event first: whoever watches events learns of the resume before
+	// the data it lets through (a test that counts resumes once its echo
+	// is back counted none, now and then).
 	c.resumed(car)
+	c.replyIn(car)
 	return nil
 }
 
