@@ -87,9 +87,9 @@ type Config struct {
 	IdleConnTimeout time.Duration
 
 	// Backlog is how many accepted flows wait per Listener before new ones
-	// are refused with ErrBusy; the flows of one connection may take at
-	// most an eighth of it (at least one), so that one peer's flood cannot
-	// fill it for all. If zero, 256.
+	// are refused with ErrBusy. Once it is half full, a connection whose
+	// flows hold an eighth of it gets no more, so that one peer's flood
+	// cannot fill it for all. If zero, 256.
 	Backlog int
 
 	// ResumeTimeout bounds how long a flow may go without hearing from its

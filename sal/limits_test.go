@@ -458,9 +458,10 @@ func TestReconnectSkipsRetry(t *testing.T) {
 	require.Equal(t, retries, server.LimitStats().Retries, "the second presents its token instead")
 }
 
-// TestBacklogShare: the flows of one connection take at most an eighth of
-// a Listener's accept queue, so that a peer that opens flows faster than
-// the application accepts them cannot make another peer's dial fail.
+// TestBacklogShare: once a Listener's accept queue is half full, a
+// connection that holds an eighth of it gets no more, so that a peer that
+// opens flows faster than the application accepts them cannot make another
+// peer's dial fail.
 func TestBacklogShare(t *testing.T) {
 	mem := resolve.NewMemory()
 	server := newHost(t, Config{Resolver: mem, Backlog: 16})
@@ -468,16 +469,17 @@ func TestBacklogShare(t *testing.T) {
 	require.NoError(t, err)
 	flooder := rawPeer(t, server, nil)
 	statuses := map[wire.Status]int{}
-	for range 5 {
+	for range 12 {
 		_, reply := rawOpen(t, flooder, "queue.demo")
 		statuses[reply.Status]++
 	}
-	require.Equal(t, map[wire.Status]int{wire.StatusOK: 2, wire.StatusBusy: 3}, statuses, "two queued of sixteen, the rest refused")
-	require.EqualValues(t, 3, server.LimitStats().BacklogRefused)
+	require.Equal(t, map[wire.Status]int{wire.StatusOK: 8, wire.StatusBusy: 4}, statuses,
+		"one peer fills half of sixteen, then is refused")
+	require.EqualValues(t, 4, server.LimitStats().BacklogRefused)
 
 	_, reply := rawOpen(t, rawPeer(t, server, nil), "queue.demo")
 	require.Equal(t, wire.StatusOK, reply.Status, "another peer still gets in")
-	for range 3 { // all three are delivered
+	for range 9 { // all nine are delivered
 		c, err := l.AcceptContext(testCtx(t))
 		require.NoError(t, err)
 		c.Close()

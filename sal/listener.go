@@ -29,8 +29,10 @@ type Listener struct {
 	closed   bool
 	reserved int // queue slots promised to flows whose Reply is being written, or taken
 	// byConn counts reserved slots by the connection that asked for them:
-	// one peer may hold at most an eighth of the queue, so that a flood of
-	// flows from it cannot make every other peer's dial fail with ErrBusy.
+	// once the queue is half full, a connection that holds an eighth of it
+	// gets no more, so that a flood of flows from one peer cannot make
+	// every other peer's dial fail with ErrBusy, while one peer that opens
+	// many flows at once, as a proxy does, still has half the queue.
 	byConn map[*control]int
 }
 
@@ -275,7 +277,9 @@ func (l *Listener) reserve(ctl *control) wire.Status {
 		return wire.StatusUnavailable
 	case l.reserved >= cap(l.queue):
 		return wire.StatusBusy
-	case l.byConn[ctl] >= max(1, cap(l.queue)/8):
+	case l.reserved >= cap(l.queue)/2 && l.byConn[ctl] >= max(1, cap(l.queue)/8):
+		// Past half full, a connection that holds an eighth already
+		// waits its turn: the other half stays for the other peers.
 		l.h.limits.backlogRefused.Add(1)
 		return wire.StatusBusy
 	}
