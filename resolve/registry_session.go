@@ -76,7 +76,16 @@ func (s *regSession) call(ctx context.Context, f *regwire.Frame, w *registryWatc
 	case <-ctx.Done():
 		s.mu.Lock()
 		delete(s.pending, f.ID)
+		if w != nil {
+			delete(s.watches, f.ID)
+		}
 		s.mu.Unlock()
+		if w != nil {
+			// The registry may have opened the watch already: close it
+			// there too, or it counts against MaxWatchesPerConn for as
+			// long as the connection lives. Best effort, as in stop.
+			s.w.Send(&regwire.Frame{Type: regwire.TypeUnwatch, ID: f.ID})
+		}
 		if ctx.Err() == context.DeadlineExceeded && s.c.ctx.Err() == nil {
 			// The registry stopped answering: start afresh rather than
 			// queue more requests behind this one.
