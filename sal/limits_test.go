@@ -485,3 +485,48 @@ func TestBacklogShare(t *testing.T) {
 		c.Close()
 	}
 }
+
+// TestListenerFlowsEndWithTheirDialer: at the listening end a flow ends at
+// once, not after ResumeTimeout, when its dialer closes the connection
+// other than to move (it will resume nowhere), or when the flow carries no
+// resume secret (no resume could prove itself its dialer). A close that
+// says "moved" keeps a flow with a secret waiting for its resume.
+func TestListenerFlowsEndWithTheirDialer(t *testing.T) {
+	mem := resolve.NewMemory()
+	server := newHost(t, Config{Resolver: mem}) // ResumeTimeout 60 s
+	l, err := server.Listen(testCtx(t), "gone.demo")
+	require.NoError(t, err)
+	lost := func(t *testing.T, sc *Conn) error {
+		t.Helper()
+		sc.SetReadDeadline(time.Now().Add(quick))
+		_, err := sc.Read(make([]byte, 1))
+		return err
+	}
+
+	t.Run("closed, not moved", func(t *testing.T) {
+		client := newHost(t, Config{Resolver: mem})
+		c, sc := openPair(t, client, l, "gone.demo")
+		echo(t, c, sc, "before")
+		c.quicConn().CloseWithError(0, "the dialer is gone")
+		require.ErrorIs(t, lost(t, sc), ErrFlowLost, "not a wait of ResumeTimeout")
+	})
+
+	t.Run("moved, no secret", func(t *testing.T) {
+		peer := rawPeer(t, server, nil)
+		acc := accept(t, l)
+		_, reply := rawOpen(t, peer, "gone.demo")
+		require.Equal(t, wire.StatusOK, reply.Status)
+		sc := <-acc
+		require.NotNil(t, sc)
+		peer.CloseWithError(codeMoved, "moved, but nothing can resume")
+		require.ErrorIs(t, lost(t, sc), ErrFlowLost)
+	})
+
+	t.Run("moved, with a secret", func(t *testing.T) {
+		client := newHost(t, Config{Resolver: mem})
+		c, sc := openPair(t, client, l, "gone.demo")
+		echo(t, c, sc, "before")
+		killConn(c) // "moved": the dialer resumes, the listener waits for it
+		echo(t, c, sc, "after the resume")
+	})
+}
