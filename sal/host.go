@@ -73,11 +73,11 @@ type Host struct {
 	pathRetry map[pathPeer]pathRetry   // when a path's failed dial may be tried again
 	// primaryClosed counts the bytes of closed connections on ListenAddr's path.
 	primaryClosed byteCounter
-	rebinding sync.Mutex               // serializes Rebind
-	spread    map[string]uint32        // per-service round-robin position
-	flows     map[flowKey]*Conn        // live flows, for acks and resumes
-	flowsPeak int                      // the most flows had since flows was made
-	following map[string]*following    // services whose dialer flows follow the resolver
+	rebinding     sync.Mutex            // serializes Rebind
+	spread        map[string]uint32     // per-service round-robin position
+	flows         map[flowKey]*Conn     // live flows, for acks and resumes
+	flowsPeak     int                   // the most flows had since flows was made
+	following     map[string]*following // services whose dialer flows follow the resolver
 
 	budget *budget // bytes all flows keep for replay
 	limits limiter // what peers hold, against the Config's limits

@@ -90,8 +90,8 @@ type PathInfo struct {
 	// included, UDP headers not) of every connection the Host dialed on
 	// the path, closed ones included.
 	BytesSent, BytesReceived uint64
-	Conns int // connections the Host dialed on it that are open now
-	Flows int // flows it carries now
+	Conns                    int // connections the Host dialed on it that are open now
+	Flows                    int // flows it carries now
 }
 
 // ErrPathExists: AddPath was given a path the Host already has.
