@@ -381,7 +381,7 @@ func (h *Host) candidatesLocked(addr netip.AddrPort) []*peer {
 // leaves.
 func (h *Host) pickPath(addr netip.AddrPort, avoid *peer) *peer {
 	h.mu.Lock()
-	if !h.multipathLocked() || h.closed {
+	if !h.multipathLocked() && avoid == nil || h.closed {
 		h.mu.Unlock()
 		return nil
 	}
