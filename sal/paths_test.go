@@ -211,8 +211,12 @@ func TestPathsAlternatingOutagesLoseNothing(t *testing.T) {
 		roundTrip(t, b.c, b.sc, "hello")
 		b.waitPaths(t, 2)
 		const outages = 6
-		motion(t, b.c, b.sc, outages, func(i int) {
+		var over time.Time // when the last outage ends
+		motion(t, b.c, b.sc, outages, func(int) {
+			time.Sleep(time.Until(over))
+			b.waitPaths(t, 2)
 			b.mp.Paths()[b.carrying(t)].Blackout(2 * time.Second)
+			over = time.Now().Add(2 * time.Second)
 		})
 		require.GreaterOrEqual(t, b.clientLog.count(EventPathDown), outages)
 		require.Zero(t, b.clientLog.count(EventLost))
