@@ -94,9 +94,6 @@ type PathInfo struct {
 	Flows                    int // flows it carries now
 }
 
-// ErrPathExists: AddPath was given a path the Host already has.
-var ErrPathExists = errors.New("sal: path already in use")
-
 // path is one of the Host's local paths.
 type path struct {
 	t       *transport // nil for ListenAddr's path, whose socket is Host.cur (Rebind replaces it)
