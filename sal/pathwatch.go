@@ -9,17 +9,18 @@ import (
 // How a Host with several paths tells that one stopped answering, and
 // fast: the time it takes bounds the stall of every flow on the path.
 //
-// A connection that hears the peer all the time (a flow streams in either
-// direction: data one way, acknowledgements the other) has stopped
-// answering once it hears nothing for a few of its usual gaps, and at
-// least a quarter of an RTT and four mean deviations of it: jitter and a
-// lost acknowledgement do not go that long on a working path, while a
+// A connection that sends flow data and hears the peer's acknowledgements
+// all the time has stopped answering once it hears nothing for four of
+// its usual gaps between packets, one and a half times the longest quiet
+// it has lately seen while working (up to half an RTT), a quarter of an
+// RTT or four mean deviations of it, whichever is longest: jitter and a lost
+// acknowledgement do not go that long on a working path, while a
 // handover's outage lasts 80-300 ms. The flows move then, well within a
 // round trip. A false alarm costs a replay of the bytes in flight on a
 // path that works, not a stall.
 //
-// A connection that hears the peer now and then cannot tell silence from
-// quiet that way, so it asks: it sends a heartbeat (an empty Ack on its
+// A connection that only receives, or hears the peer now and then, cannot
+// tell silence from quiet that way, so it asks: it sends a heartbeat (an empty Ack on its
 // control stream, which the peer acknowledges within its max_ack_delay)
 // when a flow's connection has heard nothing for a look, and every
 // standbyBeat on a standby, which also keeps the listening Host from
@@ -39,20 +40,31 @@ const (
 type pathClock struct {
 	heard     uint64        // PacketsReceived at the last look
 	lastHeard time.Time     // the look that saw it change
-	gap       time.Duration // smoothed time between looks that heard something; 0 before two
-	askedAt   time.Time     // the first heartbeat since lastHeard; zero if none
+	gap       time.Duration // smoothed time between packets heard; 0 before the first look that heard one
+	// longest is the longest quiet a look ended on a working path lately:
+	// jitter, which holds packets back in bursts, and lost
+	// acknowledgements. It decays by half in about 700 looks.
+	longest time.Duration
+	askedAt time.Time // the first heartbeat since lastHeard; zero if none
 }
 
 func newPathClock(st quic.ConnectionStats, now time.Time) pathClock {
 	return pathClock{heard: st.PacketsReceived, lastHeard: now}
 }
 
-// look takes a look at the connection's counters. It reports whether a
-// packet was heard since the last look, and whether the path has stopped
-// answering.
-func (pc *pathClock) look(st quic.ConnectionStats, now time.Time, interval time.Duration) (heard, silent bool) {
+// look takes a look at the connection's counters. wrote says flow data
+// went to the connection since the last packet heard: the peer owes
+// acknowledgements. It reports whether a packet was heard since the last
+// look, and whether the path has stopped answering.
+func (pc *pathClock) look(st quic.ConnectionStats, now time.Time, interval time.Duration, wrote bool) (heard, silent bool) {
+	pc.longest -= pc.longest / 1024
 	if st.PacketsReceived != pc.heard {
-		g := now.Sub(pc.lastHeard)
+		quiet := now.Sub(pc.lastHeard)
+		if wrote {
+			pc.longest = max(pc.longest, quiet) // a quiet in which acknowledgements were due
+		}
+		// The time per packet since the last look that heard one.
+		g := quiet / time.Duration(st.PacketsReceived-pc.heard)
 		if pc.gap == 0 {
 			pc.gap = g
 		} else {
@@ -62,8 +74,10 @@ func (pc *pathClock) look(st quic.ConnectionStats, now time.Time, interval time.
 		return true, false
 	}
 	quiet := now.Sub(pc.lastHeard)
-	// Streaming: the peer is heard at least twice a round trip.
-	if pc.gap > 0 && 2*pc.gap <= st.SmoothedRTT && quiet >= pc.streamLimit(st, interval) {
+	// Streaming: the peer is heard at least twice a round trip, and owes
+	// acknowledgements. (A peer that streams to us and stops may only have
+	// nothing more to say: the heartbeat below tells.)
+	if wrote && pc.gap > 0 && 2*pc.gap <= st.SmoothedRTT && quiet >= pc.streamLimit(st, interval) {
 		return false, true
 	}
 	return false, !pc.askedAt.IsZero() && now.Sub(pc.askedAt) >= max(pto(st)+interval, minPathFails)
@@ -71,7 +85,7 @@ func (pc *pathClock) look(st quic.ConnectionStats, now time.Time, interval time.
 
 // streamLimit is how long a streaming connection may hear nothing.
 func (pc *pathClock) streamLimit(st quic.ConnectionStats, interval time.Duration) time.Duration {
-	return max(st.SmoothedRTT/4, 4*st.MeanDeviation, 4*pc.gap, 2*interval, minSilentStream)
+	return max(st.SmoothedRTT/4, 4*st.MeanDeviation, 4*pc.gap, min(3*pc.longest/2, st.SmoothedRTT/2), 2*interval, minSilentStream)
 }
 
 // asked records a heartbeat sent at now.
@@ -103,6 +117,7 @@ func (h *Host) watchPath(p *peer) {
 	ctx := qc.Context()
 	now := time.Now()
 	clock := newPathClock(qc.ConnectionStats(), now)
+	wroteMark := p.ctl.wrote.Load() // flow writes as of the last packet heard
 	lastBeat := now
 	var failingSince time.Time
 	timer := time.NewTimer(minPathLook)
@@ -127,7 +142,11 @@ func (h *Host) watchPath(p *peer) {
 		if carrying {
 			interval = min(max(st.SmoothedRTT/8, minPathLook), maxPathLook)
 		}
-		heard, silent := clock.look(st, now, interval)
+		wrote := p.ctl.wrote.Load()
+		heard, silent := clock.look(st, now, interval, carrying && wrote != wroteMark)
+		if heard {
+			wroteMark = wrote
+		}
 		switch {
 		case heard && wasFailing:
 			h.mu.Lock()
