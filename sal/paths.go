@@ -269,6 +269,7 @@ func (h *Host) RemovePath(localAddr string) error {
 var (
 	errPathDown    = errors.New("sal: path stopped answering")
 	errPathRemoved = errors.New("sal: path removed")
+	errPathRefused = errors.New("sal: the kernel refused to send on the path (no route or address)")
 )
 
 // Paths describes every path of the Host, ListenAddr's first.

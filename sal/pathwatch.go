@@ -118,6 +118,7 @@ func (h *Host) watchPath(p *peer) {
 	now := time.Now()
 	clock := newPathClock(qc.ConnectionStats(), now)
 	wroteMark := p.ctl.wrote.Load() // flow writes as of the last packet heard
+	refusedMark := ^uint64(0)       // sends the socket refused, as of the last look; none taken yet
 	lastBeat := now
 	var failingSince time.Time
 	timer := time.NewTimer(minPathLook)
@@ -136,6 +137,7 @@ func (h *Host) watchPath(p *peer) {
 		standby := !carrying && h.siblingsBusyLocked(p.addr)
 		wasFailing := p.failing
 		multipath := h.multipathLocked()
+		refused := sendsRefused(h.transportOfLocked(p.path).pc)
 		h.mu.Unlock()
 
 		interval := standbyLook
@@ -146,6 +148,16 @@ func (h *Host) watchPath(p *peer) {
 		heard, silent := clock.look(st, now, interval, carrying && wrote != wroteMark)
 		if heard {
 			wroteMark = wrote
+		}
+		cause := errPathDown
+		if refused != nil {
+			// The kernel refused a send for want of a route or an
+			// address: the path is gone, whatever the peer says later.
+			n := refused.Load()
+			if n != refusedMark && refusedMark != ^uint64(0) && !heard {
+				silent, cause = true, errPathRefused
+			}
+			refusedMark = n
 		}
 		switch {
 		case heard && wasFailing:
@@ -159,8 +171,8 @@ func (h *Host) watchPath(p *peer) {
 			p.failing = true
 			h.mu.Unlock()
 			failingSince = now
-			h.log.Debug("path stopped answering", "local", qc.LocalAddr(), "peer", p.addr, "quiet", now.Sub(clock.lastHeard))
-			h.evacuate(p, errPathDown)
+			h.log.Debug("path stopped answering", "local", qc.LocalAddr(), "peer", p.addr, "quiet", now.Sub(clock.lastHeard), "cause", cause)
+			h.evacuate(p, cause)
 		case wasFailing && carrying:
 			// Flows stranded when no other path worked: move them as soon
 			// as one does.
