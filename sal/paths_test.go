@@ -448,3 +448,45 @@ func TestPathsFollowTheMonitor(t *testing.T) {
 		require.Zero(t, b.serverLog.count(EventLost))
 	})
 }
+
+// PathSpread puts new flows on the path with the least RTT weighted by the
+// flows it carries: with equal paths, half of them each; with the second
+// path twice as fast, more of them there. Each flow still moves when its
+// path fails.
+func TestPathSpreadUsesEveryPath(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newDualBed(t, Config{PathPolicy: PathSpread})
+		fast := emu.LinkConfig{Delay: 5 * time.Millisecond}
+		b.mp.Paths()[1].Configure(emu.Up, fast)
+		b.mp.Paths()[1].Configure(emu.Down, fast)
+		roundTrip(t, b.c, b.sc, "hello")
+		b.waitPaths(t, 2)
+		time.Sleep(2 * time.Second) // the standby learns its RTT from heartbeats
+		const n = 12
+		conns := make([]*Conn, 0, n)
+		for range n - 1 {
+			c, sc := openPair(t, b.client, b.l, "dual.demo")
+			roundTrip(t, c, sc, "spread")
+			conns = append(conns, c)
+		}
+		infos := b.client.Paths()
+		t.Logf("flows per path: %d on 40 ms, %d on 10 ms", infos[0].Flows, infos[1].Flows)
+		require.Equal(t, n, infos[0].Flows+infos[1].Flows)
+		require.NotZero(t, infos[0].Flows, "the slower path carries some")
+		require.Greater(t, infos[1].Flows, infos[0].Flows, "the faster path carries more")
+
+		b.mp.Paths()[1].Blackout(time.Hour)
+		for _, c := range conns {
+			_, err := c.Write([]byte("x"))
+			require.NoError(t, err)
+		}
+		for range 100 {
+			if b.client.Paths()[0].Flows == n {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		require.Equal(t, n, b.client.Paths()[0].Flows, "every flow left the dead path")
+		require.Zero(t, b.clientLog.count(EventLost))
+	})
+}
