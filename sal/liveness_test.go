@@ -52,6 +52,54 @@ func TestNATStormResumesBeforeIdleTimeout(t *testing.T) {
 	})
 }
 
+// A NAT rebinding tells the client nothing: once quic-go's server answers a
+// mapping that no longer exists, the client notices only by the silence,
+// and it must notice within a few PTOs of its path, not a fixed second.
+// Through the storm each connection lives three rebindings and is
+// replaced about 0.2 s after it falls silent (three PTOs of a 20 ms
+// path), seven times; with the fixed second it was replaced twice, each
+// after 1 s of silence.
+func TestNATRebindingNoticedWithinPTOs(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBed(t, natStormLink, Config{})
+		natStorm(t, b, 8<<20)
+		b.requireNoLoss(t)
+		b.clientLog.mu.Lock()
+		var silences []time.Duration
+		for _, e := range b.clientLog.events {
+			if e.Kind == EventReplaced {
+				silences = append(silences, e.Stall)
+			}
+		}
+		b.clientLog.mu.Unlock()
+		t.Logf("replaced after %v of silence", silences)
+		require.GreaterOrEqual(t, len(silences), 3)
+		for _, s := range silences {
+			// Three PTOs here are 150-200 ms (the storm's queueing widens
+			// the RTT's deviation), plus up to a quarter for the look.
+			require.Less(t, s, 400*time.Millisecond, "noticed the dead mapping late")
+		}
+	})
+}
+
+// An explicit Config.SilenceTimeout still sets the least silence that
+// counts; by default three PTOs count, at least 150 ms.
+func TestSilenceLimit(t *testing.T) {
+	st := func(srtt, dev time.Duration) quic.ConnectionStats {
+		return quic.ConnectionStats{SmoothedRTT: srtt, MeanDeviation: dev}
+	}
+	loopback, cell := st(100*time.Microsecond, 50*time.Microsecond), st(150*time.Millisecond, 20*time.Millisecond)
+	def := &Host{}
+	require.Equal(t, 150*time.Millisecond, def.silenceLimit(loopback), "the floor")
+	require.Equal(t, 50*time.Millisecond, def.silenceLook(loopback))
+	require.Equal(t, 3*(150+80+25)*time.Millisecond, def.silenceLimit(cell), "three PTOs")
+	require.Equal(t, 3*(150+80+25)*time.Millisecond/4, def.silenceLook(cell))
+	fixed := &Host{cfg: Config{SilenceTimeout: time.Second}}
+	require.Equal(t, time.Second, fixed.silenceLimit(loopback))
+	require.Equal(t, 250*time.Millisecond, fixed.silenceLook(loopback))
+	require.Equal(t, time.Duration(0), (&Config{SilenceTimeout: -1}).silenceTimeout(), "off")
+}
+
 // silence counts only packets sent after the acknowledgements of the last
 // packet heard: a receiver that just acknowledged the end of a download is
 // not waiting for anything.
