@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -79,6 +80,38 @@ func TestNATRebindingNoticedWithinPTOs(t *testing.T) {
 			// the RTT's deviation), plus up to a quarter for the look.
 			require.Less(t, s, 400*time.Millisecond, "noticed the dead mapping late")
 		}
+	})
+}
+
+// A false alarm costs a handshake, nothing more: the path's RTT jumps from
+// 20 ms to 1.2 s mid-transfer, so the old connection hears nothing for
+// far more than three of its PTOs, and the silence check dials afresh;
+// the old connection is heard again before the fresh handshake completes
+// (the same slow round trip, begun later), so it stays, and the flow
+// goes on without a suspension.
+func TestSilenceFalseAlarmKeepsConnection(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newBed(t, natStormLink, Config{})
+		var initials atomic.Int32 // QUIC Initials from the client: handshakes begun
+		b.path.SetHook(func(p emu.Packet) emu.Verdict {
+			if p.Dir == emu.Up && len(p.Data) > 0 && p.Data[0]&0xf0 == 0xc0 {
+				initials.Add(1)
+			}
+			return emu.Verdict{}
+		})
+		slowed := false
+		transfer(t, b.c, b.sc, 4<<20, func(sent int) {
+			if sent >= 1<<20 && !slowed {
+				slowed = true
+				slow := emu.LinkConfig{Delay: 600 * time.Millisecond, Rate: natStormLink.Rate}
+				b.path.Configure(emu.Up, slow)
+				b.path.Configure(emu.Down, slow)
+			}
+		})
+		b.requireNoLoss(t)
+		require.Positive(t, initials.Load(), "the silence check dialed afresh")
+		require.Zero(t, b.clientLog.count(EventReplaced), "the old connection was heard again first")
+		require.Zero(t, b.clientLog.count(EventSuspended))
 	})
 }
 
