@@ -79,7 +79,7 @@ type Config struct {
 	// flows then resume on the new connection instead of waiting out
 	// QUIC's idle timeout. It is never less than three PTOs of the
 	// connection's path, so that a slow path is not taken for a broken
-	// one. If zero, three PTOs and at least 150 ms, against a process
+	// one. If zero, three PTOs and at least 100 ms, against a process
 	// descheduled on a busy machine (it was a fixed 1 s, which let a NAT
 	// rebinding on a fast path cost a second); a false alarm costs only
 	// a handshake, as the old connection is kept if it is heard again
@@ -208,7 +208,7 @@ func (c *Config) openTimeout() time.Duration     { return durationOr(c.OpenTimeo
 
 // silenceFloor is the default SilenceTimeout: the least silence that
 // counts, under the three PTOs of the connection's path.
-const silenceFloor = 150 * time.Millisecond
+const silenceFloor = 100 * time.Millisecond
 
 // silenceTimeout is the least silence that counts (see silenceLimit), 0
 // when the check is off.

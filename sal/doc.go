@@ -60,7 +60,7 @@
 // end replaying what the other missed, until Config.ResumeTimeout has
 // passed since the peer was last heard. A
 // connection that stays silent for three PTOs (at least
-// Config.SilenceTimeout, 150 ms by default) while the peer still completes
+// Config.SilenceTimeout, 100 ms by default) while the peer still completes
 // a fresh handshake is replaced at once rather than after QUIC's idle
 // timeout. Config.OnEvent reports each step as an Event.
 //

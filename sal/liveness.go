@@ -17,9 +17,9 @@ import (
 // cannot see. Only the dialing end can repair this, by dialing again: so
 // it watches each connection it dialed, and once the peer has left its
 // packets unanswered for three PTOs (at least Config.SilenceTimeout,
-// 150 ms by default) it tries a fresh handshake. If that completes while the old connection is still silent,
-// the new connection takes the old one's place and the flows resume on
-// it. If another Host answers (another key, or a refusal of the service),
+// 100 ms by default) it tries a fresh handshake. If that completes while
+// the old connection is still silent, the new connection takes the old
+// one's place and the flows resume on it. If another Host answers (another key, or a refusal of the service),
 // the peer has left the address, and the old connection closes so that its
 // flows resume wherever the service now is. If the handshake fails, the
 // network is down (a tunnel), and the old connection is left to recover by
