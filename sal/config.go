@@ -92,8 +92,13 @@ type Config struct {
 	// connection is broken, not the network: a NAT forgot its mapping, or
 	// the peer keeps answering an address the Host no longer has. The
 	// flows then resume on the new connection instead of waiting out
-	// QUIC's idle timeout. If zero, 1 s (at least three PTOs); negative
-	// turns the check off.
+	// QUIC's idle timeout. It is never less than three PTOs of the
+	// connection's path, so that a slow path is not taken for a broken
+	// one. If zero, three PTOs and at least 100 ms, against a process
+	// descheduled on a busy machine (it was a fixed 1 s, which let a NAT
+	// rebinding on a fast path cost a second); a false alarm costs only
+	// a handshake, as the old connection is kept if it is heard again
+	// before the new one is up. Negative turns the check off.
 	SilenceTimeout time.Duration
 
 	// IdleConnTimeout is how long a connection to a peer stays open after
@@ -215,11 +220,18 @@ func durationOr(d, def time.Duration) time.Duration {
 
 func (c *Config) endpointTimeout() time.Duration { return durationOr(c.EndpointTimeout, 2*time.Second) }
 func (c *Config) openTimeout() time.Duration     { return durationOr(c.OpenTimeout, 10*time.Second) }
+
+// silenceFloor is the default SilenceTimeout: the least silence that
+// counts, under the three PTOs of the connection's path.
+const silenceFloor = 100 * time.Millisecond
+
+// silenceTimeout is the least silence that counts (see silenceLimit), 0
+// when the check is off.
 func (c *Config) silenceTimeout() time.Duration {
 	if c.SilenceTimeout < 0 {
 		return 0
 	}
-	return durationOr(c.SilenceTimeout, time.Second)
+	return durationOr(c.SilenceTimeout, silenceFloor)
 }
 func (c *Config) idleConnTimeout() time.Duration {
 	return durationOr(c.IdleConnTimeout, 30*time.Second)

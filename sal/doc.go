@@ -51,15 +51,18 @@
 // Each end of a flow keeps what the other has not acknowledged reading
 // (Config.FlowBuffer, Config.HostBuffer). When the Host's address changes
 // (Host.Rebind, or Config.Monitor), the connections it dialed migrate with
-// QUIC's path probe; a probe stuck on a dead path (the peer owes
-// acknowledgements, and nothing was heard for a PTO) is abandoned. When a connection cannot go on (the peer moved, a NAT forgot its
-// mapping, a migration failed), the dialing end connects to the service's
+// QUIC's path probe; when the peer owes acknowledgements, the probe, which
+// a congestion window filled on the dead path can hold back, races a fresh
+// handshake from the new address, and the flows resume on the fresh
+// connection if it answers first. When a connection cannot go on (the
+// peer moved, a NAT forgot its mapping, a migration failed), the dialing end connects to the service's
 // current endpoint and resumes every flow the connection carried, each
 // end replaying what the other missed, until Config.ResumeTimeout has
 // passed since the peer was last heard. A
-// connection that stays silent for Config.SilenceTimeout while the peer
-// still completes a fresh handshake is replaced at once rather than after
-// QUIC's idle timeout. Config.OnEvent reports each step as an Event.
+// connection that stays silent for three PTOs (at least
+// Config.SilenceTimeout, 100 ms by default) while the peer still completes
+// a fresh handshake is replaced at once rather than after QUIC's idle
+// timeout. Config.OnEvent reports each step as an Event.
 //
 // # Resolvers and registration
 //

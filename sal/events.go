@@ -16,7 +16,7 @@ const (
 	EventLost                           // a flow could not be resumed
 	EventMigrated                       // a connection moved to a new local address (QUIC migration)
 	EventRebound                        // the Host moved to a new socket
-	EventReplaced                       // a silent connection gave way to a new one (Config.SilenceTimeout)
+	EventReplaced                       // a silent connection, or one whose migration probe lost the race, gave way to a new one
 	EventPathDown                       // a path stopped answering, and its flows moved to another (see Config.Paths)
 	EventPathUp                         // a path that had stopped answering answers again
 )
@@ -50,7 +50,7 @@ type Event struct {
 	Kind     EventKind
 	Service  ServiceID      // the flow's service, if the event concerns a flow
 	FlowID   uint64         // 0 for Host-wide events
-	Stall    time.Duration  // EventResumed: time without a carrier; EventReplaced: time unanswered
+	Stall    time.Duration  // EventResumed: time without a carrier; EventReplaced: time unanswered, or since the migration began
 	Replayed uint64         // EventResumed: bytes sent again
 	From, To netip.AddrPort // EventMigrated, EventRebound, EventResumed: the addresses involved; EventReplaced: To is the peer; EventPathDown, EventPathUp: the path's local address and the peer
 	RTT      time.Duration  // EventMigrated: the path's RTT after the switch

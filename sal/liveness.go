@@ -16,10 +16,10 @@ import (
 // idle timeout. The same happens when a peer's path changes in a way it
 // cannot see. Only the dialing end can repair this, by dialing again: so
 // it watches each connection it dialed, and once the peer has left its
-// packets unanswered for Config.SilenceTimeout it tries a fresh
-// handshake. If that completes while the old connection is still silent,
-// the new connection takes the old one's place and the flows resume on
-// it. If another Host answers (another key, or a refusal of the service),
+// packets unanswered for three PTOs (at least Config.SilenceTimeout,
+// 100 ms by default) it tries a fresh handshake. If that completes while
+// the old connection is still silent, the new connection takes the old
+// one's place and the flows resume on it. If another Host answers (another key, or a refusal of the service),
 // the peer has left the address, and the old connection closes so that its
 // flows resume wherever the service now is. If the handshake fails, the
 // network is down (a tunnel), and the old connection is left to recover by
@@ -142,11 +142,22 @@ func peerSpoke(err error) bool {
 	return errors.As(err, &sr)
 }
 
-// silenceLimit is how long a connection may stay unanswered: the
-// configured timeout, but at least three PTOs, so that a slow path is not
-// mistaken for a broken one.
+// silenceLimit is how long a connection may stay unanswered: three PTOs,
+// so that a slow path is not mistaken for a broken one, but at least the
+// configured timeout (by default silenceFloor, against a descheduled
+// process). Three PTOs is what RFC 9000 (section 8.2.4) allows a path
+// probe, and a few PTOs are what a NAT rebinding should cost, not a fixed
+// second: on a 20 ms path that is 150 ms.
 func (h *Host) silenceLimit(st quic.ConnectionStats) time.Duration {
 	return max(h.cfg.silenceTimeout(), 3*pto(st))
+}
+
+// silenceLook is how often the silence watcher looks at a connection's
+// counters: a quarter of the limit, so that it notices the silence within
+// a quarter more, but never more often than every 50 ms, which is past
+// max_ack_delay (see silence.observe).
+func (h *Host) silenceLook(st quic.ConnectionStats) time.Duration {
+	return max(h.silenceLimit(st)/4, 50*time.Millisecond)
 }
 
 // pto is RFC 9002's probe timeout for the connection's current path.
@@ -161,7 +172,7 @@ func (h *Host) watchSilence(p *peer) {
 	defer h.wg.Done()
 	qc := p.conn
 	ctx := qc.Context()
-	look := max(h.cfg.silenceTimeout()/4, 50*time.Millisecond) // > max_ack_delay
+	look := h.silenceLook(qc.ConnectionStats())
 	s := silence{heard: qc.ConnectionStats().PacketsReceived, lastLook: time.Now()}
 	p.ctl.heard.observe(s.heard, s.lastLook)
 	var backoff time.Duration // after a check that found the old connection still needed
@@ -177,6 +188,7 @@ func (h *Host) watchSilence(p *peer) {
 		now := time.Now()
 		p.ctl.heard.observe(st.PacketsReceived, now)
 		unanswered := s.observe(st, now, look)
+		look = h.silenceLook(st)
 		next := look
 		switch {
 		case unanswered == 0:

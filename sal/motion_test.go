@@ -66,6 +66,7 @@ type bed struct {
 	serverLog      eventLog
 	clientLog      eventLog
 	clientAddrs    int
+	dead           *emu.DeadAddrs // set by handover
 }
 
 func newBed(t *testing.T, link emu.LinkConfig, clientCfg Config) *bed {

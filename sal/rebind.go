@@ -135,21 +135,44 @@ func (h *Host) Rebind(ctx context.Context, localAddr string) error {
 
 // migrate moves p's connection onto t, or, failing that, closes it so its
 // flows resume on a new connection.
+//
+// When a flow awaits the peer's acknowledgement, the path probe may be
+// stuck: quic-go sends PATH_CHALLENGE only when the congestion window has
+// room, and a sender that filled the window on a path that just died gets
+// no acknowledgements to open it again (seen on the hsr-300 trace, where
+// the flows then stalled 4.4 s instead of under one). So the probe races a
+// fresh handshake to the same peer from the new socket, started at once,
+// and whichever answers first carries the flows on: a probe that wins
+// closes the fresh connection unused; a handshake that wins while the old
+// connection still hears nothing takes its place in h.peers, and the old
+// connection closes "moved" so that its flows resume on the new one (one
+// race per connection, however many flows it carries). While the old
+// connection still hears packets, its path works and the window opens, so
+// the probe is only late, not stuck: the migration then waits for it,
+// unless the connection falls silent for a probeSilence (a busy machine,
+// the race detector on two cores, can make a probe late by far more than
+// a PTO).
+//
+// An idle connection does not race: its probe leaves at once, and on an
+// equally slow new path it answers in the same round trip as a handshake,
+// which would cost both Hosts a handshake per connection and move at best
+// nothing; at worst it would turn a migration into a resume. It waits for
+// the probe's answer, however slow the new path, up to the ceiling.
 func (h *Host) migrate(ctx context.Context, p *peer, t *transport, from netip.AddrPort) {
 	ctx, cancel := context.WithTimeout(ctx, 2*h.cfg.endpointTimeout())
 	defer cancel()
+	began := time.Now()
+	var fresh *freshDial
 	if p.ctl.awaitsPeer() {
-		// An idle connection hears nothing on a working path too, and its
-		// probe leaves at once: it waits for the answer, however slow the
-		// new path, up to the ceiling.
-		h.abandonWhenSilent(ctx, p.conn, cancel)
+		fresh = h.dialFresh(ctx, p)
+		defer fresh.drop() // unless adopted
 	}
 	path, err := p.conn.AddPath(t.tr)
 	if err == nil {
 		h.mu.Lock()
 		p.transports = append(p.transports, t) // registered from the first probe on
 		h.mu.Unlock()
-		if err = path.Probe(ctx); err == nil {
+		if err = h.probe(ctx, p.conn, path, fresh); err == nil {
 			err = path.Switch()
 		}
 		if err != nil {
@@ -157,6 +180,9 @@ func (h *Host) migrate(ctx context.Context, p *peer, t *transport, from netip.Ad
 		}
 	}
 	if err != nil {
+		if fresh != nil && h.takeOver(p, fresh, time.Since(began)) {
+			return
+		}
 		h.log.Debug("migration failed; flows will resume", "peer", p.addr, "err", err)
 		p.conn.CloseWithError(codeMoved, "migration failed")
 		return
@@ -166,50 +192,142 @@ func (h *Host) migrate(ctx context.Context, p *peer, t *transport, from netip.Ad
 	h.emit(Event{Kind: EventMigrated, From: from, To: t.local, RTT: stats.SmoothedRTT})
 }
 
-// abandonWhenSilent cancels a migration's path probe once the connection
-// has heard nothing from the peer for a probeSilence. quic-go sends the
-// probe only when its congestion window has room, and a sender that filled
-// the window on a path that just died gets no acknowledgements to open it
-// again, so the probe may never leave (seen on the hsr-300 trace, where the
-// flows then stalled 4.4 s instead of under one). While packets still
-// arrive, the old path works and the window opens, so the probe is only
-// late, not stuck: waiting then beats a new connection, and a busy machine
-// (the race detector on two cores) can make it late by far more than a
-// PTO. The goroutine ends with ctx.
-func (h *Host) abandonWhenSilent(ctx context.Context, qc *quic.Conn, cancel context.CancelFunc) {
-	go func() {
-		heard := qc.ConnectionStats().PacketsReceived
-		for {
-			wait := h.probeSilence(qc.ConnectionStats())
-			start := time.Now()
-			timer := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				timer.Stop()
-				return
-			case <-timer.C:
+// errProbeLost is the cause of a path probe given up for a fresh
+// connection.
+var errProbeLost = errors.New("path probe given up: the old path is silent and a fresh handshake got through")
+
+// probeGrace is how long a fresh connection that is ready waits for the
+// probe before it counts as the winner: an answer to the probe that came
+// in the same instant as the handshake's (a tie in virtual time, where
+// crypto costs nothing) wins, since migrating costs the flows no resume.
+const probeGrace = 2 * time.Millisecond
+
+// probe validates path. When fresh is not nil, it races fresh's
+// handshake, and gives the probe up (errProbeLost) once that handshake has
+// completed and qc has heard nothing since the probe began, or nothing for
+// a probeSilence after that (see migrate).
+func (h *Host) probe(ctx context.Context, qc *quic.Conn, path *quic.Path, fresh *freshDial) error {
+	heard := qc.ConnectionStats().PacketsReceived
+	pctx, pcancel := context.WithCancelCause(ctx)
+	defer pcancel(nil)
+	probed := make(chan error, 1)
+	go func() { probed <- path.Probe(pctx) }() // ends with pctx at the latest
+	if fresh == nil {
+		return <-probed
+	}
+	giveUp := func() error {
+		pcancel(errProbeLost)
+		<-probed
+		return errProbeLost
+	}
+	ready := fresh.np.ready
+	var look <-chan time.Time // once the fresh dial is over and the old connection still hears packets
+	var wait time.Duration
+	var lookedAt time.Time
+	for {
+		select {
+		case err := <-probed:
+			return err
+		case <-ready:
+			ready = nil
+			if fresh.np.err == nil {
+				grace := time.NewTimer(probeGrace)
+				select {
+				case err := <-probed:
+					grace.Stop()
+					return err
+				case <-grace.C:
+				}
+				if qc.ConnectionStats().PacketsReceived == heard {
+					return giveUp()
+				}
 			}
-			now := qc.ConnectionStats().PacketsReceived
+		case <-look:
 			// A look far later than asked for says this process was not
 			// running, quic-go's receiver included: what it did not count
 			// may sit in the socket buffer. Look once more instead.
-			late := time.Since(start) > wait+wait/2
-			if now == heard && !late {
-				cancel()
-				return
+			late := time.Since(lookedAt) > wait+wait/2
+			if qc.ConnectionStats().PacketsReceived == heard && !late {
+				return giveUp()
 			}
-			heard = now
 		}
-	}()
+		heard = qc.ConnectionStats().PacketsReceived
+		wait, lookedAt = h.probeSilence(qc.ConnectionStats()), time.Now()
+		look = time.After(wait)
+	}
 }
 
-// probeSilence is how long a migration lets a connection whose peer owes
-// acknowledgements hear nothing before it gives up its path probe and lets
-// the flows resume on a new connection: one PTO, within a floor against a
-// descheduled process and a ceiling against a terrible path. A PTO without
-// a single packet then says the old path is dead and the probe is likely
-// stuck behind the window; waiting RFC 9000's three PTOs (section 8.2.4)
-// doubled the hsr-300 stall (1.3 s against 0.68 s).
+// freshDial is a handshake to a peer's address that races a migration's
+// path probe.
+type freshDial struct {
+	np      *peer
+	cancel  context.CancelFunc
+	adopted bool // np took the old peer's place
+}
+
+// dialFresh starts a handshake to p's address from the Host's current
+// socket. The dial's goroutine ends with ctx at the latest, and migrate
+// waits for it (drop) before it returns.
+func (h *Host) dialFresh(ctx context.Context, p *peer) *freshDial {
+	ctx, cancel := context.WithCancel(ctx)
+	f := &freshDial{np: &peer{host: h, addr: p.addr, sni: p.sni, ready: make(chan struct{}), flows: 1}, cancel: cancel}
+	go h.dialPeer(ctx, f.np)
+	return f
+}
+
+// drop ends a fresh dial that was not adopted: it cancels the handshake,
+// waits for it, and closes its connection if it got one.
+func (f *freshDial) drop() {
+	f.cancel()
+	<-f.np.ready
+	if !f.adopted && f.np.err == nil {
+		f.np.conn.CloseWithError(codeIdle, "not needed")
+	}
+}
+
+// takeOver puts the connection of fresh, once its dial is over, in p's
+// place, and closes p's connection so that its flows resume on the new one,
+// as replaceSilent does. If another Host answers at p's address (another
+// key, or a refusal of the service), p's peer has left it: p's connection
+// closes and the flows resume wherever the service now is. It reports
+// whether p's connection was closed.
+func (h *Host) takeOver(p *peer, fresh *freshDial, stall time.Duration) bool {
+	<-fresh.np.ready
+	np := fresh.np
+	left := errors.Is(np.err, ErrNoListener) || (np.err == nil && np.key != p.key)
+	if np.err != nil && !left {
+		return false
+	}
+	h.mu.Lock()
+	replace := !left && !h.closed && !p.gone && !np.gone && h.peers[p.addr] == p
+	if replace {
+		h.removePeerLocked(p)
+		h.peers[p.addr] = np
+	}
+	h.mu.Unlock()
+	if !replace {
+		if !left {
+			return false // p is gone already, or the Host closed: nothing to take over
+		}
+		h.log.Debug("migration: another host answers at the peer's address", "peer", p.addr)
+		p.conn.CloseWithError(codeMoved, "migration failed; another host answers")
+		return true
+	}
+	fresh.adopted = true
+	h.releasePeer(np) // the flows take it up as they resume; until then it idles
+	h.log.Debug("migration: a fresh connection beat the path probe", "peer", p.addr, "after", stall)
+	h.emit(Event{Kind: EventReplaced, To: p.addr, Stall: stall})
+	p.conn.CloseWithError(codeMoved, "migration probe stuck; replaced")
+	return true
+}
+
+// probeSilence is how long a migration whose fresh connection is up lets
+// the old connection, which still heard packets then, hear nothing before
+// it gives up its path probe for the fresh connection: one PTO, within a
+// floor against a descheduled process and a ceiling against a terrible
+// path. A PTO without a single packet then says the old path is dead and
+// the probe is likely stuck behind the window; waiting RFC 9000's three
+// PTOs (section 8.2.4) doubled the hsr-300 stall (1.3 s against 0.68 s).
 func (h *Host) probeSilence(stats quic.ConnectionStats) time.Duration {
 	return min(max(pto(stats), 150*time.Millisecond), 2*h.cfg.endpointTimeout())
 }
