@@ -161,7 +161,9 @@ func (l *kernelLane) setLink(lk trace.Link)    { l.net.setLink(lk) }
 func (l *kernelLane) blackout(d time.Duration) { l.net.blackout(d) }
 func (l *kernelLane) rebind()                  { l.net.nat.rebind() }
 
-func (l *kernelLane) handover(ctx context.Context, outage time.Duration) { l.handoverOn(ctx, 0, outage) }
+func (l *kernelLane) handover(ctx context.Context, outage time.Duration) {
+	l.handoverOn(ctx, 0, outage)
+}
 
 func (l *kernelLane) handoverOn(ctx context.Context, path int, outage time.Duration) {
 	old := l.net.killClient(path)
