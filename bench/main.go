@@ -156,6 +156,7 @@ func writeReport(w io.Writer, scs []*scenario, systems []system, rows []*row, ta
 	}
 	fmt.Fprintf(w, "\n## Results\n\n")
 	writeTable(w, scs, rows)
+	writeDualTable(w, scs, rows)
 	fmt.Fprintf(w, "\n## Targets\n\n| target | result | figures |\n|---|---|---|\n")
 	for _, t := range targets {
 		fmt.Fprintf(w, "| %s | %s | %s |\n", t.name, t.mark(), t.detail)
@@ -202,4 +203,22 @@ const legend = `
   reconnecting if the probe takes over 1 s; TCP and quic reconnect; MPTCP
   adds the new address as a subflow endpoint. A NAT rebinding tells no
   one.
+- **hsr-dual** plays the two traces of hsr-300-dual, a carrier each, on
+  two paths from two client addresses to the server's one address. The
+  dual systems use both: roam-dual (a client Host with Config.Paths) and
+  roam over mobility/emu's MultiPath in memory, where a carrier's
+  handover is its path's outage and a new mapping at its NAT, and
+  nothing tells the Host; mptcp-dual in the kernel with a subflow
+  endpoint per path, whose handover moves that path's address (the new
+  one is announced as an endpoint when the outage ends). The other
+  systems run on the first path alone (roam there over the same
+  MultiPath as roam-dual, the rest as in hsr-300). Its own table counts
+  the handovers of one carrier only, not the tunnels, which cut both,
+  nor a handover within 2 s of a tunnel's end: the stall in ms and in
+  RTTs of the path that survives (no outage need be waited out with a
+  second path), and **sent / delivered**, the bytes the client offered
+  its paths toward the server (headers and retransmissions included, by
+  the emulated paths' own counters) over those the application received:
+  the price of redundancy. A single-path system's stall at the other
+  carrier's handover is its usual loss recovery.
 `
