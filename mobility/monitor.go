@@ -300,3 +300,11 @@ type eventSource interface {
 	run(trigger func()) error
 	close() error
 }
+
+// Allowed returns every usable address of State that the Policy allows,
+// best first (see Policy.Allowed).
+func (m *Monitor) Allowed() []netip.Addr {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.policy.Allowed(m.state)
+}

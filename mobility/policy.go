@@ -127,3 +127,64 @@ func (p Policy) choose(s State, keep netip.Addr) (netip.Addr, bool) {
 	}
 	return best, found
 }
+
+// Allowed returns every usable address of s that the Policy allows (its
+// kind is in Prefer, its family matches Family), best first in the order
+// Choose ranks them: the addresses a program with a socket per path
+// (sal.Config.Paths) can use at once.
+func (p Policy) Allowed(s State) []netip.Addr {
+	if p.Family != 0 && p.Family != 4 && p.Family != 6 {
+		return nil
+	}
+	prefer := p.Prefer
+	if len(prefer) == 0 {
+		prefer = defaultPrefer
+	}
+	type ranked struct {
+		a netip.Addr
+		r rank
+	}
+	var out []ranked
+	for _, ifc := range s.normalized().Interfaces {
+		if !ifc.Up || ifc.Kind == KindLoopback {
+			continue
+		}
+		kind := ifc.Kind
+		if p.Classify != nil {
+			kind = p.Classify(ifc)
+		}
+		ki := slices.Index(prefer, kind)
+		if ki < 0 || kind == KindLoopback {
+			continue
+		}
+		for _, pfx := range ifc.Addrs {
+			a := pfx.Addr().Unmap()
+			if !usable(a) || (p.Family == 4 && !a.Is4()) || (p.Family == 6 && !a.Is6()) ||
+				slices.ContainsFunc(out, func(x ranked) bool { return x.a == a }) {
+				continue
+			}
+			r := rank{kind: ki}
+			if a.IsPrivate() || cgnat.Contains(a) {
+				r.private = 1
+			}
+			if a.Is6() {
+				r.family = 1
+			}
+			out = append(out, ranked{a, r})
+		}
+	}
+	slices.SortStableFunc(out, func(x, y ranked) int {
+		switch {
+		case x.r.less(y.r):
+			return -1
+		case y.r.less(x.r):
+			return 1
+		}
+		return 0
+	})
+	addrs := make([]netip.Addr, len(out))
+	for i, x := range out {
+		addrs[i] = x.a
+	}
+	return addrs
+}

@@ -111,3 +111,33 @@ func TestPolicyNoMutation(t *testing.T) {
 	require.Equal(t, "192.168.2.9/24", s.Interfaces[0].Addrs[0].String())
 	require.True(t, s.Equal(before))
 }
+
+func TestPolicyAllowed(t *testing.T) {
+	lo := ifc(1, "lo", KindLoopback, "127.0.0.1/8", "::1/128")
+	eth := ifc(2, "eth0", KindWired, "192.168.1.10/24")
+	wifi := ifc(3, "wlan0", KindWiFi, "10.0.0.5/24", "fe80::1/64")
+	cell := ifc(4, "wwan0", KindCellular, "100.70.1.2/10", "2001:db8:c::7/64")
+	s := state(lo, cell, down(ifc(5, "eth1", KindWired, "192.168.9.9/24")), wifi, eth)
+	for _, tc := range []struct {
+		name   string
+		policy Policy
+		want   []string
+	}{
+		{"every usable address, best first", Policy{}, []string{"192.168.1.10", "10.0.0.5", "2001:db8:c::7", "100.70.1.2"}},
+		{"off cellular", Policy{Prefer: []Kind{KindWiFi, KindWired}}, []string{"10.0.0.5", "192.168.1.10"}},
+		{"IPv6 only", Policy{Family: 6}, []string{"2001:db8:c::7"}},
+		{"invalid family", Policy{Family: 5}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, a := range tc.policy.Allowed(s) {
+				got = append(got, a.String())
+			}
+			require.Equal(t, tc.want, got)
+			if len(tc.want) > 0 {
+				best, _ := tc.policy.Choose(s)
+				require.Equal(t, best.String(), got[0], "the first is Choose's pick")
+			}
+		})
+	}
+}

@@ -36,6 +36,21 @@ type Config struct {
 	// nil means UDP sockets. Tests give it the sockets of an in-memory network.
 	ListenPacket func(ctx context.Context, network, address string) (net.PacketConn, error)
 
+	// Paths lists further local addresses ("ip:0" or "ip:port") that the
+	// Host also uses, each on its own socket, opened with ListenPacket.
+	// For every peer it dials, the Host keeps a validated connection on
+	// each path, and when the path carrying a flow stops answering (for
+	// about a PTO), the flow resumes at once on a path that works, with no
+	// handshake: see PathPolicy, Host.AddPath and Host.Paths. With Monitor
+	// set, every usable address of an up interface is a path too, added
+	// and removed as the Monitor reports. A Host with no Paths and no
+	// Monitor has one path.
+	Paths []string
+
+	// PathPolicy says how flows use several paths; the zero value is
+	// PathStandby.
+	PathPolicy PathPolicy
+
 	// Monitor, if set, makes the Host follow the machine's preferred local
 	// address: when the Monitor's policy picks another one (the wifi went
 	// away, a cable was plugged in), or the address in use disappears, the

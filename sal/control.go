@@ -96,6 +96,46 @@ func (ctl *control) detach(c *Conn) {
 	ctl.mu.Unlock()
 }
 
+// flowCount returns how many flows the connection carries.
+func (ctl *control) flowCount() int {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	return len(ctl.flows)
+}
+
+// flowList returns the flows the connection carries.
+func (ctl *control) flowList() []*Conn {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	flows := make([]*Conn, 0, len(ctl.flows))
+	for c := range ctl.flows {
+		flows = append(flows, c)
+	}
+	return flows
+}
+
+// heartbeat asks the peer for an answer: an Ack for flow 0, which no flow
+// has, so the peer only acknowledges the packet (see watchPath). On a
+// connection the peer dialed, it also says the connection stands by for
+// flows on another path, which keeps it from idling out (heartbeatIn).
+func (ctl *control) heartbeat() { ctl.ack(heartbeatFlow, 0) }
+
+// heartbeatFlow is the flow ID of a heartbeat: dialers never pick 0.
+const heartbeatFlow = 0
+
+// heartbeatIn takes a heartbeat from the peer: the connection is in use,
+// standing by, so its idle clock starts again.
+func (ctl *control) heartbeatIn() {
+	ctl.mu.Lock()
+	defer ctl.mu.Unlock()
+	ctl.used = true
+	if len(ctl.flows)+ctl.streams > 0 || ctl.dead {
+		return
+	}
+	ctl.busyLocked()
+	ctl.maybeIdleLocked()
+}
+
 // admitStream counts a stream the peer opened, unless the connection
 // carries max flows and streams already.
 func (ctl *control) admitStream(max int) bool {
@@ -305,6 +345,10 @@ func (ctl *control) readLoop() {
 // onAck routes an Ack to its flow. A flow is found only among those this
 // Host shares with the Ack's sender, so no peer can touch another's flows.
 func (h *Host) onAck(ctl *control, a wire.Ack) {
+	if a.FlowID == heartbeatFlow {
+		ctl.heartbeatIn()
+		return
+	}
 	key := flowKey{id: a.FlowID}
 	if !ctl.dialer {
 		key.listener, key.peer = true, ctl.peerKey

@@ -17,6 +17,8 @@ const (
 	EventMigrated                       // a connection moved to a new local address (QUIC migration)
 	EventRebound                        // the Host moved to a new socket
 	EventReplaced                       // a silent connection gave way to a new one (Config.SilenceTimeout)
+	EventPathDown                       // a path stopped answering, and its flows moved to another (see Config.Paths)
+	EventPathUp                         // a path that had stopped answering answers again
 )
 
 func (k EventKind) String() string {
@@ -33,6 +35,10 @@ func (k EventKind) String() string {
 		return "rebound"
 	case EventReplaced:
 		return "replaced"
+	case EventPathDown:
+		return "path down"
+	case EventPathUp:
+		return "path up"
 	}
 	return "unknown"
 }
@@ -46,9 +52,9 @@ type Event struct {
 	FlowID   uint64         // 0 for Host-wide events
 	Stall    time.Duration  // EventResumed: time without a carrier; EventReplaced: time unanswered
 	Replayed uint64         // EventResumed: bytes sent again
-	From, To netip.AddrPort // EventMigrated, EventRebound, EventResumed: the addresses involved; EventReplaced: To is the peer
+	From, To netip.AddrPort // EventMigrated, EventRebound, EventResumed: the addresses involved; EventReplaced: To is the peer; EventPathDown, EventPathUp: the path's local address and the peer
 	RTT      time.Duration  // EventMigrated: the path's RTT after the switch
-	Err      error          // EventSuspended, EventLost: the cause
+	Err      error          // EventSuspended, EventLost, EventPathDown: the cause
 }
 
 // emit hands e to Config.OnEvent.

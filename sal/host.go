@@ -68,11 +68,16 @@ type Host struct {
 	cur       *transport               // the socket the Host uses now
 	advertise netip.AddrPort           // registered instead of cur.local when valid
 	retired   []*transport             // earlier sockets that migrated connections still need
-	rebinding sync.Mutex               // serializes Rebind
-	spread    map[string]uint32        // per-service round-robin position
-	flows     map[flowKey]*Conn        // live flows, for acks and resumes
-	flowsPeak int                      // the most flows had since flows was made
-	following map[string]*following    // services whose dialer flows follow the resolver
+	paths     []*path                  // further local paths, in the order added (see paths.go)
+	pathPeers map[pathPeer]*peer       // connections this Host dialed on further paths
+	pathRetry map[pathPeer]pathRetry   // when a path's failed dial may be tried again
+	// primaryClosed counts the bytes of closed connections on ListenAddr's path.
+	primaryClosed byteCounter
+	rebinding     sync.Mutex            // serializes Rebind
+	spread        map[string]uint32     // per-service round-robin position
+	flows         map[flowKey]*Conn     // live flows, for acks and resumes
+	flowsPeak     int                   // the most flows had since flows was made
+	following     map[string]*following // services whose dialer flows follow the resolver
 
 	budget *budget // bytes all flows keep for replay
 	limits limiter // what peers hold, against the Config's limits
@@ -141,6 +146,8 @@ func NewHost(cfg Config) (h *Host, err error) {
 		quicConf:   cfg.quicConfig(),
 		listenConf: cfg.listenQUICConfig(),
 		peers:      make(map[netip.AddrPort]*peer),
+		pathPeers:  make(map[pathPeer]*peer),
+		pathRetry:  make(map[pathPeer]pathRetry),
 		inbound:    make(map[*quic.Conn]struct{}),
 		listeners:  make(map[string]*Listener),
 		spread:     make(map[string]uint32),
@@ -158,6 +165,13 @@ func NewHost(cfg Config) (h *Host, err error) {
 	}
 	h.cur = &transport{tr: h.newQUICTransport(pconn), pc: pconn, local: local}
 	h.ctx, h.cancel = context.WithCancel(context.Background())
+	for _, a := range cfg.Paths {
+		if err := h.AddPath(h.ctx, a); err != nil {
+			h.opened = nil // closed by the deferred call
+			h.Close()
+			return nil, err
+		}
+	}
 	if cfg.Monitor != nil {
 		h.wg.Add(1)
 		go h.followAddresses(cfg.Monitor)
@@ -211,12 +225,20 @@ func (h *Host) Close() error {
 			conns = append(conns, p.conn)
 		}
 	}
-	h.peers = nil
+	for _, p := range h.pathPeers {
+		if p.conn != nil {
+			conns = append(conns, p.conn)
+		}
+	}
+	h.peers, h.pathPeers = nil, nil
 	inbound := h.inbound
 	h.inbound = nil
 	qln := h.qln
 	transports := append([]*transport{h.cur}, h.retired...)
-	h.retired = nil
+	for _, pt := range h.paths {
+		transports = append(transports, pt.t)
+	}
+	h.retired, h.paths = nil, nil
 	flows := make([]*Conn, 0, len(h.flows))
 	for _, c := range h.flows {
 		flows = append(flows, c)

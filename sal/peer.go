@@ -18,6 +18,7 @@ import (
 type peer struct {
 	host  *Host
 	addr  netip.AddrPort
+	path  *path         // the further path it is dialed on; nil for ListenAddr's (see paths.go)
 	sni   string        // the service the connection was dialed for
 	ready chan struct{} // closed when the dial has finished; then conn or err is set
 
@@ -31,6 +32,10 @@ type peer struct {
 	flows int         // live flows, plus dials holding the peer
 	idle  *time.Timer // closes the connection once flows has been 0 for IdleConnTimeout
 	gone  bool        // removed from Host.peers
+	// failing: its path stopped answering (see watchPath); no flow is
+	// placed on it while a path that works is left.
+	failing bool
+	watched bool // watchPath runs
 	// transports the connection is registered with: the one it was dialed
 	// on and every one it migrated to. quic-go's Transport.Close ends every
 	// connection ever registered with it, so a retired socket may only
@@ -43,6 +48,10 @@ type peer struct {
 // share one dial. The caller holds a reference on the returned peer and
 // must give it back with releasePeer.
 func (h *Host) getPeer(ctx context.Context, addr netip.AddrPort, service ServiceID) (p *peer, fresh bool, err error) {
+	h.keepPaths(addr, service.String(), false) // further paths, in the background
+	if p := h.pickPath(addr, nil); p != nil {
+		return p, false, nil
+	}
 	for {
 		h.mu.Lock()
 		if h.closed {
@@ -93,7 +102,7 @@ func (h *Host) getPeer(ctx context.Context, addr netip.AddrPort, service Service
 func (h *Host) dialPeer(ctx context.Context, p *peer) {
 	defer close(p.ready)
 	h.mu.Lock()
-	t := h.cur
+	t := h.transportOfLocked(p.path)
 	p.transports = []*transport{t} // a Rebind meanwhile must keep t open
 	h.mu.Unlock()
 	conn, err := t.tr.Dial(ctx, net.UDPAddrFromAddrPort(p.addr), h.id.clientTLS(p.sni), h.quicConf)
@@ -128,15 +137,24 @@ func (h *Host) dialPeer(ctx context.Context, p *peer) {
 	}
 	p.conn = conn
 	p.ctl = h.newControl(conn, true, p.key)
-	if h.cfg.silenceTimeout() > 0 {
+	if h.cfg.silenceTimeout() > 0 && p.path == nil {
+		// (A further path's connection is watched by watchPath alone.)
 		h.wg.Add(1)
 		go h.watchSilence(p)
 	}
+	if h.multipathLocked() {
+		p.watched = true
+		h.wg.Add(1)
+		go h.watchPath(p)
+	}
 	h.mu.Unlock()
-	h.log.Debug("connected", "peer", p.addr, "key", p.key)
+	h.log.Debug("connected", "peer", p.addr, "key", p.key, "local", conn.LocalAddr())
 	// Forget the peer as soon as its connection dies, so the next flow
 	// dials afresh instead of failing on a dead connection.
-	context.AfterFunc(conn.Context(), func() { h.dropPeer(p) })
+	context.AfterFunc(conn.Context(), func() {
+		h.closedConn(p)
+		h.dropPeer(p)
+	})
 }
 
 // releasePeer gives back a reference taken by getPeer.
@@ -147,9 +165,20 @@ func (h *Host) releasePeer(p *peer) {
 	if p.flows > 0 || p.gone || p.conn == nil {
 		return
 	}
+	h.idleLocked(p)
+}
+
+// idleLocked closes p's connection once it has carried no flow for
+// IdleConnTimeout, unless it then stands by for another path's flows.
+func (h *Host) idleLocked(p *peer) {
 	p.idle = time.AfterFunc(h.cfg.idleConnTimeout(), func() {
 		h.mu.Lock()
 		if p.flows > 0 || p.gone {
+			h.mu.Unlock()
+			return
+		}
+		if h.siblingsBusyLocked(p.addr) {
+			h.idleLocked(p) // a standby: look again later
 			h.mu.Unlock()
 			return
 		}
@@ -174,7 +203,11 @@ func (h *Host) removePeerLocked(p *peer) {
 		p.idle.Stop()
 		p.idle = nil
 	}
-	if h.peers[p.addr] == p {
+	if p.path != nil {
+		if k := (pathPeer{p.path, p.addr}); h.pathPeers[k] == p {
+			delete(h.pathPeers, k)
+		}
+	} else if h.peers[p.addr] == p {
 		delete(h.peers, p.addr)
 	}
 	h.closeUnusedLocked()
