@@ -99,16 +99,7 @@ func allSystems() []system {
 		{name: "quic-migrate", title: "quic-go, hand-driven migration", unsupported: none, newLane: func() lane { return &quicLane{migrate: true} }},
 		{name: "mptcp", title: "MPTCP (Linux, netns), reconnect+resume", unsupported: mptcpUnsupported, newLane: func() lane { return &kernelLane{multipath: true} }},
 		{name: "roam-dual", title: "roam over both paths at once (Config.Paths), over emu.MultiPath", dualOnly: true,
-			unsupported: func(sc *scenario) string {
-				if why := notDual(sc); why != "" {
-					return why
-				}
-				if !salHasPaths() {
-					return errNoPaths.Error()
-				}
-				return ""
-			},
-			newLane: func() lane { return &multiRoamLane{paths: 2} }},
+			unsupported: notDual, newLane: func() lane { return &multiRoamLane{paths: 2} }},
 		{name: "mptcp-dual", title: "MPTCP with a subflow endpoint on each path (Linux, netns), reconnect+resume", dualOnly: true,
 			unsupported: func(sc *scenario) string {
 				if why := notDual(sc); why != "" {

@@ -71,12 +71,8 @@ func (l *multiRoamLane) start(ctx context.Context, env *laneEnv) error {
 				l.resumes.Add(1)
 			}
 		}}
-	var more []string
 	for _, a := range multiClient[1:l.paths] {
-		more = append(more, netip.AddrPortFrom(a, 0).String())
-	}
-	if !setPaths(&cfg, more) {
-		return errNoPaths
+		cfg.Paths = append(cfg.Paths, netip.AddrPortFrom(a, 0).String())
 	}
 	if l.client, err = sal.NewHost(cfg); err != nil {
 		return err
