@@ -89,6 +89,7 @@ type markRecord struct {
 	At     float64 `json:"at_s"`
 	Kind   string  `json:"kind"`
 	Outage float64 `json:"outage_ms"`
+	Path   int     `json:"path"` // the path it is on, or -1 (every path)
 }
 
 func msf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -105,7 +106,7 @@ func (r *laneResult) measure(sc *scenario, evs []pathEvent, t0 time.Time, length
 	marks := marksOf(evs, sc.tunnelStalls)
 	var lastMark time.Duration
 	for _, m := range marks {
-		r.Marks = append(r.Marks, markRecord{At: m.at.Seconds(), Kind: m.kind, Outage: msf(m.outage)})
+		r.Marks = append(r.Marks, markRecord{At: m.at.Seconds(), Kind: m.kind, Outage: msf(m.outage), Path: m.path})
 		lastMark = max(lastMark, m.at+m.outage+m.span)
 	}
 	var latest time.Time

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roamnet/roam/mobility/emu"
 	"github.com/roamnet/roam/mobility/netns"
 	"github.com/roamnet/roam/mobility/trace"
 	"github.com/roamnet/roam/resolve"
@@ -243,3 +244,14 @@ func (l *kernelLane) sentBytes() uint64 { return l.net.offered() }
 type dualKernelLane struct{ kernelLane }
 
 func (l *dualKernelLane) setLinkOn(path int, lk trace.Link) { l.net.setLinkOn(path, lk) }
+
+func (l *dualKernelLane) note() string {
+	var per []uint64
+	for _, p := range l.net.paths {
+		per = append(per, p.links[emu.Up].Stats().Offered)
+	}
+	if n := l.kernelLane.note(); n != "" {
+		return n + "; " + pathShares(per)
+	}
+	return pathShares(per)
+}

@@ -171,3 +171,34 @@ func (l *multiRoamLane) close() {
 		l.nw.Close()
 	}
 }
+
+// note gives each path's share of the bytes the client sent.
+func (l *multiRoamLane) note() string {
+	if l.paths < 2 {
+		return ""
+	}
+	var per []uint64
+	for _, p := range l.mp.Paths() {
+		per = append(per, p.Link(emu.Up).Stats().Offered)
+	}
+	return pathShares(per)
+}
+
+// pathShares says what share of the bytes sent each path carried.
+func pathShares(per []uint64) string {
+	var all uint64
+	for _, n := range per {
+		all += n
+	}
+	if all == 0 {
+		return ""
+	}
+	s := "sent by path:"
+	for i, n := range per {
+		if i > 0 {
+			s += " /"
+		}
+		s += fmt.Sprintf(" %.0f%%", 100*float64(n)/float64(all))
+	}
+	return s
+}
