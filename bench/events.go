@@ -167,8 +167,8 @@ type mark struct {
 //
 // With several paths, a handover is one path's, and its RTT is that of
 // the path that survives it (the best other one); a handover within
-// tunnelShadow of a tunnel's end, which cut every path, is marked but
-// not measured, for its stall would be the tunnel's.
+// tunnelShadow of a tunnel, which cut every path, is marked but not
+// measured, for its stall would be the tunnel's.
 func marksOf(evs []pathEvent, tunnelStalls bool) []mark {
 	var out []mark
 	paths := pathsOf(evs)
@@ -179,8 +179,8 @@ func marksOf(evs []pathEvent, tunnelStalls bool) []mark {
 			m := mark{at: e.at, kind: "handover", outage: e.dur, stall: true, rtt: linkOn(evs, e.path, e.at+e.dur).RTT, path: e.path}
 			if paths > 1 {
 				m.rtt = survivingRTT(evs, e.path, paths, e.at)
-				if afterTunnel(evs, e.at) {
-					m.kind, m.stall = "handover at a tunnel's end", false
+				if nearTunnel(evs, e.at, e.dur) {
+					m.kind, m.stall = "handover by a tunnel", false
 				}
 			}
 			out = append(out, m)
@@ -211,15 +211,18 @@ func survivingRTT(evs []pathEvent, handing, paths int, t time.Duration) time.Dur
 	return best
 }
 
-// tunnelShadow is how long after a tunnel that cut every path a handover
-// is not measured: the flows are still recovering from the tunnel.
+// tunnelShadow is how close to a tunnel that cut every path a handover
+// is not measured: just after it the flows are still recovering from the
+// tunnel, and just before it they may not have recovered from the
+// handover when the tunnel begins; either way the stall would be the
+// tunnel's.
 const tunnelShadow = 2 * time.Second
 
-// afterTunnel reports whether t is in a tunnel of every path or within
-// tunnelShadow of its end.
-func afterTunnel(evs []pathEvent, t time.Duration) bool {
+// nearTunnel reports whether a handover at t with the given outage is in
+// a tunnel of every path or within tunnelShadow of one, before or after.
+func nearTunnel(evs []pathEvent, t, outage time.Duration) bool {
 	for _, e := range evs {
-		if e.kind == evBlackout && e.path == allPaths && t >= e.at && t < e.at+e.dur+tunnelShadow {
+		if e.kind == evBlackout && e.path == allPaths && t+outage+tunnelShadow > e.at && t < e.at+e.dur+tunnelShadow {
 			return true
 		}
 	}

@@ -7,11 +7,15 @@
 // application writes by hand; raw quic-go without migration, resumed the
 // same way; quic-go with hand-driven migration (AddPath, Probe, Switch);
 // and MPTCP where the machine has it. The scenarios are a calm wired link,
-// the hsr-300 trace, the reference trace of ../shared/traces, a server
+// the hsr-300 trace, two carriers at once (hsr-dual: the hsr-300-dual
+// profile on two paths, where roam-dual and mptcp-dual use both and the
+// others the first), the reference trace of ../shared/traces, a server
 // that moves, a 30 s tunnel, 50 NAT rebindings in 3 s, and 1,000 flows
 // through one handover (scenario.go).
 //
-// The UDP systems run over mobility/emu's relay on loopback, TCP over a
+// The UDP systems run over mobility/emu's relay on loopback (roam in
+// hsr-dual over its in-memory MultiPath), TCP and MPTCP in the kernel
+// through TUN devices and the same link model (kernelnet.go), or over a
 // userspace TCP path with the same delay, rate and outages (tcppath.go).
 // Every byte is checked by the receiving application against a pattern
 // derived from its offset (pattern.go). Lanes of the long scenarios run
@@ -42,7 +46,7 @@ import (
 )
 
 func main() {
-	quick := flag.Bool("quick", false, "a smoke run of under 2 minutes: short traces, fewer flows, one run")
+	quick := flag.Bool("quick", false, "a smoke run of about 2 minutes: short traces, fewer flows, one run")
 	out := flag.String("out", "bench-results", "directory for results.md, the raw data and the plots")
 	only := flag.String("scenarios", "", "comma-separated scenarios to run (default all)")
 	systemsFlag := flag.String("systems", "", "comma-separated systems to run (default all)")

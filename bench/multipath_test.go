@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -43,7 +44,7 @@ func TestMultiPathEvents(t *testing.T) {
 			other := 1 - m.path
 			require.Equal(t, linkOn(evs, other, m.at).RTT, m.rtt, "the surviving path's RTT, at %v", m.at)
 			require.True(t, m.stall)
-		case "handover at a tunnel's end":
+		case "handover by a tunnel":
 			shadowed++
 			require.False(t, m.stall)
 		case "tunnel":
@@ -53,6 +54,19 @@ func TestMultiPathEvents(t *testing.T) {
 	// a: 7.6 23.1 42.0 54.4 70.6 89.2 | 123.6 (tunnel end); b: 9.0 28.1 44.6 57.6 73.3 90.4 | 124.9
 	require.Equal(t, 12, measured)
 	require.Equal(t, 2, shadowed)
+	// A handover whose outage ends within 2 s of a tunnel's start, or
+	// that starts within 2 s of its end, is the tunnel's.
+	tun := []pathEvent{{kind: evLink, link: trace.Link{RTT: 50 * time.Millisecond}}, {kind: evLink, link: trace.Link{RTT: 80 * time.Millisecond}, path: 1},
+		{at: 10 * time.Second, kind: evBlackout, dur: 5 * time.Second, path: allPaths}}
+	for at, measured := range map[time.Duration]bool{
+		7*time.Second + 700*time.Millisecond: true, 7*time.Second + 900*time.Millisecond: false,
+		16 * time.Second: false, 17*time.Second + 100*time.Millisecond: true,
+	} {
+		ms := marksOf(append(slices.Clone(tun), pathEvent{at: at, kind: evHandover, dur: 200 * time.Millisecond, path: 1}), false)
+		require.Len(t, ms, 2)
+		require.Equal(t, measured, ms[1].stall, "a handover at %v", at)
+		require.Equal(t, 50*time.Millisecond, ms[1].rtt, "the first path survives the second's handover")
+	}
 	require.Equal(t, downTime(onPath(evs, 0), 130*time.Second), downTime(evs, 130*time.Second), "down time is the first path's")
 }
 
