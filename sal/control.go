@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -40,6 +41,9 @@ type control struct {
 	addr      netip.Addr // inbound: the peer's address when it connected (see admitConn)
 
 	heard heardClock // when the peer was last heard (see lastHeard)
+	// wrote counts the stream writes of flow data, which the peer must
+	// acknowledge (see watchPath).
+	wrote atomic.Uint64
 
 	// share is the connection's part of the Host's replay budget: what
 	// the flows it carries keep for the peer (see budget).

@@ -86,6 +86,16 @@
 // holds one entry per live Host, named by the first 16 characters of its
 // key's fingerprint (Host.Key), and dropped when the Host closes.
 //
+// # Paths
+//
+// A Host may use several local addresses at once (Config.Paths,
+// Host.AddPath, or every address a Config.Monitor allows), each a path
+// with its own socket. For every peer it dials, it keeps a validated
+// connection on each path; when the path carrying a flow stops answering,
+// which a watcher tells within a fraction of a round trip, the flow
+// resumes at once on a path that works, with no handshake. Host.Paths
+// describes them; EventPathDown and EventPathUp report the changes.
+//
 // # Limits
 //
 // A listening Host bounds what one peer can make it hold, so that a hostile
@@ -109,7 +119,7 @@
 // *LimitError for errors.As: the peer's Host refused a flow or connection
 // over one of its limits), ErrStalled (with ErrFlowLost: a peer that read
 // but never acknowledged), ErrProtocol (the peer sent garbage), ErrKeyMismatch, ErrUnauthenticated, ErrAlreadyListening,
-// ErrNoResolver, ErrBadNetwork, resolve.ErrNotOwner and
+// ErrNoResolver, ErrBadNetwork, ErrPathExists (AddPath), resolve.ErrNotOwner and
 // resolve.ErrUnauthenticated (a refused registration), net.ErrClosed (a closed Conn, Listener or
 // Host), os.ErrDeadlineExceeded (a Conn deadline), and context errors. Errors
 // of quic-go (*quic.StreamError, *quic.ApplicationError, ...) pass through.

@@ -48,6 +48,8 @@ var (
 	ErrStalled = errors.New("sal: peer stopped acknowledging")
 	// ErrBadNetwork: DialContext was given a network it does not serve.
 	ErrBadNetwork = errors.New("sal: unsupported network")
+	// ErrPathExists: AddPath was given an address the Host already uses.
+	ErrPathExists = errors.New("sal: path already in use")
 )
 
 // OpError is the error type returned by Host, Conn and Listener methods,

@@ -63,12 +63,9 @@ func (c *Conn) install(car *carrier) bool {
 	c.remote.Endpoint = netipAddrPortOf(car.qc.RemoteAddr())
 	if wasSuspended {
 		car.replay = c.buf.end - min(car.sent, c.buf.end)
-		c.stats.BytesReplayed += car.replay
-		c.stats.Resumes++
-		c.acct.resumes.Add(1)
 		if car.ready == nil {
-			c.endStallLocked()
-		} // else a dialer's resume: the stall ends when the Reply is in (resumeAt)
+			c.resumedLocked(car)
+		} // else a dialer's resume: it counts once the Reply is in (resumeAt)
 	}
 	if car.ready == nil {
 		// A carrier with a Reply to come gets the read deadline after it,
@@ -121,6 +118,15 @@ func (c *Conn) readDone(car *carrier) {
 	if done {
 		car.s.CancelRead(streamClosed)
 	}
+}
+
+// resumedLocked counts a completed resume onto car: an attempt whose
+// Reply never came counts neither its replay nor its stall.
+func (c *Conn) resumedLocked(car *carrier) {
+	c.stats.BytesReplayed += car.replay
+	c.stats.Resumes++
+	c.acct.resumes.Add(1)
+	c.endStallLocked()
 }
 
 // endStallLocked accounts for the time the flow had no working carrier.

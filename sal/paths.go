@@ -94,9 +94,6 @@ type PathInfo struct {
 	Flows                    int // flows it carries now
 }
 
-// ErrPathExists: AddPath was given a path the Host already has.
-var ErrPathExists = errors.New("sal: path already in use")
-
 // path is one of the Host's local paths.
 type path struct {
 	t       *transport // nil for ListenAddr's path, whose socket is Host.cur (Rebind replaces it)
@@ -272,6 +269,7 @@ func (h *Host) RemovePath(localAddr string) error {
 var (
 	errPathDown    = errors.New("sal: path stopped answering")
 	errPathRemoved = errors.New("sal: path removed")
+	errPathRefused = errors.New("sal: the kernel refused to send on the path (no route or address)")
 )
 
 // Paths describes every path of the Host, ListenAddr's first.
@@ -381,7 +379,7 @@ func (h *Host) candidatesLocked(addr netip.AddrPort) []*peer {
 // leaves.
 func (h *Host) pickPath(addr netip.AddrPort, avoid *peer) *peer {
 	h.mu.Lock()
-	if !h.multipathLocked() || h.closed {
+	if !h.multipathLocked() && avoid == nil || h.closed {
 		h.mu.Unlock()
 		return nil
 	}
@@ -535,115 +533,4 @@ func (h *Host) evacuate(p *peer, cause error) (stranded bool) {
 		}
 	}
 	return false
-}
-
-// watchPathOf starts the path watcher of p, a connection this Host
-// dialed, unless it runs already.
-func (h *Host) watchPathOf(p *peer) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if p.watched || h.closed || p.conn == nil || p.conn.Context().Err() != nil {
-		return
-	}
-	p.watched = true
-	h.wg.Add(1)
-	go h.watchPath(p)
-}
-
-// Heartbeats: a connection hears nothing on a dead path only if it asks
-// for an answer, and a flow that only receives asks for none. So a
-// connection that carries flows and has heard nothing for a quarter of
-// an RTT sends a heartbeat (an empty Ack on its control stream, which the
-// peer acknowledges within its max_ack_delay); a standby sends one every
-// standbyBeat, which also keeps the listening Host from closing it as
-// unused.
-const (
-	standbyBeat  = 500 * time.Millisecond
-	minPathLook  = 5 * time.Millisecond
-	maxPathLook  = 50 * time.Millisecond
-	minPathFails = 40 * time.Millisecond // against a descheduled process
-)
-
-// watchPath runs while p's connection lives, when the Host has further
-// paths: it tells within about a PTO that the path stopped answering,
-// and moves the flows off it.
-func (h *Host) watchPath(p *peer) {
-	defer h.wg.Done()
-	qc := p.conn
-	ctx := qc.Context()
-	heardCount := qc.ConnectionStats().PacketsReceived
-	lastBeat, lastHeard := time.Now(), time.Now()
-	var askedAt time.Time // the first heartbeat since the last packet heard
-	var failingSince time.Time
-	timer := time.NewTimer(minPathLook)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		}
-		st := qc.ConnectionStats()
-		now := time.Now()
-		look := min(max(st.SmoothedRTT/4, minPathLook), maxPathLook)
-		heard := st.PacketsReceived != heardCount
-		if heard {
-			heardCount, lastHeard, askedAt = st.PacketsReceived, now, time.Time{}
-		}
-		var unanswered time.Duration
-		if !askedAt.IsZero() {
-			unanswered = now.Sub(askedAt)
-		}
-
-		h.mu.Lock()
-		carrying := p.flows > 0
-		standby := !carrying && h.siblingsBusyLocked(p.addr)
-		wasFailing := p.failing
-		multipath := h.multipathLocked()
-		h.mu.Unlock()
-
-		switch {
-		case heard && wasFailing:
-			h.mu.Lock()
-			p.failing = false
-			h.mu.Unlock()
-			failingSince = time.Time{}
-			h.emit(Event{Kind: EventPathUp, From: netipAddrPortOf(qc.LocalAddr()), To: p.addr})
-		case !wasFailing && unanswered >= max(pto(st), minPathFails):
-			h.mu.Lock()
-			p.failing = true
-			h.mu.Unlock()
-			failingSince = now
-			h.log.Debug("path stopped answering", "local", qc.LocalAddr(), "peer", p.addr, "unanswered", unanswered)
-
-			h.evacuate(p, errPathDown)
-		case wasFailing && carrying:
-			// Flows stranded when no other path worked: move them as soon
-			// as one does.
-			h.evacuate(p, errPathDown)
-		}
-		if wasFailing && p.path != nil && !carrying && now.Sub(failingSince) > h.silenceLimit(st) {
-			// A further path's connection that stays silent is of no use
-			// as a standby: close it, and let keepPaths dial afresh (a NAT
-			// that forgot its mapping, a path that changed under it).
-			qc.CloseWithError(codeMoved, "path silent")
-			return
-		}
-
-		// A heartbeat when a carrying connection has been quiet for a look,
-		// and now and then on a standby.
-		quiet := now.Sub(lastHeard)
-		if carrying && quiet >= look && now.Sub(lastBeat) >= look ||
-			(standby || carrying) && now.Sub(lastBeat) >= standbyBeat {
-			p.ctl.heartbeat()
-			lastBeat = now
-			if askedAt.IsZero() {
-				askedAt = now
-			}
-		}
-		if multipath && (carrying || standby) {
-			h.keepPaths(p.addr, p.sni, true)
-		}
-		timer.Reset(look)
-	}
 }

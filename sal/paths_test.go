@@ -1,15 +1,14 @@
 package sal
 
 import (
-	"errors"
 	"io"
-	"net"
 	"net/netip"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/roamnet/roam/mobility"
 	"github.com/roamnet/roam/mobility/emu"
 	"github.com/roamnet/roam/resolve"
 	"github.com/stretchr/testify/require"
@@ -67,16 +66,21 @@ func newDualBed(t *testing.T, clientCfg Config) *dualBed {
 	return b
 }
 
-// carrying returns the index of the path that carries the flow now.
+// carrying returns the index of the path that carries the flow now,
+// waiting out a resume in progress.
 func (b *dualBed) carrying(t *testing.T) int {
 	t.Helper()
-	infos := b.client.Paths()
-	for i, p := range infos {
-		if p.Flows > 0 {
-			return i
+	var infos []PathInfo
+	for range 100 {
+		infos = b.client.Paths()
+		for i, p := range infos {
+			if p.Flows > 0 {
+				return i
+			}
 		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	t.Fatalf("no path carries the flow: %+v", infos)
+	t.Errorf("no path carries the flow: %+v", infos)
 	return -1
 }
 
@@ -124,10 +128,9 @@ func TestPathsKeepAStandbyOnEveryPath(t *testing.T) {
 	})
 }
 
-// paced streams small messages from the listener every 5 ms for d and
-// returns the longest time the dialer went without one; each side checks
-// the bytes.
-func paced(t *testing.T, c, sc *Conn, d time.Duration, during func()) (longest time.Duration) {
+// paced streams small messages from w to r every 5 ms for d and returns
+// the longest time r went without one; each side checks the bytes.
+func paced(t *testing.T, r, w *Conn, d time.Duration, during func()) (longest time.Duration) {
 	t.Helper()
 	const every = 5 * time.Millisecond
 	msg := randomBytes(200, 7)
@@ -135,20 +138,20 @@ func paced(t *testing.T, c, sc *Conn, d time.Duration, during func()) (longest t
 	sent := 0
 	wg.Go(func() {
 		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(every) {
-			if _, err := sc.Write(msg); err != nil {
+			if _, err := w.Write(msg); err != nil {
 				t.Errorf("write: %v", err)
 				return
 			}
 			sent++
 		}
-		sc.CloseWrite()
+		w.CloseWrite()
 	})
 	wg.Go(during)
 	buf := make([]byte, len(msg))
 	last := time.Now()
 	n := 0
 	for {
-		_, err := io.ReadFull(c, buf)
+		_, err := io.ReadFull(r, buf)
 		if err == io.EOF {
 			break
 		}
@@ -164,16 +167,25 @@ func paced(t *testing.T, c, sc *Conn, d time.Duration, during func()) (longest t
 	return longest
 }
 
+// The first carrier goes dark for 3 s under a paced stream. With a second
+// path, the flow moves within about a round trip when the dialer sends: it
+// notices the missing acknowledgements within a fraction of a round trip,
+// and its data takes half of one on the other path. A dialer that only
+// receives must ask with a heartbeat first, and the listener's data
+// follows its Resume: about three round trips. With one path, the stream
+// waits out the outage.
 func TestPathsFailoverStallsUnderAFewRTTs(t *testing.T) {
+	const rtt = 2 * 20 * time.Millisecond // dualLink
 	for _, tc := range []struct {
-		name  string
-		paths []string
-		// within bounds the longest gap: a few RTTs of 40 ms with two
-		// paths; the whole outage with one.
+		name   string
+		paths  []string
+		upload bool
+		// within bounds the longest gap; atLeast is the outage with one path.
 		within, atLeast time.Duration
 	}{
-		{"two paths", nil, 250 * time.Millisecond, 0},
-		{"one path", []string{}, time.Hour, 3 * time.Second},
+		{"two paths, dialer sends", nil, true, rtt * 3 / 2, 0},
+		{"two paths, listener sends", nil, false, rtt * 7 / 2, 0},
+		{"one path", []string{}, false, time.Hour, 3 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
@@ -182,17 +194,15 @@ func TestPathsFailoverStallsUnderAFewRTTs(t *testing.T) {
 				if tc.paths == nil {
 					b.waitPaths(t, 2)
 				}
-				longest := paced(t, b.c, b.sc, 6*time.Second, func() {
+				r, w := b.c, b.sc
+				if tc.upload {
+					r, w = b.sc, b.c
+				}
+				longest := paced(t, r, w, 6*time.Second, func() {
 					time.Sleep(time.Second)
-					t.Logf("%v blackout", time.Now().Format("05.000"))
 					b.mp.Paths()[0].Blackout(3 * time.Second) // a handover of the first carrier
 				})
-				t.Logf("longest gap: %v", longest)
-				b.clientLog.mu.Lock()
-				for i, e := range b.clientLog.events {
-					t.Logf("%v %v %v %v stall=%v", b.clientLog.at[i].Format("05.000"), e.Kind, e.From, e.To, e.Stall)
-				}
-				b.clientLog.mu.Unlock()
+				t.Logf("longest gap: %v (%.1f RTT)", longest, float64(longest)/float64(rtt))
 				require.Less(t, longest, tc.within)
 				require.GreaterOrEqual(t, longest, tc.atLeast)
 				if tc.paths == nil {
@@ -205,6 +215,44 @@ func TestPathsFailoverStallsUnderAFewRTTs(t *testing.T) {
 	}
 }
 
+// On working paths with jitter and loss, the watcher must not take the
+// usual gaps for an outage: each false alarm sends the bytes in flight
+// again. Half a minute of a 1 kHz stream of 64-byte messages, as the
+// benchmark's handover workload sends, over hsr-300's worst link.
+func TestPathsFewFalseAlarms(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newDualBed(t, Config{})
+		rough := emu.LinkConfig{Delay: 75 * time.Millisecond, Jitter: 11 * time.Millisecond, Loss: 0.03}
+		for _, p := range b.mp.Paths() {
+			p.Configure(emu.Up, rough)
+			p.Configure(emu.Down, rough)
+		}
+		roundTrip(t, b.c, b.sc, "hello")
+		b.waitPaths(t, 2)
+		msg := randomBytes(64, 3)
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for range 30_000 {
+				if _, err := b.c.Write(msg); err != nil {
+					t.Errorf("write: %v", err)
+					return
+				}
+				time.Sleep(time.Millisecond)
+			}
+			b.c.CloseWrite()
+		})
+		n, err := io.Copy(io.Discard, b.sc)
+		require.NoError(t, err)
+		wg.Wait()
+		require.Equal(t, int64(30_000*len(msg)), n)
+		st := b.c.Stats()
+		alarms := b.clientLog.count(EventPathDown)
+		t.Logf("%d false alarms in 30 s; %d bytes replayed of %d", alarms, st.BytesReplayed, n)
+		require.LessOrEqual(t, alarms, 8)
+		require.LessOrEqual(t, st.BytesReplayed, uint64(6*n/100), "at most 6% sent again")
+	})
+}
+
 // Each carrier in turn goes dark under a transfer in both directions; the
 // flow moves to the other every time, and every byte arrives once.
 func TestPathsAlternatingOutagesLoseNothing(t *testing.T) {
@@ -213,8 +261,12 @@ func TestPathsAlternatingOutagesLoseNothing(t *testing.T) {
 		roundTrip(t, b.c, b.sc, "hello")
 		b.waitPaths(t, 2)
 		const outages = 6
-		motion(t, b.c, b.sc, outages, func(i int) {
+		var over time.Time // when the last outage ends
+		motion(t, b.c, b.sc, outages, func(int) {
+			time.Sleep(time.Until(over))
+			b.waitPaths(t, 2)
 			b.mp.Paths()[b.carrying(t)].Blackout(2 * time.Second)
+			over = time.Now().Add(2 * time.Second)
 		})
 		require.GreaterOrEqual(t, b.clientLog.count(EventPathDown), outages)
 		require.Zero(t, b.clientLog.count(EventLost))
@@ -258,36 +310,141 @@ func TestAddPathBadInput(t *testing.T) {
 }
 
 // A path removed mid-flow (its address went away) hands its flows to the
-// other at once.
+// other at once: no watcher has to notice that it stopped answering.
 func TestRemovePathMidFlow(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		b := newDualBed(t, Config{ListenAddr: dualSecond + ":0", Paths: []string{dualFirst + ":0"}})
-		roundTrip(t, b.c, b.sc, "hello")
-		_ = b
-	})
-}
-
-func TestPathsAllDeadThenOneBack(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newDualBed(t, Config{})
 		roundTrip(t, b.c, b.sc, "hello")
 		b.waitPaths(t, 2)
-		tunnel := false
-		start := time.Now()
-		transfer(t, b.c, b.sc, motionBytes/4, func(sent int) {
-			if sent >= motionBytes/8 && !tunnel {
-				tunnel = true
-				b.mp.Blackout(35 * time.Second)
-				// The second carrier comes back first.
-				b.mp.Paths()[1].Blackout(0)
+		phase := 0
+		transferWatched(t, b.c, b.sc, motionBytes/2, func(p transferProgress) {
+			switch {
+			case phase == 0 && p.sent >= motionBytes/8:
+				phase++
+				b.mp.Paths()[0].Blackout(time.Second) // the flow moves to the second path
+				for b.carrying(t) != 1 {
+					time.Sleep(10 * time.Millisecond)
+				}
+			case phase == 1 && p.sent >= motionBytes/4:
+				phase++
+				time.Sleep(2 * time.Second) // the first path is back
+				downs := b.clientLog.count(EventPathDown)
+				require.NoError(t, b.client.RemovePath(dualSecond+":0"))
+				require.Equal(t, downs+1, b.clientLog.count(EventPathDown), "the flow moved at once")
+				require.Equal(t, 0, b.carrying(t))
 			}
 		})
-		require.True(t, tunnel)
-		_ = start
+		require.Equal(t, 2, phase)
+		require.Len(t, b.client.Paths(), 1)
+		require.Error(t, b.client.RemovePath(dualSecond+":0"), "gone already")
 		require.Zero(t, b.clientLog.count(EventLost))
 		require.Zero(t, b.serverLog.count(EventLost))
 	})
 }
 
-var _ = errors.Is
-var _ net.Conn = (*Conn)(nil)
+// A tunnel cuts both carriers for 35 s; the second comes back first, and
+// the flow goes on over it, losing nothing.
+func TestPathsAllDeadThenOneBack(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newDualBed(t, Config{})
+		roundTrip(t, b.c, b.sc, "hello")
+		b.waitPaths(t, 2)
+		tunnel := time.Time{}
+		transfer(t, b.c, b.sc, motionBytes/4, func(sent int) {
+			if sent >= motionBytes/8 && tunnel.IsZero() {
+				tunnel = time.Now()
+				b.mp.Paths()[0].Blackout(50 * time.Second)
+				b.mp.Paths()[1].Blackout(35 * time.Second)
+			}
+		})
+		took := time.Since(tunnel)
+		t.Logf("transfer done %v after the tunnel began", took)
+		require.Greater(t, took, 35*time.Second)
+		require.Less(t, took, 45*time.Second, "over the second path, before the first is back")
+		require.Equal(t, 1, b.carrying(t))
+		require.Zero(t, b.clientLog.count(EventLost))
+		require.Zero(t, b.serverLog.count(EventLost))
+	})
+}
+
+// A path that flaps (100 ms dark, 100 ms up) under a transfer in both
+// directions costs no byte.
+func TestPathsFlappingPath(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newDualBed(t, Config{})
+		roundTrip(t, b.c, b.sc, "hello")
+		b.waitPaths(t, 2)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for {
+				b.mp.Paths()[0].Blackout(100 * time.Millisecond)
+				select {
+				case <-stop:
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		})
+		transfer(t, b.c, b.sc, motionBytes/4, nil)
+		close(stop)
+		wg.Wait()
+		require.Zero(t, b.clientLog.count(EventLost))
+		require.Zero(t, b.serverLog.count(EventLost))
+	})
+}
+
+// With a Monitor, every allowed address is a path; an address the Monitor
+// removes takes its path away, and the flow on it moves at once.
+func TestPathsFollowTheMonitor(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		wifi := mobility.Interface{Name: "wifi", Index: 2, Up: true, Kind: mobility.KindWiFi,
+			Addrs: []netip.Prefix{netip.MustParsePrefix(dualFirst + "/24")}}
+		cell := mobility.Interface{Name: "cell", Index: 3, Up: true, Kind: mobility.KindCellular,
+			Addrs: []netip.Prefix{netip.MustParsePrefix(dualSecond + "/24")}}
+		st := mobility.State{Interfaces: []mobility.Interface{wifi, cell}}
+		mon, err := mobility.NewMonitor(mobility.MonitorConfig{
+			DisableNetlink: true,
+			PollInterval:   20 * time.Millisecond,
+			ReadState: func() (mobility.State, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				return st, nil
+			},
+		})
+		require.NoError(t, err)
+		defer mon.Close()
+		b := newDualBed(t, Config{Monitor: mon, Paths: []string{}})
+		roundTrip(t, b.c, b.sc, "hello")
+		infos := b.waitPaths(t, 2)
+		require.Equal(t, dualFirst, infos[0].Local.Addr().String(), "the Monitor's pick is ListenAddr's path")
+		require.Equal(t, dualSecond, infos[1].Local.Addr().String(), "the other address is a path")
+
+		phase := 0
+		transferWatched(t, b.c, b.sc, motionBytes/2, func(p transferProgress) {
+			switch {
+			case phase == 0 && p.sent >= motionBytes/8:
+				phase++
+				b.mp.Paths()[0].Blackout(time.Second)
+				for b.carrying(t) != 1 {
+					time.Sleep(10 * time.Millisecond)
+				}
+			case phase == 1 && p.sent >= motionBytes/4:
+				phase++
+				time.Sleep(2 * time.Second)
+				mu.Lock()
+				st = mobility.State{Interfaces: []mobility.Interface{wifi}} // the cell modem went away
+				mu.Unlock()
+				b.mp.Paths()[1].Blackout(time.Hour)
+				for len(b.client.Paths()) != 1 {
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+		})
+		require.Equal(t, 2, phase)
+		require.Equal(t, 0, b.carrying(t))
+		require.Zero(t, b.clientLog.count(EventLost))
+		require.Zero(t, b.serverLog.count(EventLost))
+	})
+}

@@ -323,7 +323,7 @@ func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) err
 		}
 	}
 	c.mu.Lock()
-	c.endStallLocked()
+	c.resumedLocked(car)
 	c.mu.Unlock()
 	// The event first: whoever watches events learns of the resume before
 	// the data it lets through (a test that counts resumes once its echo

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -15,19 +16,34 @@ import (
 // usually a few milliseconds later, migrates it to a working address.
 //
 // It embeds *net.UDPConn so that quic-go still finds every capability it
-// uses (ECN, GSO, batch reads).
-type pathSocket struct{ *net.UDPConn }
+// uses (ECN, GSO, batch reads). gone counts the sends refused so: a Host
+// with several paths takes one as a sign that the path failed (see
+// watchPath).
+type pathSocket struct {
+	*net.UDPConn
+	gone *atomic.Uint64
+}
 
 func wrapSocket(pc net.PacketConn) net.PacketConn {
 	if u, ok := pc.(*net.UDPConn); ok {
-		return pathSocket{u}
+		return pathSocket{u, new(atomic.Uint64)}
 	}
 	return pc
+}
+
+// sendsRefused returns the counter of sends the kernel refused because
+// the path is gone, or nil for a socket that does not count them.
+func sendsRefused(pc net.PacketConn) *atomic.Uint64 {
+	if s, ok := pc.(pathSocket); ok {
+		return s.gone
+	}
+	return nil
 }
 
 func (s pathSocket) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (int, int, error) {
 	n, oobn, err := s.UDPConn.WriteMsgUDP(b, oob, addr)
 	if isPathGone(err) {
+		s.gone.Add(1)
 		return len(b), len(oob), nil
 	}
 	return n, oobn, err
@@ -36,6 +52,7 @@ func (s pathSocket) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (int, int, err
 func (s pathSocket) WriteTo(b []byte, addr net.Addr) (int, error) {
 	n, err := s.UDPConn.WriteTo(b, addr)
 	if isPathGone(err) {
+		s.gone.Add(1)
 		return len(b), nil
 	}
 	return n, err
@@ -44,6 +61,7 @@ func (s pathSocket) WriteTo(b []byte, addr net.Addr) (int, error) {
 func (s pathSocket) WriteToUDPAddrPort(b []byte, addr netip.AddrPort) (int, error) {
 	n, err := s.UDPConn.WriteToUDPAddrPort(b, addr)
 	if isPathGone(err) {
+		s.gone.Add(1)
 		return len(b), nil
 	}
 	return n, err

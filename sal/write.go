@@ -215,6 +215,7 @@ func (c *Conn) flush(car *carrier) error {
 			}
 			return nil
 		}
+		car.ctl.wrote.Add(1)
 		n, err := car.s.Write(p)
 		c.mu.Lock()
 		c.buf.unhold()
