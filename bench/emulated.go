@@ -135,3 +135,15 @@ func (f *relayedUDP) Close() {
 // addrString returns a fresh address of the block, port 0, for a Host's
 // ListenAddr.
 func addrString(block byte) string { return netip.AddrPortFrom(loopbackIP(block), 0).String() }
+
+// offered returns the bytes the clients offered every relay toward the
+// server: what they sent.
+func (f *relayedUDP) offered() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var n uint64
+	for _, r := range f.relays {
+		n += r.Link(emu.Up).Stats().Offered
+	}
+	return n
+}

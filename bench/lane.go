@@ -39,7 +39,8 @@ type laneCounts struct {
 // laneEnv is what a lane is given: the link at the start, and per flow
 // the sender to write with and the record to read into.
 type laneEnv struct {
-	link    trace.Link
+	link    trace.Link   // the first path's
+	links   []trace.Link // every path's, for a multiLane
 	seed    uint64
 	gate    *gate
 	senders []*flowSender
@@ -56,6 +57,28 @@ type system struct {
 	// unsupported says why the system cannot run sc here, or "".
 	unsupported func(sc *scenario) string
 	newLane     func() lane
+	// multiPath, if set, makes the lane of a multi-path scenario, which
+	// gets every path's events; else newLane's runs on the first path.
+	multiPath func() lane
+	// dualOnly systems run only the multi-path scenarios, and are left
+	// out of the others' tables.
+	dualOnly bool
+}
+
+// laneFor makes the system's lane for sc.
+func (s system) laneFor(sc *scenario) lane {
+	if s.multiPath != nil && pathsOf(sc.events) > 1 {
+		return s.multiPath()
+	}
+	return s.newLane()
+}
+
+// notDual says why a dual-path system cannot run sc, or "".
+func notDual(sc *scenario) string {
+	if pathsOf(sc.events) < 2 {
+		return "a single-path scenario"
+	}
+	return ""
 }
 
 func allSystems() []system {
@@ -64,16 +87,27 @@ func allSystems() []system {
 	// namespaces and TUN devices can be made; elsewhere through the
 	// userspace proxy, which cannot lose a byte, so TCP is spared the
 	// random loss of the others' paths.
-	tcp := system{"tcp", "TCP (Linux, netns), reconnect+resume", none, func() lane { return &kernelLane{} }}
+	tcp := system{name: "tcp", title: "TCP (Linux, netns), reconnect+resume", unsupported: none, newLane: func() lane { return &kernelLane{} }}
 	if kernelAvailable() != "" {
-		tcp = system{"tcp", "TCP (userspace proxy: no random loss), reconnect+resume", none, func() lane { return &tcpLane{} }}
+		tcp = system{name: "tcp", title: "TCP (userspace proxy: no random loss), reconnect+resume", unsupported: none, newLane: func() lane { return &tcpLane{} }}
 	}
 	return []system{
-		{"roam", "roam", none, func() lane { return &roamLane{} }},
+		{name: "roam", title: "roam (in a multi-path scenario: on the first path alone, over emu.MultiPath)", unsupported: none,
+			newLane: func() lane { return &roamLane{} }, multiPath: func() lane { return &multiRoamLane{paths: 1} }},
 		tcp,
-		{"quic", "quic-go, no migration, reconnect+resume", none, func() lane { return &quicLane{} }},
-		{"quic-migrate", "quic-go, hand-driven migration", none, func() lane { return &quicLane{migrate: true} }},
-		{"mptcp", "MPTCP (Linux, netns), reconnect+resume", mptcpUnsupported, func() lane { return &kernelLane{multipath: true} }},
+		{name: "quic", title: "quic-go, no migration, reconnect+resume", unsupported: none, newLane: func() lane { return &quicLane{} }},
+		{name: "quic-migrate", title: "quic-go, hand-driven migration", unsupported: none, newLane: func() lane { return &quicLane{migrate: true} }},
+		{name: "mptcp", title: "MPTCP (Linux, netns), reconnect+resume", unsupported: mptcpUnsupported, newLane: func() lane { return &kernelLane{multipath: true} }},
+		{name: "roam-dual", title: "roam over both paths at once (Config.Paths), over emu.MultiPath", dualOnly: true,
+			unsupported: notDual, newLane: func() lane { return &multiRoamLane{paths: 2} }},
+		{name: "mptcp-dual", title: "MPTCP with a subflow endpoint on each path (Linux, netns), reconnect+resume", dualOnly: true,
+			unsupported: func(sc *scenario) string {
+				if why := notDual(sc); why != "" {
+					return why
+				}
+				return mptcpUnsupported(sc)
+			},
+			newLane: func() lane { return &dualKernelLane{kernelLane{multipath: true, dual: true}} }},
 	}
 }
 

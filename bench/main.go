@@ -7,11 +7,15 @@
 // application writes by hand; raw quic-go without migration, resumed the
 // same way; quic-go with hand-driven migration (AddPath, Probe, Switch);
 // and MPTCP where the machine has it. The scenarios are a calm wired link,
-// the hsr-300 trace, the reference trace of ../shared/traces, a server
+// the hsr-300 trace, two carriers at once (hsr-dual: the hsr-300-dual
+// profile on two paths, where roam-dual and mptcp-dual use both and the
+// others the first), the reference trace of ../shared/traces, a server
 // that moves, a 30 s tunnel, 50 NAT rebindings in 3 s, and 1,000 flows
 // through one handover (scenario.go).
 //
-// The UDP systems run over mobility/emu's relay on loopback, TCP over a
+// The UDP systems run over mobility/emu's relay on loopback (roam in
+// hsr-dual over its in-memory MultiPath), TCP and MPTCP in the kernel
+// through TUN devices and the same link model (kernelnet.go), or over a
 // userspace TCP path with the same delay, rate and outages (tcppath.go).
 // Every byte is checked by the receiving application against a pattern
 // derived from its offset (pattern.go). Lanes of the long scenarios run
@@ -42,7 +46,7 @@ import (
 )
 
 func main() {
-	quick := flag.Bool("quick", false, "a smoke run of under 2 minutes: short traces, fewer flows, one run")
+	quick := flag.Bool("quick", false, "a smoke run of about 2 minutes: short traces, fewer flows, one run")
 	out := flag.String("out", "bench-results", "directory for results.md, the raw data and the plots")
 	only := flag.String("scenarios", "", "comma-separated scenarios to run (default all)")
 	systemsFlag := flag.String("systems", "", "comma-separated systems to run (default all)")
@@ -156,6 +160,7 @@ func writeReport(w io.Writer, scs []*scenario, systems []system, rows []*row, ta
 	}
 	fmt.Fprintf(w, "\n## Results\n\n")
 	writeTable(w, scs, rows)
+	writeDualTable(w, scs, rows)
 	fmt.Fprintf(w, "\n## Targets\n\n| target | result | figures |\n|---|---|---|\n")
 	for _, t := range targets {
 		fmt.Fprintf(w, "| %s | %s | %s |\n", t.name, t.mark(), t.detail)
@@ -202,4 +207,22 @@ const legend = `
   reconnecting if the probe takes over 1 s; TCP and quic reconnect; MPTCP
   adds the new address as a subflow endpoint. A NAT rebinding tells no
   one.
+- **hsr-dual** plays the two traces of hsr-300-dual, a carrier each, on
+  two paths from two client addresses to the server's one address. The
+  dual systems use both: roam-dual (a client Host with Config.Paths) and
+  roam over mobility/emu's MultiPath in memory, where a carrier's
+  handover is its path's outage and a new mapping at its NAT, and
+  nothing tells the Host; mptcp-dual in the kernel with a subflow
+  endpoint per path, whose handover moves that path's address (the new
+  one is announced as an endpoint when the outage ends). The other
+  systems run on the first path alone (roam there over the same
+  MultiPath as roam-dual, the rest as in hsr-300). Its own table counts
+  the handovers of one carrier only, not the tunnels, which cut both,
+  nor a handover within 2 s of a tunnel's end: the stall in ms and in
+  RTTs of the path that survives (no outage need be waited out with a
+  second path), and **sent / delivered**, the bytes the client offered
+  its paths toward the server (headers and retransmissions included, by
+  the emulated paths' own counters) over those the application received:
+  the price of redundancy. A single-path system's stall at the other
+  carrier's handover is its usual loss recovery.
 `

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -48,8 +49,13 @@ func writePlots(dir string, scs []*scenario, rows []*row) ([]string, error) {
 }
 
 // systemColor gives each system its colour on every plot; a twin is
-// drawn dashed in its system's colour.
+// drawn dashed in its system's colour. A dual-path system is a darker
+// shade of its single-path self, drawn thicker.
 func systemColor(name string) color.Color {
+	if base, ok := strings.CutSuffix(name, "-dual"); ok {
+		c := color.RGBAModel.Convert(systemColor(base)).(color.RGBA)
+		return color.RGBA{R: c.R / 2, G: c.G / 2, B: c.B / 2, A: 255}
+	}
 	return plotutil.Color(slices.IndexFunc(allSystems(), func(s system) bool { return s.name == name }))
 }
 
@@ -86,10 +92,14 @@ func plotGoodput(file string, sc *scenario, rows []*row) error {
 		if w.variant != "" {
 			l.Dashes = []vg.Length{vg.Points(4), vg.Points(2)}
 		}
+		if strings.HasSuffix(w.system, "-dual") {
+			l.Width = vg.Points(2)
+		}
 		p.Add(l)
 		p.Legend.Add(rowLabel(w), l)
 	}
-	// Disruptions: grey for handovers and moves, black for tunnels.
+	// Disruptions: grey for handovers and moves (dotted: a handover of a
+	// path other than the first), black for tunnels.
 	for _, m := range rows[0].runs[0].Marks {
 		for _, x := range []float64{m.At, m.At + m.Outage/1e3} {
 			l, err := plotter.NewLine(plotter.XYs{{X: x, Y: 0}, {X: x, Y: top * 1.05}})
@@ -97,6 +107,9 @@ func plotGoodput(file string, sc *scenario, rows []*row) error {
 				return err
 			}
 			l.Color = color.Gray{Y: 160}
+			if m.Path > 0 {
+				l.Dashes = []vg.Length{vg.Points(2), vg.Points(2)}
+			}
 			if m.Kind == "tunnel" {
 				l.Color = color.Black
 			}

@@ -35,6 +35,18 @@ func beyondOf(rs []laneResult) []float64 {
 	return out
 }
 
+// rttsOf pools the stalls of rs in RTTs (of the surviving path, with
+// several paths).
+func rttsOf(rs []laneResult) []float64 {
+	var out []float64
+	for _, r := range rs {
+		for _, s := range r.Stalls {
+			out = append(out, s.rtts())
+		}
+	}
+	return out
+}
+
 // quantile returns the q-quantile of xs by nearest rank; NaN if empty.
 func quantile(xs []float64, q float64) float64 {
 	if len(xs) == 0 {
@@ -254,6 +266,61 @@ func memCell(w *row) string {
 	return fmtNum(m/1024, 1) + " KiB"
 }
 
+// writeDualTable writes, for each scenario over several paths, what the
+// issue's targets for using them at once ask: per handover of one
+// carrier (tunnels cut every path, and are not counted), the stall in ms
+// and in RTTs of the path that survives it, the goodput, and what the
+// client sent over what arrived.
+func writeDualTable(w io.Writer, scs []*scenario, rows []*row) {
+	for _, sc := range scs {
+		paths := pathsOf(sc.events)
+		if paths < 2 {
+			continue
+		}
+		handovers := 0
+		for _, m := range marksOf(sc.events, sc.tunnelStalls) {
+			if m.stall && m.at+m.outage < sc.length {
+				handovers++
+			}
+		}
+		fmt.Fprintf(w, "\n### %s: %d paths, %d handovers of one carrier\n\n", sc.name, paths, handovers)
+		fmt.Fprintln(w, "| system | paths used | stall p50 / p99 (ms) | stall p50 / p99 (RTTs of the surviving path) | goodput (Mbit/s) | sent / delivered |")
+		fmt.Fprintln(w, "|---|---|---|---|---|---|")
+		for _, wr := range rows {
+			if wr.scenario != sc.name || wr.variant != "" {
+				continue
+			}
+			used := "1 (the first)"
+			if strings.HasSuffix(wr.system, "-dual") {
+				used = strconv.Itoa(paths)
+			}
+			if len(wr.runs) == 0 {
+				fmt.Fprintf(w, "| %s | %s | %s | | | |\n", wr.system, used, wr.why)
+				continue
+			}
+			st := rttsOf(wr.runs)
+			rtts := "—"
+			if len(st) > 0 {
+				rtts = fmt.Sprintf("%s / %s", fmtNum(quantile(st, .5), 1), fmtNum(quantile(st, .99), 1))
+			}
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", wr.system, used, stallCell(wr), rtts,
+				fmtNum(median(wr.goodputs()), 2), fmtNum(wr.sentPerDelivered(), 3))
+		}
+	}
+}
+
+// sentPerDelivered is the median over the runs of what the client sent
+// over what arrived.
+func (w *row) sentPerDelivered() float64 {
+	var xs []float64
+	for _, r := range w.runs {
+		if x := r.sentPerDelivered(); !math.IsNaN(x) {
+			xs = append(xs, x)
+		}
+	}
+	return median(xs)
+}
+
 // writeRaw writes results.json (everything, with series and stalls),
 // results.csv (a line per lane and run) and stalls.csv (a line per stall).
 func writeRaw(dir string, results []laneResult) error {
@@ -269,22 +336,31 @@ func writeRaw(dir string, results []laneResult) error {
 	i := func(x int64) string { return strconv.FormatInt(x, 10) }
 	lanes := [][]string{{"scenario", "system", "variant", "run", "skipped", "failed", "seconds", "up_seconds", "bytes",
 		"goodput_mbps", "done_seconds", "lost_bytes", "duplicated_bytes", "corrupt_bytes", "app_errors", "reconnects",
-		"resumes", "flows", "flows_complete", "cpu_seconds", "heap_per_flow_bytes"}}
-	stalls := [][]string{{"scenario", "system", "variant", "run", "at_s", "kind", "flow", "outage_ms", "stall_ms", "rtt_ms", "beyond_outage_rtts"}}
+		"resumes", "flows", "flows_complete", "cpu_seconds", "heap_per_flow_bytes", "sent_bytes", "sent_per_delivered"}}
+	stalls := [][]string{{"scenario", "system", "variant", "run", "at_s", "kind", "flow", "outage_ms", "stall_ms", "rtt_ms",
+		"beyond_outage_rtts", "path", "stall_rtts"}}
 	for _, r := range results {
 		lanes = append(lanes, []string{r.Scenario, r.System, r.Variant, strconv.Itoa(r.Run), r.Skipped, r.Failed,
 			f(r.Seconds), f(r.UpSeconds), u(r.Bytes), f(r.Goodput), f(r.DoneSeconds), u(r.Lost), u(r.Duplicated),
 			u(r.Corrupt), i(r.AppErrors), i(r.Reconnects), i(r.Resumes), strconv.Itoa(r.Flows),
-			strconv.Itoa(r.FlowsComplete), f(r.CPUSeconds), f(r.HeapPerFlow)})
+			strconv.Itoa(r.FlowsComplete), f(r.CPUSeconds), f(r.HeapPerFlow), u(r.SentBytes), nanEmpty(r.sentPerDelivered())})
 		for _, s := range r.Stalls {
 			stalls = append(stalls, []string{r.Scenario, r.System, r.Variant, strconv.Itoa(r.Run), f(s.At), s.Kind,
-				strconv.Itoa(s.Flow), f(s.Outage), f(s.Stall), f(s.RTT), f(s.beyondRTTs())})
+				strconv.Itoa(s.Flow), f(s.Outage), f(s.Stall), f(s.RTT), f(s.beyondRTTs()), strconv.Itoa(s.Path), f(s.rtts())})
 		}
 	}
 	if err := writeCSV(filepath.Join(dir, "results.csv"), lanes); err != nil {
 		return err
 	}
 	return writeCSV(filepath.Join(dir, "stalls.csv"), stalls)
+}
+
+// nanEmpty formats x, or "" for NaN (not measured).
+func nanEmpty(x float64) string {
+	if math.IsNaN(x) {
+		return ""
+	}
+	return strconv.FormatFloat(x, 'f', -1, 64)
 }
 
 func writeCSV(name string, recs [][]string) error {

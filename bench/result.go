@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"time"
 )
 
@@ -18,6 +19,10 @@ type laneResult struct {
 	Seconds   float64 `json:"seconds"`    // the run's length
 	UpSeconds float64 `json:"up_seconds"` // of which the path was up
 	Bytes     uint64  `json:"bytes"`      // delivered to the receiving application in the run
+	// SentBytes is what the client put on its paths toward the server in
+	// the run, headers and retransmissions included, by the emulated
+	// paths' counters; 0 where the lane cannot count it.
+	SentBytes uint64  `json:"sent_bytes,omitempty"`
 	Goodput   float64 `json:"goodput_mbps"`
 	// DoneSeconds is, for a transfer of a fixed size, when its last byte
 	// arrived; 0 if it did not within the run.
@@ -48,7 +53,27 @@ type stallRecord struct {
 	Flow   int     `json:"flow"`
 	Outage float64 `json:"outage_ms"`
 	Stall  float64 `json:"stall_ms"`
-	RTT    float64 `json:"rtt_ms"`
+	RTT    float64 `json:"rtt_ms"` // with several paths, the surviving path's
+	Path   int     `json:"path"`   // the path handing over, or -1 (every path)
+}
+
+// rtts is the whole stall in RTTs: with several paths, in RTTs of the
+// path that survives the handover, for no outage need be waited out.
+func (s stallRecord) rtts() float64 {
+	if s.RTT <= 0 {
+		return 0
+	}
+	return s.Stall / s.RTT
+}
+
+// sentPerDelivered is what the client sent over what the application
+// received: the price of headers, retransmissions and redundancy; NaN if
+// the lane could not count.
+func (r *laneResult) sentPerDelivered() float64 {
+	if r.SentBytes == 0 || r.Bytes == 0 {
+		return math.NaN()
+	}
+	return float64(r.SentBytes) / float64(r.Bytes)
 }
 
 // beyondRTTs is the part of the stall past the path's own outage, in
@@ -64,6 +89,7 @@ type markRecord struct {
 	At     float64 `json:"at_s"`
 	Kind   string  `json:"kind"`
 	Outage float64 `json:"outage_ms"`
+	Path   int     `json:"path"` // the path it is on, or -1 (every path)
 }
 
 func msf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -80,7 +106,7 @@ func (r *laneResult) measure(sc *scenario, evs []pathEvent, t0 time.Time, length
 	marks := marksOf(evs, sc.tunnelStalls)
 	var lastMark time.Duration
 	for _, m := range marks {
-		r.Marks = append(r.Marks, markRecord{At: m.at.Seconds(), Kind: m.kind, Outage: msf(m.outage)})
+		r.Marks = append(r.Marks, markRecord{At: m.at.Seconds(), Kind: m.kind, Outage: msf(m.outage), Path: m.path})
 		lastMark = max(lastMark, m.at+m.outage+m.span)
 	}
 	var latest time.Time
@@ -109,7 +135,7 @@ func (r *laneResult) measure(sc *scenario, evs []pathEvent, t0 time.Time, length
 			st = max(st-sc.work.every, 0) // a paced flow's normal spacing is no stall
 			r.Stalls = append(r.Stalls, stallRecord{
 				At: m.at.Seconds(), Kind: m.kind, Flow: i,
-				Outage: msf(m.outage), Stall: msf(st), RTT: msf(m.rtt),
+				Outage: msf(m.outage), Stall: msf(st), RTT: msf(m.rtt), Path: m.path,
 			})
 		}
 	}

@@ -45,6 +45,9 @@ func (rn *runner) run(ctx context.Context, sc *scenario) []laneResult {
 	var out []laneResult
 	if sc.missing != "" {
 		for _, sys := range rn.systems {
+			if sys.dualOnly && pathsOf(sc.events) < 2 {
+				continue
+			}
 			out = append(out, laneResult{Scenario: sc.name, System: sys.name, Skipped: sc.missing})
 		}
 		rn.logf("%s: skipped: %s", sc.name, sc.missing)
@@ -53,6 +56,9 @@ func (rn *runner) run(ctx context.Context, sc *scenario) []laneResult {
 	for run := range sc.runs {
 		var specs []laneSpec
 		for _, sys := range rn.systems {
+			if sys.dualOnly && pathsOf(sc.events) < 2 {
+				continue
+			}
 			specs = append(specs, laneSpec{sys: sys, events: sc.events})
 			if sc.twin != "" {
 				specs = append(specs, laneSpec{sys: sys, variant: sc.twin, events: linkOnly(sc.events)})
@@ -108,11 +114,14 @@ func (rn *runner) runLanes(ctx context.Context, sc *scenario, run int, specs []l
 			continue
 		}
 		a.env = &laneEnv{link: linkAt(s.events, 0), seed: rn.seed + uint64(run), gate: g}
+		for p := range pathsOf(s.events) {
+			a.env.links = append(a.env.links, linkOn(s.events, p, 0))
+		}
 		for range sc.flows {
 			a.env.senders = append(a.env.senders, &flowSender{w: sc.work, g: g})
 			a.env.records = append(a.env.records, newFlowRecord(sc.bin, sc.work.want))
 		}
-		a.lane = s.sys.newLane()
+		a.lane = s.sys.laneFor(sc)
 		if err := a.lane.start(lctx, a.env); err != nil {
 			a.res.Failed = "setup: " + err.Error()
 			continue
@@ -141,22 +150,33 @@ func (rn *runner) runLanes(ctx context.Context, sc *scenario, run int, specs []l
 	}
 	cpu0 := cpuTime()
 	t0 := time.Now()
-	for _, a := range lanes {
+	sent0 := make([]uint64, len(lanes))
+	for i, a := range lanes {
 		if a.started {
 			for _, r := range a.env.records {
 				r.begin(t0)
 			}
+			sent0[i] = sentBytes(a.lane)
 		}
 	}
 	g.start(t0)
 	var players sync.WaitGroup
 	for _, a := range lanes {
 		if a.started {
-			players.Go(func() { play(lctx, t0, a.spec.events, a.lane) })
+			evs := a.spec.events
+			if _, multi := a.lane.(multiLane); !multi && pathsOf(evs) > 1 {
+				evs = onPath(evs, 0) // a single-path system uses the first path
+			}
+			players.Go(func() { play(lctx, t0, evs, a.lane) })
 		}
 	}
 	end := rn.wait(lctx, sc, t0, lanes)
 	cpu1 := cpuTime()
+	for i, a := range lanes {
+		if a.started {
+			a.res.SentBytes = sentBytes(a.lane) - sent0[i]
+		}
+	}
 	length := sc.length
 	if sc.work.want > 0 {
 		length = end.Sub(t0)
@@ -276,6 +296,17 @@ func progressLine(r *laneResult) string {
 	}
 	return s + fmt.Sprintf(", lost %d dup %d, app errors %d, reconnects %d, resumes %d",
 		r.Lost, r.Duplicated, r.AppErrors, r.Reconnects, r.Resumes)
+}
+
+// sentBytes returns what a lane's client has put on its paths so far,
+// from the emulated paths' own counters (emu.LinkStats.Offered of the
+// direction toward the server, which carries the flows' data), or 0 if
+// the lane cannot say.
+func sentBytes(l lane) uint64 {
+	if s, ok := l.(interface{ sentBytes() uint64 }); ok {
+		return s.sentBytes()
+	}
+	return 0
 }
 
 // heapInUse returns the live heap after a collection.

@@ -78,6 +78,24 @@ func scenarios(o scenarioOpts) ([]*scenario, error) {
 			bin: pick(o, 250*time.Millisecond, time.Second), runs: 1, twin: "still",
 		},
 	}
+	dual, err := trace.MultiProfile("hsr-300-dual")
+	if err != nil {
+		return nil, err
+	}
+	// The quick run's 30 s hold two handovers of each carrier, 1.4 s
+	// and 5 s apart, and no tunnel.
+	dualLen := pick(o, 30*time.Second, dual[0].Duration())
+	if o.traceLength > 0 {
+		dualLen = min(o.traceLength, dual[0].Duration())
+	}
+	out = append(out, &scenario{
+		name: "hsr-dual",
+		title: fmt.Sprintf("the hsr-300-dual profile (%v of %v): two carriers, each like hsr-300, handing over at different times (≥ 1 s apart), tunnels cutting both; "+
+			"dual-path systems use both, the others the first", dualLen, dual[0].Duration()),
+		events: fromMulti(dual, dualLen), length: dualLen, work: bulk, flows: 1,
+		bin: pick(o, 250*time.Millisecond, time.Second), runs: 1,
+	})
+
 	ref := &scenario{
 		name: "reference", work: bulk, flows: 1, bin: pick(o, 250*time.Millisecond, time.Second), runs: 1,
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/roamnet/roam/mobility/emu"
 	"github.com/roamnet/roam/mobility/netns"
 	"github.com/roamnet/roam/mobility/trace"
 	"github.com/roamnet/roam/resolve"
@@ -21,8 +22,14 @@ import (
 // address; an MPTCP client instead announces the new address to its
 // kernel as a subflow endpoint and keeps its connections, which is what
 // MPTCP is for, and reconnects only if a connection fails all the same.
+//
+// With dual, the lane runs over every path of a multi-path scenario: the
+// client's MPTCP connections open from the first path's address and have
+// a subflow endpoint on each, and a path's handover moves that path's
+// address alone.
 type kernelLane struct {
 	multipath bool
+	dual      bool
 
 	net      *kernelNet
 	mem      *resolve.Memory
@@ -40,7 +47,11 @@ const kernelPort = 5000
 
 func (l *kernelLane) start(ctx context.Context, env *laneEnv) error {
 	var err error
-	if l.net, err = newKernelNet(env.link, env.seed); err != nil {
+	links := []trace.Link{env.link}
+	if l.dual {
+		links = env.links
+	}
+	if l.net, err = newKernelNet(links, env.seed); err != nil {
 		return err
 	}
 	if l.multipath {
@@ -49,8 +60,10 @@ func (l *kernelLane) start(ctx context.Context, env *laneEnv) error {
 				return err
 			}
 		}
-		if err := l.endpoint("add", l.net.clientIP()); err != nil {
-			return err
+		for i := range l.net.paths {
+			if err := l.endpoint("add", i, l.net.clientIP(i)); err != nil {
+				return err
+			}
 		}
 	}
 	l.srv.sink = func(flow uint64) streamSink {
@@ -72,8 +85,10 @@ func (l *kernelLane) start(ctx context.Context, env *laneEnv) error {
 // client. Its ID is the address's last byte, unique in the run, so that
 // the dead address's endpoint can be deleted: the kernel keeps trying
 // the endpoints it has, and counts their subflows against its limit.
-func (l *kernelLane) endpoint(op string, addr netip.Addr) error {
-	id := strconv.Itoa(int(addr.As4()[3]))
+// The IDs of path i's addresses are 120i+1 to 120i+120, reused after 120
+// handovers of the path, long after the address was deleted.
+func (l *kernelLane) endpoint(op string, path int, addr netip.Addr) error {
+	id := strconv.Itoa((int(addr.As4()[3])-1)%120 + 1 + 120*path)
 	if op == "add" {
 		return l.net.client.IP("mptcp", "endpoint", "add", addr.String(), "dev", "tun0", "id", id, "subflow")
 	}
@@ -123,7 +138,7 @@ func (l *kernelLane) connect(ctx context.Context, addr netip.AddrPort) (io.ReadW
 	var c net.Conn
 	err := l.net.client.Do(func() (err error) {
 		d := net.Dialer{
-			LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(l.net.clientIP(), 0)),
+			LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(l.net.clientIP(0), 0)),
 			Control:   setCongestion(kernelCC),
 		}
 		d.SetMultipathTCP(l.multipath)
@@ -148,17 +163,21 @@ func (l *kernelLane) blackout(d time.Duration) { l.net.blackout(d) }
 func (l *kernelLane) rebind()                  { l.net.nat.rebind() }
 
 func (l *kernelLane) handover(ctx context.Context, outage time.Duration) {
-	old := l.net.killClient()
-	l.net.blackout(outage)
+	l.handoverOn(ctx, 0, outage)
+}
+
+func (l *kernelLane) handoverOn(ctx context.Context, path int, outage time.Duration) {
+	old := l.net.killClient(path)
+	l.net.blackoutOn(path, outage)
 	l.wg.Go(func() {
 		afterOutage(ctx, outage, func() {
-			a, err := l.net.moveClient(old)
+			a, err := l.net.moveClient(path, old)
 			if err != nil {
 				return
 			}
 			if l.multipath {
-				l.endpoint("add", a)
-				l.endpoint("delete", old)
+				l.endpoint("add", path, a)
+				l.endpoint("delete", path, old)
 				return
 			}
 			for _, s := range l.senders {
@@ -216,4 +235,23 @@ func (l *kernelLane) close() {
 		l.net.close()
 	}
 	l.wg.Wait()
+}
+
+func (l *kernelLane) sentBytes() uint64 { return l.net.offered() }
+
+// dualKernelLane is a kernelLane with dual set, over every path of a
+// multi-path scenario.
+type dualKernelLane struct{ kernelLane }
+
+func (l *dualKernelLane) setLinkOn(path int, lk trace.Link) { l.net.setLinkOn(path, lk) }
+
+func (l *dualKernelLane) note() string {
+	var per []uint64
+	for _, p := range l.net.paths {
+		per = append(per, p.links[emu.Up].Stats().Offered)
+	}
+	if n := l.kernelLane.note(); n != "" {
+		return n + "; " + pathShares(per)
+	}
+	return pathShares(per)
 }

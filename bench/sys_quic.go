@@ -235,3 +235,5 @@ func (l *quicLane) close() {
 	l.wg.Wait()
 	l.socks.Close()
 }
+
+func (l *quicLane) sentBytes() uint64 { return l.socks.offered() }

@@ -58,7 +58,7 @@ func (l *roamLane) start(ctx context.Context, env *laneEnv) error {
 			if err != nil {
 				return
 			}
-			l.wg.Go(func() { l.receive(ctx, c, env.records) })
+			l.wg.Go(func() { receiveFlow(ctx, c, env.records, &l.appErrors) })
 		}
 	})
 	return dialAll(ctx, len(env.senders), func(i int) error {
@@ -85,7 +85,9 @@ func (l *roamLane) start(ctx context.Context, env *laneEnv) error {
 	})
 }
 
-func (l *roamLane) receive(ctx context.Context, c *sal.Conn, records []*flowRecord) {
+// receiveFlow feeds what a roam flow carries to the record its first 8
+// bytes name, and counts an error that is not the flow's end.
+func receiveFlow(ctx context.Context, c *sal.Conn, records []*flowRecord, appErrors *atomic.Int64) {
 	defer c.Close()
 	var id [8]byte
 	if _, err := io.ReadFull(c, id[:]); err != nil {
@@ -97,7 +99,7 @@ func (l *roamLane) receive(ctx context.Context, c *sal.Conn, records []*flowReco
 	}
 	err := feedAll(c, records[i].feed)
 	if ctx.Err() == nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-		l.appErrors.Add(1)
+		appErrors.Add(1)
 	}
 }
 
@@ -161,3 +163,5 @@ func (l *roamLane) close() {
 	l.wg.Wait()
 	l.socks.Close()
 }
+
+func (l *roamLane) sentBytes() uint64 { return l.socks.offered() }

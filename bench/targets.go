@@ -29,13 +29,16 @@ func checkTargets(rows []*row) []target {
 
 	// Zero bytes lost or duplicated and zero application errors, in every
 	// scenario roam ran.
-	t := target{name: "roam loses and duplicates no byte and shows no application error, in every scenario", correctness: true, met: true}
+	t := target{name: "roam loses and duplicates no byte and shows no application error, in every scenario (roam-dual too)", correctness: true, met: true}
 	var bad []string
 	for _, w := range rows {
-		if w.system != "roam" {
+		if w.system != "roam" && w.system != "roam-dual" {
 			continue
 		}
 		label := w.scenario
+		if w.system != "roam" {
+			label += " " + w.system
+		}
 		if w.variant != "" {
 			label += " (" + w.variant + ")"
 		}
@@ -109,7 +112,46 @@ func checkTargets(rows []*row) []target {
 		t.detail = fmt.Sprintf("%.2f vs %.2f Mbit/s: %.3fx", median(calm.goodputs()), median(calmQ.goodputs()), r)
 	}
 	out = append(out, t)
-	return out
+	return append(out, dualTargets(rows)...)
+}
+
+// dualTargets are issue 14's targets for roam over two paths at once, at
+// a handover of one carrier in hsr-dual.
+func dualTargets(rows []*row) []target {
+	dual, one := findRow(rows, "hsr-dual", "roam-dual", ""), findRow(rows, "hsr-dual", "roam", "")
+	mp := findRow(rows, "hsr-dual", "mptcp-dual", "")
+	t := target{name: "hsr-dual: roam-dual's stall at a carrier's handover: p50 ≤ 1 RTT and p99 ≤ 3 RTT of the surviving path"}
+	if dual != nil {
+		if st := rttsOf(dual.runs); len(st) > 0 {
+			p50, p99 := quantile(st, .5), quantile(st, .99)
+			t.measured, t.met = true, p50 <= 1 && p99 <= 3
+			t.detail = fmt.Sprintf("p50 %.1f RTT, p99 %.1f RTT (%s ms)", p50, p99, stallCell(dual))
+		}
+	}
+	out := []target{t}
+	t = target{name: "hsr-dual: roam-dual's goodput ≥ 1.3x roam's on one path, and ≥ MPTCP's on both paths"}
+	if dual != nil && one != nil {
+		g, g1 := median(dual.goodputs()), median(one.goodputs())
+		t.measured, t.met = true, g >= 1.3*g1
+		t.detail = fmt.Sprintf("%.2f vs %.2f Mbit/s: %.2fx", g, g1, g/g1)
+		if mp != nil {
+			gm := median(mp.goodputs())
+			t.met = t.met && g >= gm
+			t.detail += fmt.Sprintf("; MPTCP %.2f Mbit/s: %.2fx", gm, g/gm)
+		} else {
+			t.detail += "; MPTCP did not run"
+		}
+	}
+	out = append(out, t)
+	t = target{name: "hsr-dual: roam-dual sends ≤ 10% of its bytes twice (sent / delivered ≤ 1.1x roam's on one path)"}
+	if dual != nil && one != nil {
+		r, r1 := dual.sentPerDelivered(), one.sentPerDelivered()
+		if !math.IsNaN(r) && !math.IsNaN(r1) {
+			t.measured, t.met = true, r <= 1.1*r1
+			t.detail = fmt.Sprintf("%.3f vs %.3f: %+.1f%%", r, r1, 100*(r/r1-1))
+		}
+	}
+	return append(out, t)
 }
 
 func (t target) mark() string {

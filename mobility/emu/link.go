@@ -77,7 +77,12 @@ func (r DropReason) String() string {
 type LinkStats struct {
 	Forwarded uint64 // datagrams admitted (they may still be dropped in flight by a blackout)
 	Bytes     uint64 // bytes admitted
-	Dropped   map[DropReason]uint64
+	// Offered is every byte offered to the model, admitted or dropped by
+	// it: what the sender put on the link, the figure to divide by what
+	// arrived for the price of a protocol's retransmissions and
+	// redundancy.
+	Offered uint64
+	Dropped map[DropReason]uint64
 }
 
 // Link is the model of one direction of a path, shared by both forms of
@@ -150,6 +155,7 @@ func (l *Link) Admit(now time.Time, size int) (time.Time, DropReason) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	at, why := l.admit(now, size)
+	l.st.Offered += uint64(size)
 	if why != NotDropped {
 		l.st.Dropped[why]++
 	} else {

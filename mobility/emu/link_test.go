@@ -193,3 +193,19 @@ func TestDropReasonString(t *testing.T) {
 	require.Equal(t, "blackout", DropBlackout.String())
 	require.Equal(t, "DropReason(?)", DropReason(200).String())
 }
+
+// TestLinkOffered counts every byte offered, whether the model admits it
+// or drops it: what a sender spent on the link.
+func TestLinkOffered(t *testing.T) {
+	l := NewLink(LinkConfig{Loss: 0.5}, 1)
+	l.Blackout(t0, time.Second)
+	_, why := l.Admit(t0, 500)
+	require.Equal(t, DropBlackout, why)
+	for i := range 100 {
+		l.Admit(t0.Add(time.Second+time.Duration(i)*time.Millisecond), 1000)
+	}
+	st := l.Stats()
+	require.Equal(t, uint64(100_500), st.Offered)
+	require.Equal(t, st.Forwarded*1000, st.Bytes)
+	require.Less(t, st.Bytes, st.Offered-500, "lost datagrams are offered, not admitted")
+}
