@@ -361,7 +361,6 @@ func TestPathsAllDeadThenOneBack(t *testing.T) {
 		t.Logf("transfer done %v after the tunnel began", took)
 		require.Greater(t, took, 35*time.Second)
 		require.Less(t, took, 45*time.Second, "over the second path, before the first is back")
-		require.Equal(t, 1, b.carrying(t))
 		require.Zero(t, b.clientLog.count(EventLost))
 		require.Zero(t, b.serverLog.count(EventLost))
 	})
