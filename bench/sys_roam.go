@@ -48,21 +48,31 @@ func (l *roamLane) start(ctx context.Context, env *laneEnv) error {
 	if err != nil {
 		return err
 	}
-	ln, err := l.server.Listen(ctx, service)
+	return runRoamFlows(ctx, env, l.server, l.client, &l.wg, &l.appErrors)
+}
+
+// receiveFlow feeds what a roam flow carries to the record its first 8
+// bytes name, and counts an error that is not the flow's end.
+// runRoamFlows listens on the service at server, feeds each accepted flow
+// to its record, and dials env's flows from client, each opening with its
+// index (8 bytes) and then sending its pattern; a complete transfer keeps
+// its flow open to the end. Every goroutine is counted by wg.
+func runRoamFlows(ctx context.Context, env *laneEnv, server, client *sal.Host, wg *sync.WaitGroup, appErrors *atomic.Int64) error {
+	ln, err := server.Listen(ctx, service)
 	if err != nil {
 		return err
 	}
-	l.wg.Go(func() {
+	wg.Go(func() {
 		for {
 			c, err := ln.AcceptContext(ctx)
 			if err != nil {
 				return
 			}
-			l.wg.Go(func() { receiveFlow(ctx, c, env.records, &l.appErrors) })
+			wg.Go(func() { receiveFlow(ctx, c, env.records, appErrors) })
 		}
 	})
 	return dialAll(ctx, len(env.senders), func(i int) error {
-		c, err := l.client.Dial(ctx, service)
+		c, err := client.Dial(ctx, service)
 		if err != nil {
 			return err
 		}
@@ -72,21 +82,19 @@ func (l *roamLane) start(ctx context.Context, env *laneEnv) error {
 			c.Close()
 			return err
 		}
-		l.wg.Go(func() {
+		wg.Go(func() {
 			defer c.Close()
 			if _, err := env.senders[i].send(ctx, c, 0); err != nil && ctx.Err() == nil {
-				l.appErrors.Add(1)
+				appErrors.Add(1)
 			}
 			if ctx.Err() == nil {
-				<-ctx.Done() // a complete transfer keeps its flow open to the end
+				<-ctx.Done()
 			}
 		})
 		return nil
 	})
 }
 
-// receiveFlow feeds what a roam flow carries to the record its first 8
-// bytes name, and counts an error that is not the flow's end.
 func receiveFlow(ctx context.Context, c *sal.Conn, records []*flowRecord, appErrors *atomic.Int64) {
 	defer c.Close()
 	var id [8]byte

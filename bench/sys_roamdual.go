@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -77,41 +76,7 @@ func (l *multiRoamLane) start(ctx context.Context, env *laneEnv) error {
 	if l.client, err = sal.NewHost(cfg); err != nil {
 		return err
 	}
-	ln, err := l.server.Listen(ctx, service)
-	if err != nil {
-		return err
-	}
-	l.wg.Go(func() {
-		for {
-			c, err := ln.AcceptContext(ctx)
-			if err != nil {
-				return
-			}
-			l.wg.Go(func() { receiveFlow(ctx, c, env.records, &l.appErrors) })
-		}
-	})
-	return dialAll(ctx, len(env.senders), func(i int) error {
-		c, err := l.client.Dial(ctx, service)
-		if err != nil {
-			return err
-		}
-		var id [8]byte
-		binary.BigEndian.PutUint64(id[:], uint64(i))
-		if _, err := c.Write(id[:]); err != nil {
-			c.Close()
-			return err
-		}
-		l.wg.Go(func() {
-			defer c.Close()
-			if _, err := env.senders[i].send(ctx, c, 0); err != nil && ctx.Err() == nil {
-				l.appErrors.Add(1)
-			}
-			if ctx.Err() == nil {
-				<-ctx.Done()
-			}
-		})
-		return nil
-	})
+	return runRoamFlows(ctx, env, l.server, l.client, &l.wg, &l.appErrors)
 }
 
 func (l *multiRoamLane) setLink(lk trace.Link) { l.setLinkOn(0, lk) }
