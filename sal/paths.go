@@ -152,16 +152,12 @@ func (h *Host) addPath(ctx context.Context, localAddr string, auto bool) error {
 	}
 	h.mu.Unlock()
 
-	pc, err := h.listen(ctx, "udp", localAddr)
+	t, err := h.openTransport(ctx, localAddr)
 	if err != nil {
 		return op(err)
 	}
-	local, err := addrPortOf(pc.LocalAddr())
-	if err != nil {
-		pc.Close()
-		return op(err)
-	}
-	pt := &path{t: &transport{tr: h.newQUICTransport(pc), pc: pc, local: local}, given: localAddr, auto: auto}
+	pt := &path{t: t, given: localAddr, auto: auto}
+	local := t.local
 	h.mu.Lock()
 	if h.closed || h.hasPathLocked(local) {
 		closed := h.closed
@@ -413,11 +409,7 @@ func (h *Host) pickPath(addr netip.AddrPort, avoid *peer) *peer {
 	if best.gone || h.closed {
 		return nil
 	}
-	best.flows++
-	if best.idle != nil {
-		best.idle.Stop()
-		best.idle = nil
-	}
+	best.holdLocked()
 	return best
 }
 

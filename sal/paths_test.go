@@ -489,3 +489,47 @@ func TestPathSpreadUsesEveryPath(t *testing.T) {
 		require.Zero(t, b.clientLog.count(EventLost))
 	})
 }
+
+// Every path dark for good: the flow, wherever it was moved, fails with
+// ErrFlowLost within about ResumeTimeout of the last packet heard, on a
+// further path's connection as on ListenAddr's.
+func TestPathsAllDeadFailWithinResumeTimeout(t *testing.T) {
+	const resumeTimeout = 3 * time.Second
+	for _, first := range []bool{true, false} {
+		name := map[bool]string{true: "flow on the first path", false: "flow on the second path"}[first]
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newDualBed(t, Config{ResumeTimeout: resumeTimeout})
+				roundTrip(t, b.c, b.sc, "hello")
+				b.waitPaths(t, 2)
+				if !first {
+					b.mp.Paths()[0].Blackout(500 * time.Millisecond)
+					for b.carrying(t) != 1 {
+						time.Sleep(10 * time.Millisecond)
+					}
+					time.Sleep(time.Second) // the first path is back, as a standby
+				}
+				errc := make(chan error, 1)
+				go func() {
+					chunk := make([]byte, 16<<10)
+					for {
+						if _, err := b.c.Write(chunk); err != nil {
+							errc <- err
+							return
+						}
+					}
+				}()
+				go io.Copy(io.Discard, b.sc)
+				time.Sleep(200 * time.Millisecond)
+				dark := time.Now()
+				b.mp.Blackout(time.Hour)
+				err := <-errc
+				took := time.Since(dark)
+				t.Logf("ErrFlowLost after %v", took)
+				require.ErrorIs(t, err, ErrFlowLost)
+				require.Greater(t, took, resumeTimeout-time.Second)
+				require.Less(t, took, resumeTimeout+2*time.Second)
+			})
+		})
+	}
+}

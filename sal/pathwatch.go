@@ -131,6 +131,12 @@ func (h *Host) watchPath(p *peer) {
 		}
 		st := qc.ConnectionStats()
 		now := time.Now()
+		if p.path != nil {
+			// ListenAddr's connections keep it in watchSilence; a further
+			// path's has only this watcher to tell a flow's ResumeTimeout
+			// when the peer was last heard (see lastHeard).
+			p.ctl.heard.observe(st.PacketsReceived, now)
+		}
 
 		h.mu.Lock()
 		carrying := p.flows > 0

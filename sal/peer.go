@@ -69,11 +69,7 @@ func (h *Host) getPeer(ctx context.Context, addr netip.AddrPort, service Service
 			}
 			return p, true, nil
 		}
-		p.flows++
-		if p.idle != nil {
-			p.idle.Stop()
-			p.idle = nil
-		}
+		p.holdLocked()
 		h.mu.Unlock()
 
 		select {
@@ -155,6 +151,16 @@ func (h *Host) dialPeer(ctx context.Context, p *peer) {
 		h.closedConn(p)
 		h.dropPeer(p)
 	})
+}
+
+// holdLocked takes a reference on p, which stops its idle timer; the
+// caller holds Host.mu and gives it back with releasePeer.
+func (p *peer) holdLocked() {
+	p.flows++
+	if p.idle != nil {
+		p.idle.Stop()
+		p.idle = nil
+	}
 }
 
 // releasePeer gives back a reference taken by getPeer.

@@ -32,6 +32,21 @@ func (t *transport) close() error {
 	return t.err
 }
 
+// openTransport opens a socket at localAddr with Config.ListenPacket and
+// a quic.Transport on it.
+func (h *Host) openTransport(ctx context.Context, localAddr string) (*transport, error) {
+	pc, err := h.listen(ctx, "udp", localAddr)
+	if err != nil {
+		return nil, err
+	}
+	local, err := addrPortOf(pc.LocalAddr())
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	return &transport{tr: h.newQUICTransport(pc), pc: pc, local: local}, nil
+}
+
 // Rebind moves the Host to a new socket at localAddr ("ip:0" means any
 // port), as when the address it used went away:
 //
@@ -55,16 +70,11 @@ func (h *Host) Rebind(ctx context.Context, localAddr string) error {
 	if h.isClosed() {
 		return op(net.ErrClosed)
 	}
-	pc, err := h.listen(ctx, "udp", localAddr)
+	t, err := h.openTransport(ctx, localAddr)
 	if err != nil {
 		return op(err)
 	}
-	local, err := addrPortOf(pc.LocalAddr())
-	if err != nil {
-		pc.Close()
-		return op(err)
-	}
-	t := &transport{tr: h.newQUICTransport(pc), pc: pc, local: local}
+	local := t.local
 
 	h.mu.Lock()
 	if h.closed {
