@@ -76,13 +76,6 @@ func (p Policy) Choose(s State) (netip.Addr, bool) {
 // second IP on the same link) could sort first and force a needless
 // rebind. s must be normalized.
 func (p Policy) choose(s State, keep netip.Addr) (netip.Addr, bool) {
-	if p.Family != 0 && p.Family != 4 && p.Family != 6 {
-		return netip.Addr{}, false
-	}
-	prefer := p.Prefer
-	if len(prefer) == 0 {
-		prefer = defaultPrefer
-	}
 	var (
 		best     netip.Addr
 		bestRank rank
@@ -90,6 +83,31 @@ func (p Policy) choose(s State, keep netip.Addr) (netip.Addr, bool) {
 		keepRank rank
 		kept     bool
 	)
+	p.eachAllowed(s, func(a netip.Addr, r rank) {
+		if !found || r.less(bestRank) {
+			best, bestRank, found = a, r, true
+		}
+		if a == keep && (!kept || r.less(keepRank)) {
+			keepRank, kept = r, true
+		}
+	})
+	if kept && !bestRank.less(keepRank) {
+		return keep, true
+	}
+	return best, found
+}
+
+// eachAllowed calls fn with every usable address of s that the Policy
+// allows (its kind is in Prefer, its family matches Family) and its rank,
+// in s's order. An address on two interfaces comes twice.
+func (p Policy) eachAllowed(s State, fn func(netip.Addr, rank)) {
+	if p.Family != 0 && p.Family != 4 && p.Family != 6 {
+		return
+	}
+	prefer := p.Prefer
+	if len(prefer) == 0 {
+		prefer = defaultPrefer
+	}
 	for _, ifc := range s.Interfaces {
 		if !ifc.Up || ifc.Kind == KindLoopback {
 			continue
@@ -114,65 +132,25 @@ func (p Policy) choose(s State, keep netip.Addr) (netip.Addr, bool) {
 			if a.Is6() {
 				r.family = 1
 			}
-			if !found || r.less(bestRank) {
-				best, bestRank, found = a, r, true
-			}
-			if a == keep && (!kept || r.less(keepRank)) {
-				keepRank, kept = r, true
-			}
+			fn(a, r)
 		}
 	}
-	if kept && !bestRank.less(keepRank) {
-		return keep, true
-	}
-	return best, found
 }
 
-// Allowed returns every usable address of s that the Policy allows (its
-// kind is in Prefer, its family matches Family), best first in the order
-// Choose ranks them: the addresses a program with a socket per path
-// (sal.Config.Paths) can use at once.
+// Allowed returns every usable address of s that the Policy allows, best
+// first in the order Choose ranks them: the addresses a program with a
+// socket per path (sal.Config.Paths) can use at once.
 func (p Policy) Allowed(s State) []netip.Addr {
-	if p.Family != 0 && p.Family != 4 && p.Family != 6 {
-		return nil
-	}
-	prefer := p.Prefer
-	if len(prefer) == 0 {
-		prefer = defaultPrefer
-	}
 	type ranked struct {
 		a netip.Addr
 		r rank
 	}
 	var out []ranked
-	for _, ifc := range s.normalized().Interfaces {
-		if !ifc.Up || ifc.Kind == KindLoopback {
-			continue
-		}
-		kind := ifc.Kind
-		if p.Classify != nil {
-			kind = p.Classify(ifc)
-		}
-		ki := slices.Index(prefer, kind)
-		if ki < 0 || kind == KindLoopback {
-			continue
-		}
-		for _, pfx := range ifc.Addrs {
-			a := pfx.Addr().Unmap()
-			if !usable(a) || (p.Family == 4 && !a.Is4()) || (p.Family == 6 && !a.Is6()) ||
-				slices.ContainsFunc(out, func(x ranked) bool { return x.a == a }) {
-				continue
-			}
-			r := rank{kind: ki}
-			if a.IsPrivate() || cgnat.Contains(a) {
-				r.private = 1
-			}
-			if a.Is6() {
-				r.family = 1
-			}
+	p.eachAllowed(s.normalized(), func(a netip.Addr, r rank) {
+		if !slices.ContainsFunc(out, func(x ranked) bool { return x.a == a }) {
 			out = append(out, ranked{a, r})
 		}
-	}
+	})
 	slices.SortStableFunc(out, func(x, y ranked) int {
 		switch {
 		case x.r.less(y.r):
