@@ -529,6 +529,20 @@ func TestPathsAllDeadFailWithinResumeTimeout(t *testing.T) {
 				require.ErrorIs(t, err, ErrFlowLost)
 				require.Greater(t, took, resumeTimeout-time.Second)
 				require.Less(t, took, resumeTimeout+2*time.Second)
+
+				// The dead connections close; their paths keep counting
+				// the bytes they carried.
+				for range 100 {
+					if p := b.client.Paths(); p[0].Conns+p[1].Conns == 0 {
+						break
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+				for i, p := range b.client.Paths() {
+					require.Zero(t, p.Conns, "path %d", i)
+					require.NotZero(t, p.BytesSent, "path %d: closed connections' bytes still count", i)
+					require.NotZero(t, p.BytesReceived, "path %d", i)
+				}
 			})
 		})
 	}
