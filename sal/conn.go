@@ -13,6 +13,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -372,7 +373,7 @@ func (c *Conn) RemoteAddr() net.Addr {
 	a := c.remote
 	if c.car != nil {
 		// The connection's view: it follows a peer's migration.
-		a.Endpoint = netipAddrPortOf(c.car.qc.RemoteAddr())
+		a.Endpoint = c.car.remoteAddr()
 	}
 	return a
 }
@@ -486,6 +487,17 @@ func isDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) 
 var aLongTimeAgo = time.Unix(1, 0)
 
 var _ net.Conn = (*Conn)(nil)
+
+// remoteAddr is the peer's address as the carrier's connection sees it.
+// A connection this Host dialed has the peer's address fixed (p.addr):
+// asking quic-go races with its own path switch when the connection
+// migrates (quic-go's Conn.RemoteAddr reads the path unsynchronized).
+func (car *carrier) remoteAddr() netip.AddrPort {
+	if car.peer != nil {
+		return car.peer.addr
+	}
+	return netipAddrPortOf(car.qc.RemoteAddr())
+}
 
 // isReady reports whether the carrier's stream now carries only data.
 func (car *carrier) isReady() bool {

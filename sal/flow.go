@@ -60,7 +60,7 @@ func (c *Conn) install(car *carrier) bool {
 	wasSuspended := c.state == flowSuspended && !c.suspended.IsZero()
 	c.state = flowActive
 	c.finSent = false
-	c.remote.Endpoint = netipAddrPortOf(car.qc.RemoteAddr())
+	c.remote.Endpoint = car.remoteAddr()
 	if wasSuspended {
 		car.replay = c.buf.end - min(car.sent, c.buf.end)
 		if car.ready == nil {
@@ -298,7 +298,7 @@ func (c *Conn) suspend(car *carrier, cause error) {
 		c.mu.Unlock()
 		return
 	}
-	c.remote.Endpoint = netipAddrPortOf(car.qc.RemoteAddr())
+	c.remote.Endpoint = car.remoteAddr()
 	c.car = nil
 	c.state = flowSuspended
 	c.suspended = now
@@ -401,7 +401,7 @@ func (c *Conn) release() {
 	c.countEndLocked()
 	car := c.car
 	if car != nil {
-		c.remote.Endpoint = netipAddrPortOf(car.qc.RemoteAddr()) // keep the last address seen
+		c.remote.Endpoint = car.remoteAddr() // keep the last address seen
 	}
 	c.car = nil
 	c.buf.release()

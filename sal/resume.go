@@ -340,7 +340,7 @@ func (c *Conn) resumed(car *carrier) {
 	replayed := car.replay
 	c.mu.Unlock()
 	c.h.emit(Event{Kind: EventResumed, Service: c.service, FlowID: c.flowID, Stall: stall,
-		Replayed: replayed, To: netipAddrPortOf(car.qc.RemoteAddr())})
+		Replayed: replayed, To: car.remoteAddr()})
 	c.h.log.Debug("flow resumed", "service", c.service, "flow", c.flowID, "stall", stall)
 }
 
@@ -395,7 +395,7 @@ func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey 
 	c.gen = rs.Gen + 1
 	old := c.car
 	if old != nil {
-		c.remote.Endpoint = netipAddrPortOf(old.qc.RemoteAddr())
+		c.remote.Endpoint = old.remoteAddr()
 		c.car = nil
 		c.state = flowSuspended
 		c.suspended = time.Now()
