@@ -115,6 +115,14 @@ type pathPeer struct {
 // multipathLocked reports whether the Host has further paths.
 func (h *Host) multipathLocked() bool { return len(h.paths) > 0 }
 
+// localOf is the local address of p's path. (quic-go's Conn.LocalAddr
+// races with the connection's own path switch when it migrates.)
+func (h *Host) localOf(p *peer) netip.AddrPort {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.transportOfLocked(p.path).local
+}
+
 // transportOfLocked is the socket a path's connections use.
 func (h *Host) transportOfLocked(pt *path) *transport {
 	if pt == nil || pt.t == nil {
@@ -510,7 +518,7 @@ func (h *Host) evacuate(p *peer, cause error) (stranded bool) {
 		return true
 	}
 	h.releasePeer(alt) // only a check: each flow's resume takes its own reference
-	h.emit(Event{Kind: EventPathDown, From: netipAddrPortOf(p.conn.LocalAddr()), To: p.addr, Err: cause})
+	h.emit(Event{Kind: EventPathDown, From: h.localOf(p), To: p.addr, Err: cause})
 	for _, c := range flows {
 		c.mu.Lock()
 		car := c.car

@@ -171,13 +171,13 @@ func (h *Host) watchPath(p *peer) {
 			p.failing = false
 			h.mu.Unlock()
 			failingSince = time.Time{}
-			h.emit(Event{Kind: EventPathUp, From: netipAddrPortOf(qc.LocalAddr()), To: p.addr})
+			h.emit(Event{Kind: EventPathUp, From: h.localOf(p), To: p.addr})
 		case silent && !wasFailing:
 			h.mu.Lock()
 			p.failing = true
 			h.mu.Unlock()
 			failingSince = now
-			h.log.Debug("path stopped answering", "local", qc.LocalAddr(), "peer", p.addr, "quiet", now.Sub(clock.lastHeard), "cause", cause)
+			h.log.Debug("path stopped answering", "local", h.localOf(p), "peer", p.addr, "quiet", now.Sub(clock.lastHeard), "cause", cause)
 			h.evacuate(p, cause)
 		case wasFailing && carrying:
 			// Flows stranded when no other path worked: move them as soon
