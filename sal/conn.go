@@ -111,9 +111,16 @@ const (
 	flowDone                       // both directions completed
 )
 
-// carrier is one stream carrying a flow.
+// carrier is one stream carrying a flow, or, striped, one stream on each
+// path (stripe.go).
 type carrier struct {
-	s      *quic.Stream
+	s       dataStream
+	head    *quic.Stream // the stream the SAL headers began: s itself, or the striped carrier's anchor
+	striped *striped     // nil for a plain stream
+	// id names a striped carrier in a Stripe: 0 for an Open's, gen+1 for
+	// the Resume's of generation gen.
+	id     uint64
+	base   uint64 // the flow offset of the carrier's first byte out
 	qc     *quic.Conn
 	ctl    *control
 	peer   *peer  // dialer: the reference on the connection, given back when the carrier is dropped

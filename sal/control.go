@@ -87,7 +87,7 @@ func (ctl *control) attach(c *Conn) {
 		c.mu.Lock()
 		car := c.car
 		c.mu.Unlock()
-		if car != nil && car.ctl == ctl {
+		if car != nil && car.uses(ctl) {
 			c.suspend(car, context.Cause(ctl.qc.Context()))
 		}
 	}
@@ -219,15 +219,32 @@ func (ctl *control) maybeIdleLocked() {
 }
 
 // detachCarrier detaches c unless it has meanwhile been attached again
-// through a newer carrier on the same connection.
+// through a newer carrier on the same connection, or its carrier (car,
+// still) has another stream there.
 func (ctl *control) detachCarrier(c *Conn, car *carrier) {
 	c.mu.Lock()
 	current := c.car
 	c.mu.Unlock()
-	if current != nil && current != car && current.ctl == ctl {
+	if current != nil && current.uses(ctl) {
 		return
 	}
 	ctl.detach(c)
+}
+
+// detachCarrier takes c off every connection car uses (see
+// control.detachCarrier).
+func (c *Conn) detachCarrier(car *carrier) {
+	car.ctl.detachCarrier(c, car)
+	if car.striped != nil {
+		for _, ctl := range car.striped.controls() {
+			ctl.detachCarrier(c, car)
+		}
+	}
+}
+
+// uses reports whether car has a stream on ctl's connection.
+func (car *carrier) uses(ctl *control) bool {
+	return car.ctl == ctl || car.striped != nil && car.striped.uses(ctl)
 }
 
 func (ctl *control) died() {
@@ -244,10 +261,12 @@ func (ctl *control) died() {
 		c.mu.Lock()
 		car := c.car
 		c.mu.Unlock()
-		if car == nil || car.ctl != ctl {
+		if car == nil || !car.uses(ctl) {
 			continue
 		}
-		if classify(cause, ctl.h, ctl.dialer) == errFlow {
+		if car.ctl == ctl && classify(cause, ctl.h, ctl.dialer) == errFlow {
+			// (A further stream of a striped carrier only suspends it:
+			// the flow goes on over the paths that work.)
 			c.lose(cause)
 		} else {
 			c.suspend(car, cause)

@@ -168,7 +168,12 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 	flowID := h.newFlowID()
 	var secret [secretLen]byte
 	_, _ = rand.Read(secret[:])
-	hdr, err := wire.AppendOpen(nil, wire.Open{FlowID: flowID, Service: id.String(), Ext: mustTLV(wire.ExtSecret, secret[:])})
+	ext := mustTLV(wire.ExtSecret, secret[:])
+	striping := h.cfg.PathPolicy == PathAggregate
+	if striping {
+		ext = append(ext, h.stripesExt()...)
+	}
+	hdr, err := wire.AppendOpen(nil, wire.Open{FlowID: flowID, Service: id.String(), Ext: ext})
 	if err != nil {
 		s.CancelWrite(streamProtocol)
 		s.CancelRead(streamProtocol)
@@ -190,8 +195,13 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 		s.SetDeadline(dl)
 	}
 	_, err = s.Write(hdr)
+	peerWin := uint64(minStripeWindow) // until the Reply says
 	if err == nil && !optimistic {
-		err = readReply(s)
+		var reply wire.Reply
+		reply, err = readReply(s)
+		if err == nil && striping {
+			peerWin, err = agreedStripes(reply)
+		}
 	}
 	mu.Lock()
 	exchanged = true
@@ -216,7 +226,14 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 		s.CancelRead(streamRejected)
 		return nil, net.ErrClosed
 	}
-	car := &carrier{s: s, qc: p.conn, ctl: p.ctl, peer: p}
+	car, ok := h.newCarrier(s, p.conn, p.ctl, 0, 0, striping, peerWin, !optimistic)
+	if !ok {
+		s.CancelWrite(streamLost)
+		s.CancelRead(streamLost)
+		h.forgetFlow(c)
+		return nil, net.ErrClosed
+	}
+	car.peer = p
 	if optimistic {
 		car.ready = make(chan struct{})
 	}
@@ -225,6 +242,8 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 	}
 	if optimistic {
 		go c.awaitReply(car)
+	} else {
+		c.addStripes(car)
 	}
 	h.follow(c)
 	c.countOpen()
@@ -235,7 +254,13 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 // refusal or garbage ends the flow; a failed connection suspends it like
 // any other.
 func (c *Conn) awaitReply(car *carrier) {
-	err := readReply(car.s)
+	reply, err := readReply(car.head)
+	if err == nil && car.striped != nil {
+		var w uint64
+		if w, err = agreedStripes(reply); err == nil {
+			car.striped.setPeerWindow(w)
+		}
+	}
 	if err == nil {
 		c.replyIn(car)
 		return
@@ -251,19 +276,19 @@ func (c *Conn) awaitReply(car *carrier) {
 }
 
 // readReply reads a flow's Reply and turns anything but "ok" into an error.
-func readReply(s io.Reader) error {
+func readReply(s io.Reader) (wire.Reply, error) {
 	reply, err := wire.ReadReply(s)
 	switch {
 	case errors.Is(err, wire.ErrMalformed):
-		return fmt.Errorf("%w: %w", ErrProtocol, err)
+		return reply, fmt.Errorf("%w: %w", ErrProtocol, err)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("%w: peer ended the stream before its SAL reply", ErrProtocol)
+		return reply, fmt.Errorf("%w: peer ended the stream before its SAL reply", ErrProtocol)
 	case err != nil:
-		return err
+		return reply, err
 	case reply.Status != wire.StatusOK:
-		return replyError(reply)
+		return reply, replyError(reply)
 	}
-	return nil
+	return reply, nil
 }
 
 // replyError is the error a Reply other than "ok" stands for.

@@ -105,8 +105,12 @@ func (c *Conn) replyIn(car *carrier) {
 	car.s.SetReadDeadline(c.readDL)
 	close(car.ready)
 	c.mu.Unlock()
+	if car.striped != nil {
+		car.striped.startReading()
+	}
 	c.readDone(car)
 	c.sendAck()
+	c.addStripes(car)
 }
 
 // readDone tells the peer, once car's Reply is in, that this end reads
@@ -142,6 +146,9 @@ func (c *Conn) endStallLocked() {
 func dropCarrier(car *carrier, code quic.StreamErrorCode) {
 	car.s.CancelRead(code)
 	car.s.CancelWrite(code)
+	if car.striped != nil {
+		car.striped.release()
+	}
 	if car.peer != nil {
 		car.peer.host.releasePeer(car.peer)
 	}
@@ -310,7 +317,7 @@ func (c *Conn) suspend(car *carrier, cause error) {
 	}
 	c.mu.Unlock()
 
-	car.ctl.detachCarrier(c, car)
+	c.detachCarrier(car)
 	dropCarrier(car, streamMoved)
 	c.h.emit(Event{Kind: EventSuspended, Service: c.service, FlowID: c.flowID, Err: cause})
 	c.h.log.Debug("flow suspended", "service", c.service, "flow", c.flowID, "cause", cause)
@@ -414,11 +421,22 @@ func (c *Conn) release() {
 	c.h.budget.give(sh, freed)
 	if car != nil {
 		car.ctl.detach(c)
+		if car.striped != nil {
+			for _, ctl := range car.striped.controls() {
+				ctl.detach(c)
+			}
+		}
 		if c.state == flowLost {
 			dropCarrier(car, streamLost)
-		} else if car.peer != nil {
+		} else {
 			// A finished flow's stream ended cleanly in both directions.
-			car.peer.host.releasePeer(car.peer)
+			if car.striped != nil {
+				car.striped.CancelRead(streamClosed) // its receivers may wait on a further stream's end
+				car.striped.release()
+			}
+			if car.peer != nil {
+				car.peer.host.releasePeer(car.peer)
+			}
 		}
 	}
 	c.h.forgetFlow(c)
@@ -523,6 +541,9 @@ func (c *Conn) acked(off uint64) {
 	progress := c.buf.ack(off)
 	if progress > 0 {
 		c.ackedAt = time.Now()
+	}
+	if car := c.car; car != nil && car.striped != nil && off > car.base {
+		car.striped.ackedTo(off - car.base) // the stripes window moves on
 	}
 	if off > c.buf.end && c.finWanted {
 		c.ackedFin = true

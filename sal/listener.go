@@ -430,6 +430,10 @@ func (h *Host) serveStream(qc *quic.Conn, ctl *control, s *quic.Stream, key reso
 		h.serveResume(qc, ctl, s, key, req.Resume)
 		return
 	}
+	if req.Stripe != nil {
+		h.serveStripe(ctl, s, key, req.Stripe)
+		return
+	}
 	if req.Ping != nil {
 		st := h.pingStatus(req.Ping)
 		if st == wire.StatusBadRequest {
@@ -441,6 +445,12 @@ func (h *Host) serveStream(qc *quic.Conn, ctl *control, s *quic.Stream, key reso
 		return
 	}
 	open := req.Open
+	peerWin, stripes, err := peerStripes(open.Ext)
+	if err != nil {
+		h.log.Debug("bad stripes window in SAL header", "peer", remote.Endpoint)
+		reject(wire.StatusBadRequest, streamProtocol)
+		return
+	}
 	id, err := ParseServiceID(open.Service)
 	if err != nil {
 		h.log.Debug("bad service ID in SAL header", "peer", remote.Endpoint, "err", err)
@@ -475,7 +485,11 @@ func (h *Host) serveStream(qc *quic.Conn, ctl *control, s *quic.Stream, key reso
 		return
 	}
 	c.queuedOn = ctl
-	b, _ := wire.AppendReply(nil, wire.Reply{Status: wire.StatusOK})
+	var ext []byte
+	if stripes {
+		ext = h.stripesExt()
+	}
+	b, _ := wire.AppendReply(nil, wire.Reply{Status: wire.StatusOK, Ext: ext})
 	s.SetWriteDeadline(time.Now().Add(h.cfg.openTimeout()))
 	if _, err := s.Write(b); err != nil {
 		l.unreserve(ctl)
@@ -485,6 +499,14 @@ func (h *Host) serveStream(qc *quic.Conn, ctl *control, s *quic.Stream, key reso
 		return
 	}
 	s.SetWriteDeadline(time.Time{})
-	c.install(&carrier{s: s, qc: qc, ctl: ctl})
+	car, ok := h.newCarrier(s, qc, ctl, 0, 0, stripes, peerWin, true)
+	if !ok {
+		l.unreserve(ctl)
+		h.forgetFlow(c)
+		s.CancelRead(streamLost)
+		s.CancelWrite(streamLost)
+		return
+	}
+	c.install(car)
 	l.deliver(c)
 }

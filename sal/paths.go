@@ -69,6 +69,15 @@ const (
 	// it carries, as MPTCP's default scheduler spreads a connection's
 	// packets by RTT: many flows then use every path at once.
 	PathSpread
+	// PathAggregate carries each flow over every working path at once:
+	// its bytes go in chunks to a stream on each path, as fast as that
+	// path's congestion control lets them out, and the receiver puts them
+	// in order, as an MPTCP connection uses its subflows. A flow then has
+	// the bandwidth of all the paths; a path that fails moves the flow,
+	// with the bytes it owes, onto the others, and a path that comes back
+	// joins again. Both ends need a roam with stripes (a listener without
+	// them fails such a flow with ErrProtocol).
+	PathAggregate
 )
 
 func (p PathPolicy) String() string {
@@ -77,6 +86,8 @@ func (p PathPolicy) String() string {
 		return "standby"
 	case PathSpread:
 		return "spread"
+	case PathAggregate:
+		return "aggregate"
 	}
 	return "unknown"
 }
@@ -522,7 +533,7 @@ func (h *Host) evacuate(p *peer, cause error) (stranded bool) {
 	for _, c := range flows {
 		c.mu.Lock()
 		car := c.car
-		move := car != nil && car.ctl == p.ctl && c.state == flowActive && c.dialer
+		move := car != nil && car.uses(p.ctl) && c.state == flowActive && c.dialer
 		if move {
 			// The same peer, on the path pickPath gives: no lookup.
 			c.moveTo = []resolve.Endpoint{{Addr: p.addr, Key: c.peerKey}}

@@ -172,6 +172,7 @@ func (h *Host) watchPath(p *peer) {
 			h.mu.Unlock()
 			failingSince = time.Time{}
 			h.emit(Event{Kind: EventPathUp, From: h.localOf(p), To: p.addr})
+			h.restripe(p)
 		case silent && !wasFailing:
 			h.mu.Lock()
 			p.failing = true

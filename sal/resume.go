@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -273,13 +274,24 @@ func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) err
 	}
 	c.ackSent = req.ReadOff
 	c.mu.Unlock()
+	striping := c.h.cfg.PathPolicy == PathAggregate
+	if striping {
+		req.Ext = c.h.stripesExt()
+	}
 	hdr, _ := wire.AppendResume(nil, req)
 	if _, err := s.Write(hdr); err != nil {
 		s.CancelRead(streamProtocol)
 		c.h.releasePeer(p)
 		return err
 	}
-	car := &carrier{s: s, qc: p.conn, ctl: p.ctl, peer: p, sent: req.SendFrom, ready: make(chan struct{})}
+	car, ok := c.h.newCarrier(s, p.conn, p.ctl, req.SendFrom, gen+1, striping, minStripeWindow, false)
+	if !ok {
+		s.CancelRead(streamLost)
+		s.CancelWrite(streamLost)
+		c.h.releasePeer(p)
+		return net.ErrClosed
+	}
+	car.peer, car.ready = p, make(chan struct{})
 	if !c.install(car) {
 		return nil // the flow ended meanwhile
 	}
@@ -310,6 +322,11 @@ func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) err
 		err = fmt.Errorf("resume: %w", replyError(reply))
 	case err != nil && errors.Is(err, wire.ErrMalformed):
 		err = fmt.Errorf("%w: %w", ErrProtocol, err)
+	case striping:
+		var w uint64
+		if w, err = agreedStripes(reply); err == nil {
+			car.striped.setPeerWindow(w)
+		}
 	}
 	if err != nil {
 		car.err = err
@@ -358,6 +375,11 @@ func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey 
 		s.CancelRead(streamRejected)
 		s.Close()
 	}
+	peerWin, stripes, err := peerStripes(rs.Ext)
+	if err != nil {
+		refuse("bad stripes window")
+		return
+	}
 	c := h.flow(flowKey{listener: true, peer: peerKey, id: rs.FlowID})
 	if c == nil {
 		refuse("unknown flow")
@@ -404,7 +426,7 @@ func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey 
 	}
 	c.mu.Unlock()
 	if old != nil {
-		old.ctl.detachCarrier(c, old)
+		c.detachCarrier(old)
 		dropCarrier(old, streamMoved)
 	}
 	c.rmu.Lock()
@@ -419,7 +441,11 @@ func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey 
 
 	// The Reply goes out before the carrier is installed, so that it
 	// precedes every replayed byte on the stream.
-	b, _ := wire.AppendReply(nil, wire.Reply{Status: wire.StatusOK, Ext: mustTLV(wire.ExtReadOff, wire.Uint64TLV(readOff))})
+	ext := mustTLV(wire.ExtReadOff, wire.Uint64TLV(readOff))
+	if stripes {
+		ext = append(ext, h.stripesExt()...)
+	}
+	b, _ := wire.AppendReply(nil, wire.Reply{Status: wire.StatusOK, Ext: ext})
 	s.SetWriteDeadline(time.Now().Add(h.cfg.openTimeout()))
 	if _, err := s.Write(b); err != nil {
 		s.CancelRead(streamProtocol)
@@ -432,7 +458,13 @@ func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey 
 	s.SetWriteDeadline(time.Time{})
 	c.acked(rs.ReadOff)
 	sent := min(rs.ReadOff, c.bufEnd())
-	car := &carrier{s: s, qc: qc, ctl: ctl, sent: sent, skip: dataRead - min(dataRead, rs.SendFrom)}
+	car, ok := h.newCarrier(s, qc, ctl, sent, rs.Gen+1, stripes, peerWin, true)
+	if !ok {
+		s.CancelRead(streamLost)
+		s.CancelWrite(streamLost)
+		return
+	}
+	car.skip = dataRead - min(dataRead, rs.SendFrom)
 	if c.install(car) {
 		c.resumed(car)
 	}

@@ -37,6 +37,7 @@ const (
 	// ExtLimit is in a Reply with StatusLimit: the limit's value, 4 bytes,
 	// then its name (sal.Limit), at most 64 bytes.
 	ExtLimit = 0x03
+	// ExtStripes (stripe.go) asks for, or agrees to, a striped carrier.
 )
 
 // Resume asks to move a flow onto the stream it begins.
@@ -64,16 +65,18 @@ func AppendResume(b []byte, r Resume) ([]byte, error) {
 	return append(b, r.Ext...), nil
 }
 
-// Request is what may begin a stream: an Open or a Resume of a flow, or a
-// Ping. Exactly one field is set.
+// Request is what may begin a stream: an Open or a Resume of a flow, a
+// Stripe that joins a flow's striped carrier, or a Ping. Exactly one field
+// is set.
 type Request struct {
 	Open   *Open
 	Resume *Resume
+	Stripe *Stripe
 	Ping   *Ping
 }
 
-// ReadRequest reads an Open, a Resume or a Ping from r, whichever the peer
-// sent.
+// ReadRequest reads an Open, a Resume, a Stripe or a Ping from r,
+// whichever the peer sent.
 func ReadRequest(r io.Reader) (Request, error) {
 	var start [2]byte
 	if _, err := io.ReadFull(r, start[:1]); err != nil {
@@ -104,8 +107,14 @@ func ReadRequest(r io.Reader) (Request, error) {
 			return Request{}, err
 		}
 		return Request{Ping: &p}, nil
+	case TypeStripe:
+		st, err := readStripeBody(r)
+		if err != nil {
+			return Request{}, err
+		}
+		return Request{Stripe: &st}, nil
 	}
-	return Request{}, malformed("type", "got %#x, want %#x, %#x or %#x", start[1], TypeOpen, TypeResume, TypePing)
+	return Request{}, malformed("type", "got %#x, want %#x, %#x, %#x or %#x", start[1], TypeOpen, TypeResume, TypeStripe, TypePing)
 }
 
 func readResumeBody(r io.Reader) (Resume, error) {

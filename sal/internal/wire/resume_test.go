@@ -59,6 +59,8 @@ func FuzzReadRequest(f *testing.F) {
 	b, _ = AppendPing(nil, Ping{Service: "x.y", Ext: []byte{0, 1, 7}})
 	f.Add(b)
 	f.Add([]byte{Version, TypeResume})
+	f.Add(AppendStripe(nil, Stripe{FlowID: 7, Carrier: 2, Tag: [SecretLen]byte{1}}))
+	f.Add([]byte{Version, TypeStripe, 1, 2})
 	f.Add([]byte{Version, TypePing})
 	f.Add([]byte{Version, TypePing, 0})
 	f.Add([]byte{Version, TypePing, 200, 'a'})
@@ -79,6 +81,8 @@ func FuzzReadRequest(f *testing.F) {
 			out, err = AppendResume(nil, *req.Resume)
 		case req.Ping != nil:
 			out, err = AppendPing(nil, *req.Ping)
+		case req.Stripe != nil:
+			out = AppendStripe(nil, *req.Stripe)
 		default:
 			t.Fatalf("%x decoded to an empty request", in)
 		}
