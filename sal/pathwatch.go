@@ -113,6 +113,7 @@ func (h *Host) watchPathOf(p *peer) {
 // it, and keeps a connection on every path while there are flows.
 func (h *Host) watchPath(p *peer) {
 	defer h.wg.Done()
+	h.restripe(p) // a new connection on a path: striped flows join it
 	qc := p.conn
 	ctx := qc.Context()
 	now := time.Now()

@@ -1,0 +1,72 @@
+package sal
+
+import (
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/roamnet/roam/mobility/emu"
+	"github.com/stretchr/testify/require"
+)
+
+// PathAggregate spreads one flow over both paths: over two 8 Mbit/s
+// paths, 8 MiB each way take well under the time one path needs (the
+// standby policy, in the same bed), every byte checked, and each path
+// carries a good part of them.
+func TestPathAggregateUsesEveryPath(t *testing.T) {
+	link := emu.LinkConfig{Delay: 20 * time.Millisecond, Rate: 8_000_000}
+	run := func(t *testing.T, policy PathPolicy) (time.Duration, []PathInfo) {
+		var took time.Duration
+		var infos []PathInfo
+		synctest.Test(t, func(t *testing.T) {
+			b := newDualBed(t, Config{PathPolicy: policy})
+			for _, p := range b.mp.Paths() {
+				p.Configure(emu.Up, link)
+				p.Configure(emu.Down, link)
+			}
+			roundTrip(t, b.c, b.sc, "hello")
+			b.waitPaths(t, 2)
+			time.Sleep(time.Second) // the stripe joins once the path is up
+			before := b.client.Paths()
+			start := time.Now()
+			transfer(t, b.c, b.sc, 8<<20, nil)
+			took = time.Since(start)
+			infos = b.client.Paths()
+			for i := range infos {
+				infos[i].BytesSent -= before[i].BytesSent
+			}
+			require.Zero(t, b.clientLog.count(EventLost))
+		})
+		return took, infos
+	}
+	one, _ := run(t, PathStandby)
+	both, infos := run(t, PathAggregate)
+	total := infos[0].BytesSent + infos[1].BytesSent
+	t.Logf("8 MiB each way: %v on one path, %v on both (%.2fx); sent by path %d / %d bytes", one, both, float64(one)/float64(both), infos[0].BytesSent, infos[1].BytesSent)
+	for i, p := range infos {
+		require.Greater(t, p.BytesSent, total/4, "path %d carries a good part", i)
+	}
+	require.Less(t, float64(both), float64(one)/1.3, "two paths beat one by 1.3x at least")
+}
+
+// A path of an aggregated flow that goes dark moves the flow onto the
+// other, and it joins again once back: 16 MiB each way through outages
+// of each path in turn, every byte checked.
+func TestPathAggregateOutagesLoseNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newDualBed(t, Config{PathPolicy: PathAggregate})
+		roundTrip(t, b.c, b.sc, "hello")
+		b.waitPaths(t, 2)
+		const outages = 4
+		var over time.Time
+		motion(t, b.c, b.sc, outages, func(i int) {
+			time.Sleep(time.Until(over))
+			b.waitPaths(t, 2)
+			b.mp.Paths()[i%2].Blackout(time.Second)
+			over = time.Now().Add(time.Second)
+		})
+		require.GreaterOrEqual(t, b.clientLog.count(EventPathDown), outages)
+		require.Zero(t, b.clientLog.count(EventLost))
+		require.Zero(t, b.serverLog.count(EventLost))
+	})
+}
