@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/roamnet/roam/mobility/trace"
+	"github.com/roamnet/roam/sal"
 )
 
 // A lane is one system carrying one scenario's flows over an emulated
@@ -100,6 +101,8 @@ func allSystems() []system {
 		{name: "mptcp", title: "MPTCP (Linux, netns), reconnect+resume", unsupported: mptcpUnsupported, newLane: func() lane { return &kernelLane{multipath: true} }},
 		{name: "roam-dual", title: "roam over both paths at once (Config.Paths), over emu.MultiPath", dualOnly: true,
 			unsupported: notDual, newLane: func() lane { return &multiRoamLane{paths: 2} }},
+		{name: "roam-agg", title: "roam over both paths with each flow on both at once (PathAggregate), over emu.MultiPath", dualOnly: true,
+			unsupported: notDual, newLane: func() lane { return &multiRoamLane{paths: 2, policy: sal.PathAggregate} }},
 		{name: "mptcp-dual", title: "MPTCP with a subflow endpoint on each path (Linux, netns), reconnect+resume", dualOnly: true,
 			unsupported: func(sc *scenario) string {
 				if why := notDual(sc); why != "" {

@@ -27,6 +27,7 @@ import (
 // finds out from the path itself. A tunnel cuts every path.
 type multiRoamLane struct {
 	paths  int
+	policy sal.PathPolicy // the client's
 	nw     *emu.Network
 	mp     *emu.MultiPath
 	server *sal.Host
@@ -65,7 +66,7 @@ func (l *multiRoamLane) start(ctx context.Context, env *laneEnv) error {
 		return err
 	}
 	cfg := sal.Config{Resolver: mem, ListenAddr: netip.AddrPortFrom(multiClient[0], 0).String(),
-		ListenPacket: l.nw.ListenPacket, OnEvent: func(e sal.Event) {
+		PathPolicy: l.policy, ListenPacket: l.nw.ListenPacket, OnEvent: func(e sal.Event) {
 			if e.Kind == sal.EventResumed {
 				l.resumes.Add(1)
 			}
