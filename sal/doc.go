@@ -98,6 +98,10 @@
 // which a watcher tells within a fraction of a round trip, the flow
 // resumes at once on a path that works, with no handshake. Host.Paths
 // describes them; EventPathDown and EventPathUp report the changes.
+// Config.PathPolicy says how flows use them: one path at a time
+// (PathStandby, PathSpread), or each flow over all of them at once
+// (PathAggregate: a striped carrier, with a stream on every path and the
+// chunks put in order by offset at the receiver).
 //
 // # Limits
 //

@@ -50,6 +50,9 @@ func (c *Conn) install(car *carrier) bool {
 	}
 	old := c.car
 	c.car = car
+	if car.striped != nil {
+		car.striped.flow = c // before any further stream can join (see leave)
+	}
 	if c.share != car.ctl.share {
 		// The flow's memory is now the new connection's to account for.
 		if c.share != nil {

@@ -293,6 +293,7 @@ func (st *striped) release() {
 			sub.peer.host.releasePeer(sub.peer)
 		}
 	}
+	st.cancel(net.ErrClosed) // (a no-op if the send side failed before)
 }
 
 func (st *striped) broadcastLocked() {
