@@ -115,6 +115,7 @@ type substream struct {
 	// once the listener's Reply says yes; guarded by striped.mu.
 	joined bool
 	ended  bool // the peer ended its side; guarded by striped.mu
+	left   bool // refused: its sender stops; guarded by striped.mu
 }
 
 // striped is a carrier's byte stream spread over several QUIC streams.
@@ -267,6 +268,8 @@ func (st *striped) join(sub *substream, awaitReply bool) bool {
 // out on it.
 func (st *striped) leave(sub *substream) {
 	st.mu.Lock()
+	sub.left = true
+	st.broadcastLocked()
 	for i, s := range st.subs {
 		if s == sub {
 			st.subs = append(st.subs[:i], st.subs[i+1:]...)
@@ -345,7 +348,7 @@ func (st *striped) sendLoop(sub *substream, first bool) {
 		st.mu.Lock()
 		var k int
 		for {
-			if st.writeErr != nil {
+			if st.writeErr != nil || sub.left {
 				st.mu.Unlock()
 				return
 			}

@@ -70,3 +70,46 @@ func TestPathAggregateOutagesLoseNothing(t *testing.T) {
 		require.Zero(t, b.serverLog.count(EventLost))
 	})
 }
+
+// A further stream the listener refuses (a Stripe that names no carrier
+// it holds) leaves the carrier without harm: its sender stops, nothing
+// went out on it, and the flow goes on, every byte checked.
+func TestStripeRefusedLeavesTheFlowAlone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newDualBed(t, Config{PathPolicy: PathAggregate})
+		roundTrip(t, b.c, b.sc, "hello")
+		b.waitPaths(t, 2)
+		time.Sleep(time.Second)
+		b.c.mu.Lock()
+		car := b.c.car
+		b.c.mu.Unlock()
+		st := car.striped
+		require.NotNil(t, st)
+		st.mu.Lock()
+		require.Len(t, st.subs, 2, "a stream on each path")
+		further := st.subs[1]
+		// Set the joined stream aside, so that a second one may try
+		// the same connection.
+		st.subs = st.subs[:1]
+		st.mu.Unlock()
+
+		p := further.peer
+		b.client.mu.Lock()
+		p.holdLocked()
+		b.client.mu.Unlock()
+		wrong := *car
+		wrong.id = car.id + 100 // no such carrier at the listener
+		require.True(t, b.c.openStripe(&wrong, p))
+		require.Eventually(t, func() bool { return !st.uses(p.ctl) }, time.Second, 10*time.Millisecond,
+			"the refused stream left")
+		st.mu.Lock()
+		st.subs = append(st.subs, further)
+		st.mu.Unlock()
+		p.ctl.attach(b.c)
+
+		transfer(t, b.c, b.sc, 2<<20, nil)
+		require.Zero(t, b.clientLog.count(EventLost))
+		require.Zero(t, b.serverLog.count(EventLost))
+		require.Zero(t, b.clientLog.count(EventSuspended), "the refusal did not touch the carrier")
+	})
+}
