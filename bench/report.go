@@ -291,7 +291,7 @@ func writeDualTable(w io.Writer, scs []*scenario, rows []*row) {
 				continue
 			}
 			used := "1 (the first)"
-			if strings.HasSuffix(wr.system, "-dual") {
+			if strings.HasSuffix(wr.system, "-dual") || wr.system == "roam-agg" {
 				used = strconv.Itoa(paths)
 			}
 			if len(wr.runs) == 0 {
