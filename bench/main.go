@@ -209,8 +209,10 @@ const legend = `
   one.
 - **hsr-dual** plays the two traces of hsr-300-dual, a carrier each, on
   two paths from two client addresses to the server's one address. The
-  dual systems use both: roam-dual (a client Host with Config.Paths) and
-  roam over mobility/emu's MultiPath in memory, where a carrier's
+  dual systems use both: roam-dual (a client Host with Config.Paths; each
+  flow on one path at a time), roam-agg (the same with PathAggregate: each
+  flow on both at once), both over mobility/emu's MultiPath in memory,
+  where a carrier's
   handover is its path's outage and a new mapping at its NAT, and
   nothing tells the Host; mptcp-dual in the kernel with a subflow
   endpoint per path, whose handover moves that path's address (the new
