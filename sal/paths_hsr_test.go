@@ -34,15 +34,16 @@ func TestPathsHSR300Dual(t *testing.T) {
 	}
 	trs, err := trace.MultiProfile("hsr-300-dual")
 	require.NoError(t, err)
-	var dual, single []float64
+	var dual, single, agg []float64
 	for _, tc := range []struct {
-		name  string
-		paths []string
-		out   *[]float64
-	}{{"both carriers", nil, &dual}, {"first carrier", []string{}, &single}} {
+		name   string
+		paths  []string
+		out    *[]float64
+		policy PathPolicy
+	}{{"both carriers", nil, &dual, PathStandby}, {"first carrier", []string{}, &single, PathStandby}, {"both carriers aggregated", nil, &agg, PathAggregate}} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				b := newDualBed(t, Config{Paths: tc.paths})
+				b := newDualBed(t, Config{Paths: tc.paths, PathPolicy: tc.policy})
 				roundTrip(t, b.c, b.sc, "hello")
 				if tc.paths == nil {
 					b.waitPaths(t, 2)

@@ -276,12 +276,14 @@ func (st *striped) leave(sub *substream) {
 			break
 		}
 	}
+	p := sub.peer
+	sub.peer = nil // given back once: the carrier's drop may come first (release)
 	st.mu.Unlock()
 	sub.s.CancelRead(streamClosed)
 	sub.s.CancelWrite(streamClosed)
 	sub.ctl.detachCarrier(st.flow, st.car)
-	if sub.peer != nil {
-		sub.peer.host.releasePeer(sub.peer)
+	if p != nil {
+		p.host.releasePeer(p)
 	}
 }
 
@@ -289,12 +291,16 @@ func (st *striped) leave(sub *substream) {
 // carrier is dropped.
 func (st *striped) release() {
 	st.mu.Lock()
-	subs := append([]*substream(nil), st.subs[1:]...)
-	st.mu.Unlock()
-	for _, sub := range subs {
+	var peers []*peer
+	for _, sub := range st.subs[1:] {
 		if sub.peer != nil {
-			sub.peer.host.releasePeer(sub.peer)
+			peers = append(peers, sub.peer)
+			sub.peer = nil // once: a stream still awaiting its Reply leaves after this
 		}
+	}
+	st.mu.Unlock()
+	for _, p := range peers {
+		p.host.releasePeer(p)
 	}
 	st.cancel(net.ErrClosed) // (a no-op if the send side failed before)
 }
