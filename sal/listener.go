@@ -402,17 +402,22 @@ func (h *Host) refuseStream(s *quic.Stream, le *LimitError) {
 // serveStream reads a new stream's first message: an Open, which it hands
 // to the service's Listener, or a Resume of an existing flow. It answers
 // the dialer either way.
+// answerAndEnd answers a stream's header with st and ends the stream: the
+// Reply, then FIN, so the dialer reads the status first; what the dialer
+// sends after its header is refused with code.
+func (h *Host) answerAndEnd(s *quic.Stream, st wire.Status, code quic.StreamErrorCode) {
+	if b, err := wire.AppendReply(nil, wire.Reply{Status: st}); err == nil {
+		s.SetWriteDeadline(time.Now().Add(h.cfg.openTimeout()))
+		s.Write(b)
+	}
+	s.CancelRead(code)
+	s.Close()
+}
+
 func (h *Host) serveStream(qc *quic.Conn, ctl *control, s *quic.Stream, key resolve.Fingerprint, remote Addr) {
 	defer h.wg.Done()
 	defer ctl.streamDone() // a flow it opened or resumed is attached by now
-	reject := func(st wire.Status, code quic.StreamErrorCode) {
-		if b, err := wire.AppendReply(nil, wire.Reply{Status: st}); err == nil {
-			s.SetWriteDeadline(time.Now().Add(h.cfg.openTimeout()))
-			s.Write(b)
-		}
-		s.CancelRead(code)
-		s.Close() // the reply, then FIN: the dialer reads the status first
-	}
+	reject := func(st wire.Status, code quic.StreamErrorCode) { h.answerAndEnd(s, st, code) }
 	s.SetReadDeadline(time.Now().Add(h.cfg.openTimeout()))
 	req, err := wire.ReadRequest(s)
 	if err != nil {

@@ -369,11 +369,7 @@ func (c *Conn) resumed(car *carrier) {
 func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey resolve.Fingerprint, rs *wire.Resume) {
 	refuse := func(why string) {
 		h.log.Debug("resume refused", "flow", rs.FlowID, "why", why)
-		b, _ := wire.AppendReply(nil, wire.Reply{Status: wire.StatusNoFlow})
-		s.SetWriteDeadline(time.Now().Add(h.cfg.openTimeout()))
-		s.Write(b)
-		s.CancelRead(streamRejected)
-		s.Close()
+		h.answerAndEnd(s, wire.StatusNoFlow, streamRejected)
 	}
 	peerWin, stripes, err := peerStripes(rs.Ext)
 	if err != nil {

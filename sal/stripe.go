@@ -133,15 +133,15 @@ type striped struct {
 	subs    []*substream  // the first is the anchor, which the headers began
 	// Sending.
 	peerWin  uint64 // the peer's receive window
-	pending  []byte // handed over by Write, not yet taken by a sender
-	sendOff  uint64 // the offset of pending[0]
+	pending  []byte // handed over by Write; pending[head:] is not yet taken by a sender
+	head     int
+	sendOff  uint64 // the offset of pending[head]
 	acked    uint64 // the peer read this far
 	closing  bool   // Close: End follows the last byte
 	writeErr error
 	// Receiving.
 	readOff     uint64
 	chunks      map[uint64][]byte // arrived ahead of readOff, by offset
-	held        int               // bytes in chunks
 	endAt       uint64
 	endKnown    bool
 	readErr     error
@@ -325,8 +325,14 @@ func (st *striped) Write(p []byte) (int, error) {
 			st.mu.Unlock()
 			return n, errors.New("sal: write on a closed carrier")
 		}
-		if room := stripeQueue - len(st.pending); room > 0 && n < len(p) {
+		if room := stripeQueue - (len(st.pending) - st.head); room > 0 && n < len(p) {
 			k := min(room, len(p)-n)
+			if st.head > 0 && len(st.pending)+k > cap(st.pending) {
+				// Move the untaken bytes to the front once, rather than
+				// on every chunk a sender takes.
+				st.pending = st.pending[:copy(st.pending, st.pending[st.head:])]
+				st.head = 0
+			}
 			st.pending = append(st.pending, p[n:n+k]...)
 			n += k
 			st.broadcastLocked()
@@ -358,11 +364,11 @@ func (st *striped) sendLoop(sub *substream, first bool) {
 				st.mu.Unlock()
 				return
 			}
-			if sub.joined && len(st.pending) > 0 && st.sendOff < st.acked+st.peerWin {
-				k = int(min(uint64(len(st.pending)), stripeChunk, st.acked+st.peerWin-st.sendOff))
+			if sub.joined && len(st.pending) > st.head && st.sendOff < st.acked+st.peerWin {
+				k = int(min(uint64(len(st.pending)-st.head), stripeChunk, st.acked+st.peerWin-st.sendOff))
 				break
 			}
-			if st.closing && len(st.pending) == 0 {
+			if st.closing && len(st.pending) == st.head {
 				end := st.sendOff
 				st.mu.Unlock()
 				if first {
@@ -381,8 +387,10 @@ func (st *striped) sendLoop(sub *substream, first bool) {
 			st.mu.Lock()
 		}
 		buf = wire.AppendChunkHeader(buf[:0], st.sendOff, k)
-		buf = append(buf, st.pending[:k]...)
-		st.pending = st.pending[:copy(st.pending, st.pending[k:])]
+		buf = append(buf, st.pending[st.head:st.head+k]...)
+		if st.head += k; st.head == len(st.pending) {
+			st.pending, st.head = st.pending[:0], 0
+		}
 		st.sendOff += uint64(k)
 		st.broadcastLocked()
 		st.mu.Unlock()
@@ -477,7 +485,6 @@ func (st *striped) arrived(off uint64, data []byte) {
 		return // a peer resending is broken; the first copy stands
 	}
 	st.chunks[off] = data
-	st.held += len(data)
 	if off == st.readOff {
 		st.broadcastLocked()
 	}
@@ -497,7 +504,7 @@ func (st *striped) fail(sub *substream, err error, writing bool) {
 	if writing || !oneWay {
 		if st.writeErr == nil {
 			st.writeErr = err
-			st.pending = nil
+			st.pending, st.head = nil, 0
 			st.cancel(err)
 		}
 	}
@@ -528,7 +535,6 @@ func (st *striped) Read(p []byte) (int, error) {
 			if n < len(data) {
 				st.chunks[st.readOff] = data[n:]
 			}
-			st.held -= n
 			st.mu.Unlock()
 			return n, nil
 		}
@@ -593,7 +599,6 @@ func (st *striped) CancelRead(code quic.StreamErrorCode) {
 		st.readStopped = true
 		st.readErr = &quic.StreamError{StreamID: st.subs[0].s.StreamID(), ErrorCode: code}
 		clear(st.chunks)
-		st.held = 0
 		st.broadcastLocked()
 	}
 	subs := append([]*substream(nil), st.subs...)
@@ -607,7 +612,7 @@ func (st *striped) CancelWrite(code quic.StreamErrorCode) {
 	st.mu.Lock()
 	if st.writeErr == nil {
 		st.writeErr = &quic.StreamError{StreamID: st.subs[0].s.StreamID(), ErrorCode: code}
-		st.pending = nil
+		st.pending, st.head = nil, 0
 		st.cancel(st.writeErr)
 		st.broadcastLocked()
 	}

@@ -1,6 +1,7 @@
 package sal
 
 import (
+	"io"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -112,4 +113,36 @@ func TestStripeRefusedLeavesTheFlowAlone(t *testing.T) {
 		require.Zero(t, b.serverLog.count(EventLost))
 		require.Zero(t, b.clientLog.count(EventSuspended), "the refusal did not touch the carrier")
 	})
+}
+
+// The reordering buffer delivers chunks in order whatever order they
+// arrive in, drops what was already read, refuses a chunk beyond the
+// window it announced and a second End elsewhere, and reads io.EOF only
+// once every byte up to the End is in.
+func TestStripedReorders(t *testing.T) {
+	st := &striped{window: 64, changed: make(chan struct{}), chunks: make(map[uint64][]byte), rdl: newDeadline()}
+	put := func(off uint64, s string) {
+		t.Helper()
+		require.NoError(t, st.admit(off, len(s)))
+		st.arrived(off, []byte(s))
+	}
+	put(10, "klmnopqrst")
+	put(0, "abcdefghij")
+	put(5, "fghij")                     // a copy of what is there: dropped when read past
+	require.NoError(t, st.admit(20, 0)) // End at 20
+	var got []byte
+	buf := make([]byte, 7)
+	for {
+		n, err := st.Read(buf)
+		got = append(got, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		require.NoError(t, err)
+	}
+	require.Equal(t, "abcdefghijklmnopqrst", string(got))
+
+	require.ErrorIs(t, st.admit(20+64-4, 5), ErrProtocol, "beyond the window")
+	require.ErrorIs(t, st.admit(30, 0), ErrProtocol, "a second End elsewhere")
+	require.ErrorIs(t, st.admit(18, 4), ErrProtocol, "past the End")
 }

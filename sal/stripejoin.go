@@ -124,11 +124,7 @@ func (h *Host) restripe(p *peer) {
 func (h *Host) serveStripe(ctl *control, s *quic.Stream, peerKey resolve.Fingerprint, sp *wire.Stripe) {
 	refuse := func(why string) {
 		h.log.Debug("stripe refused", "flow", sp.FlowID, "why", why)
-		b, _ := wire.AppendReply(nil, wire.Reply{Status: wire.StatusNoFlow})
-		s.SetWriteDeadline(time.Now().Add(h.cfg.openTimeout()))
-		s.Write(b)
-		s.CancelRead(streamRejected)
-		s.Close()
+		h.answerAndEnd(s, wire.StatusNoFlow, streamRejected)
 	}
 	c := h.flow(flowKey{listener: true, peer: peerKey, id: sp.FlowID})
 	if c == nil {
