@@ -19,7 +19,7 @@
 //     changes to watchers.
 //   - Static (NewStatic, ParseStatic) is a fixed table, such as
 //     "web=10.0.0.1:443,10.0.0.2:443;db=[fd00::5]:5432" from a flag.
-//   - Registry (ListenRegistry, and the roam-registry command) is roam's
+//   - Registry (ListenRegistry, and the `roam registry` command) is roam's
 //     embedded registry, the zero-setup default beyond one process;
 //     RegistryClient (or Open with registry://host:port?key=FP) speaks to it
 //     over QUIC. Registrations are leases the client renews, each proved by

@@ -75,5 +75,5 @@ func TestRegistryErrorText(t *testing.T) {
 	rogue := registryClient(t, r, newKey(t))
 	_, err = rogue.Register(ctx, "taken.demo", resolve.Endpoint{Addr: addr("127.0.0.1:4001")})
 	require.ErrorIs(t, err, resolve.ErrNotOwner)
-	require.Regexp(t, `^resolve register taken\.demo: service is bound to another key: [a-z2-7]{52}$`, err.Error())
+	require.Regexp(t, `^resolve register taken\.demo: service is bound to another key: [a-z2-7]{52} \(held by 1 live registration\(s\) under that key; serve it with that key, or pick another name\)$`, err.Error())
 }

@@ -21,7 +21,7 @@ import (
 
 // Attacks on the registry by one unauthenticated peer, each beside an
 // honest client, as README "Limits and abuse" lists them. bench/attack
-// runs the same attacks longer, against the roam-registry daemon.
+// runs the same attacks longer, against the `roam registry` daemon.
 
 // requireLimit checks that err is the registry refusing over limit.
 func requireLimit(t *testing.T, err error, limit resolve.Limit) {

@@ -59,7 +59,7 @@ func (c *registryConn) register(f *regwire.Frame) *regwire.Frame {
 		bound = b.key
 	}
 	if err := CheckOwner(service, ep.Key, bound); err != nil {
-		return refuse(err)
+		return refuse(ownerRefusal(err, b))
 	}
 	k := leaseKey{service, ep.Addr}
 	old := r.byAddr[k]
@@ -307,4 +307,21 @@ func checkServiceName(s string) error {
 		return err
 	}
 	return nil
+}
+
+// ownerRefusal says, beside CheckOwner's refusal, who holds the name and
+// for how long, and what fixes it: a provider restarted with a fresh key
+// is refused its own name until the binding lapses, which is a day by
+// default, so the error must lead to the key file rather than a wait.
+func ownerRefusal(err error, b *binding) error {
+	if b == nil {
+		return err
+	}
+	if b.leases > 0 {
+		return fmt.Errorf("%w (held by %d live registration(s) under that key; "+
+			"serve it with that key, or pick another name)", err, b.leases)
+	}
+	return fmt.Errorf("%w (held for that key until %s, after its last provider left; "+
+		"restart the provider with the key it had, e.g. sal.LoadKey or roam -key FILE, or wait)",
+		err, b.until.UTC().Format(time.RFC3339))
 }

@@ -94,6 +94,8 @@ func TestRegistryOwnership(t *testing.T) {
 	// A rogue key cannot add an endpoint to a bound name...
 	_, err = c.RegisterSigned(ctx, "bank.demo", resolve.Endpoint{Addr: addr("127.0.0.1:6666")}, rogue)
 	require.ErrorIs(t, err, resolve.ErrNotOwner)
+	require.Contains(t, err.Error(), fingerprint(t, owner).String(), "the refusal names the key that holds the name")
+	require.Contains(t, err.Error(), "1 live registration")
 	// ...nor claim a self-certifying ID that names another key...
 	selfCert := "rk--" + fingerprint(t, owner).String() + ".bank.demo"
 	_, err = c.RegisterSigned(ctx, selfCert, resolve.Endpoint{Addr: addr("127.0.0.1:6666")}, rogue)
@@ -111,6 +113,11 @@ func TestRegistryOwnership(t *testing.T) {
 	require.NoError(t, reg.Close())
 	_, err = c.RegisterSigned(ctx, "bank.demo", resolve.Endpoint{Addr: addr("127.0.0.1:6666")}, rogue)
 	require.ErrorIs(t, err, resolve.ErrNotOwner)
+	// A provider restarted with a fresh key meets this refusal: it must say
+	// who holds the name, until when, and what to do.
+	require.Contains(t, err.Error(), fingerprint(t, owner).String())
+	require.Regexp(t, `until 20\d\d-\d\d-\d\dT`, err.Error())
+	require.Contains(t, err.Error(), "sal.LoadKey")
 	eps, err := c.Resolve(ctx, "bank.demo")
 	require.ErrorIs(t, err, resolve.ErrNotFound, "withdrawn, and no rogue endpoint: %v", eps)
 	require.Positive(t, r.Stats().Refused)

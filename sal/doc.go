@@ -126,7 +126,7 @@
 // *LimitError for errors.As: the peer's Host refused a flow or connection
 // over one of its limits), ErrStalled (with ErrFlowLost: a peer that read
 // but never acknowledged), ErrProtocol (the peer sent garbage), ErrKeyMismatch, ErrUnauthenticated, ErrAlreadyListening,
-// ErrNoResolver, ErrBadNetwork, ErrPathExists (AddPath), resolve.ErrNotOwner and
+// ErrNoResolver, ErrBadNetwork, ErrPathExists (AddPath), ErrBadKeyFile (LoadKey), resolve.ErrNotOwner and
 // resolve.ErrUnauthenticated (a refused registration), net.ErrClosed (a closed Conn, Listener or
 // Host), os.ErrDeadlineExceeded (a Conn deadline), and context errors. Errors
 // of quic-go (*quic.StreamError, *quic.ApplicationError, ...) pass through.

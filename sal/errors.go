@@ -50,6 +50,8 @@ var (
 	ErrBadNetwork = errors.New("sal: unsupported network")
 	// ErrPathExists: AddPath was given an address the Host already uses.
 	ErrPathExists = errors.New("sal: path already in use")
+	// ErrBadKeyFile: LoadKey found a file that holds no usable private key.
+	ErrBadKeyFile = errors.New("sal: not a key file")
 )
 
 // OpError is the error type returned by Host, Conn and Listener methods,

@@ -9,7 +9,7 @@
 //	go run ./bench/attack -target registry [-quick] [-run leases]
 //
 // The victim runs in a child process (for a Host, the same binary with
-// ROAM_ATTACK_VICTIM set; for the registry, roam-registry), so that its
+// ROAM_ATTACK_VICTIM set; for the registry, `roam registry`), so that its
 // heap and goroutines are its own. The Host's attacks are host*.go; the
 // registry's registry.go, run and reported by report.go.
 package main
@@ -29,7 +29,7 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "how long each attack lasts")
 	calm := flag.Duration("calm", 3*time.Second, "how long the honest client runs alone first")
 	run := flag.String("run", "", "run only the attacks whose name matches this regexp")
-	target := flag.String("target", "host", "what to attack: host (a sal Host) or registry (roam-registry)")
+	target := flag.String("target", "host", "what to attack: host (a sal Host) or registry (roam registry)")
 	flag.Parse()
 
 	if os.Getenv(victimEnv) != "" {

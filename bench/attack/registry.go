@@ -25,7 +25,7 @@ import (
 	"github.com/roamnet/roam/sal"
 )
 
-// The registry target: roam-registry, built from this module and run with
+// The registry target: `roam registry`, built from this module and run with
 // its defaults (health probes on), attacked by one peer from 127.0.0.2
 // (and on, with -sources) while the honest client works from 127.0.0.1.
 
@@ -35,7 +35,7 @@ func runRegistry(match *regexp.Regexp, quick bool, calm, duration time.Duration)
 }
 
 var (
-	registryBin  = flag.String("registry-bin", "", "roam-registry binary to attack (default: built from this module)")
+	registryBin  = flag.String("registry-bin", "", "roam binary whose registry to attack (default: built from this module)")
 	firstContact = flag.Bool("first-contact", false, "the honest client presents no address-validation token, as a process that never reached the registry before")
 )
 
@@ -75,16 +75,16 @@ func (t *registryTarget) build() (string, error) {
 			t.err = err
 			return
 		}
-		t.bin = filepath.Join(dir, "roam-registry")
-		out, err := exec.Command("go", "build", "-o", t.bin, "github.com/roamnet/roam/resolve/cmd/roam-registry").CombinedOutput()
+		t.bin = filepath.Join(dir, "roam")
+		out, err := exec.Command("go", "build", "-o", t.bin, "github.com/roamnet/roam/sal/cmd/roam").CombinedOutput()
 		if err != nil {
-			t.err = fmt.Errorf("go build roam-registry: %w: %s", err, out)
+			t.err = fmt.Errorf("go build roam: %w: %s", err, out)
 		}
 	})
 	return t.bin, t.err
 }
 
-// registryVictim is one roam-registry process and the honest client's
+// registryVictim is one `roam registry` process and the honest client's
 // provider.
 type registryVictim struct {
 	cmd    *exec.Cmd
@@ -104,9 +104,9 @@ func (t *registryTarget) start(ctx context.Context, o *options) (victim, error) 
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "-listen", "127.0.0.1:0", "-debug", "127.0.0.1:0")
+	cmd := exec.Command(bin, "registry", "-listen", "127.0.0.1:0", "-debug", "127.0.0.1:0")
 	cmd.Stderr = os.Stderr
-	lines, exited, err := startProcess(cmd, "roam-registry: serving ", "roam-registry: debug at ")
+	lines, exited, err := startProcess(cmd, "roam registry: serving ", "roam registry: debug at ")
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +261,7 @@ type noTokens struct{}
 func (noTokens) Put(string, *quic.ClientToken) {}
 func (noTokens) Pop(string) *quic.ClientToken  { return nil }
 
-// debugVars is what roam-registry -debug serves.
+// debugVars is what `roam registry -debug` serves.
 type debugVars struct {
 	Registry resolve.RegistryStats `json:"registry"`
 	Process  struct {

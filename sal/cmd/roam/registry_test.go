@@ -37,7 +37,17 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	goleak.VerifyTestMain(m)
+	code := m.Run()
+	if roamBin.path != "" {
+		os.RemoveAll(filepath.Dir(roamBin.path))
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 func provide(service string) error {
@@ -64,17 +74,37 @@ func provide(service string) error {
 	}
 }
 
-// buildDaemon builds roam-registry into a temporary directory.
-func buildDaemon(t *testing.T) string {
+// roamBin is the roam command, built once for the tests that run it as
+// a process (ssh's ProxyCommand, the registry daemon, a provider killed
+// with SIGKILL).
+var roamBin struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// buildRoam builds the roam command into a temporary directory, once per
+// test binary.
+func buildRoam(t *testing.T) string {
 	t.Helper()
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		t.Skip("no go command to build the daemon with:", err)
+		t.Skip("no go command to build roam with:", err)
 	}
-	bin := filepath.Join(t.TempDir(), "roam-registry")
-	out, err := exec.Command(gobin, "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
-	return bin
+	roamBin.once.Do(func() {
+		dir, err := os.MkdirTemp("", "roam-bin-")
+		if err != nil {
+			roamBin.err = err
+			return
+		}
+		roamBin.path = filepath.Join(dir, "roam")
+		out, err := exec.Command(gobin, "build", "-o", roamBin.path, ".").CombinedOutput()
+		if err != nil {
+			roamBin.err = fmt.Errorf("go build: %w: %s", err, out)
+		}
+	})
+	require.NoError(t, roamBin.err)
+	return roamBin.path
 }
 
 // logBuffer collects a process's stderr for the test to search.
@@ -196,7 +226,7 @@ func TestSIGKILLedSoleProviderLeavesAnswers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the daemon and a provider process")
 	}
-	bin := buildDaemon(t)
+	bin := buildRoam(t)
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -207,8 +237,8 @@ func TestSIGKILLedSoleProviderLeavesAnswers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			const service = "sole.demo"
-			args := append([]string{"-listen", "127.0.0.1:0", "-v"}, tc.args...)
-			url, daemonLog := start(t, exec.Command(bin, args...), "roam-registry: serving ")
+			args := append([]string{"registry", "-listen", "127.0.0.1:0", "-v"}, tc.args...)
+			url, daemonLog := start(t, exec.Command(bin, args...), "roam registry: serving ")
 			provider := exec.Command(os.Args[0], "-test.run=^$")
 			provider.Env = append(os.Environ(), envProvider+"="+service, resolve.EnvResolver+"="+url)
 			addr, _ := start(t, provider, "ready ")
@@ -258,9 +288,9 @@ func TestLimitsAndDebugVars(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the daemon")
 	}
-	bin := buildDaemon(t)
-	lines, _ := startLines(t, exec.Command(bin, "-listen", "127.0.0.1:0", "-debug", "127.0.0.1:0", "-max-conns-per-addr", "1"),
-		"roam-registry: serving ", "roam-registry: debug at ")
+	bin := buildRoam(t)
+	lines, _ := startLines(t, exec.Command(bin, "registry", "-listen", "127.0.0.1:0", "-debug", "127.0.0.1:0", "-max-conns-per-addr", "1"),
+		"roam registry: serving ", "roam registry: debug at ")
 	url, vars := lines[0], lines[1]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

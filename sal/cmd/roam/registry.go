@@ -1,8 +1,10 @@
-// Command roam-registry serves roam's embedded registry: the zero-setup
-// resolver that maps service IDs to endpoints for Hosts that register and
-// look services up over QUIC.
+package main
+
+// roam registry serves roam's embedded registry: the zero-setup resolver
+// that maps service IDs to endpoints for Hosts that register and look
+// services up over QUIC.
 //
-//	go run ./resolve/cmd/roam-registry -listen 127.0.0.1:7700
+//	go run ./sal/cmd/roam registry -listen 127.0.0.1:7700
 //
 // It prints the registry:// URL, with the registry's key pinned, that Hosts
 // use as ROAM_RESOLVER. With -key the registry keeps its identity across
@@ -22,50 +24,34 @@
 // "process" the goroutines, the live heap (as of the last collection) and
 // the resident memory; /debug/gc collects first and answers "process" as
 // it then is, for measurements such as bench/attack's.
-package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
-	"errors"
 	"expvar"
-	"flag"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
-	"os/signal"
 	"runtime"
 	"runtime/metrics"
-	"syscall"
 	"time"
 
 	"github.com/roamnet/roam/resolve"
 	"github.com/roamnet/roam/sal"
 )
 
-func main() {
-	if err := run(); err != nil {
-		fmt.Fprintln(os.Stderr, "roam-registry:", err)
-		os.Exit(1)
-	}
-}
-
-func run() error {
-	listen := flag.String("listen", "127.0.0.1:7700", "UDP `address` to serve on")
-	keyFile := flag.String("key", "", "PEM `file` holding the registry's Ed25519 key; made if missing (default: a new key each start)")
-	lease := flag.Duration("lease", 15*time.Second, "how long a registration lives without renewal")
-	probe := flag.Bool("probe", true, "probe registered endpoints with SAL pings and leave out those that fail")
-	interval := flag.Duration("probe-interval", time.Second, "time between probes of one endpoint")
-	answerAllDown := flag.Bool("answer-all-down", false, "answer every endpoint of a service whose endpoints all fail their probes, rather than none")
-	debug := flag.String("debug", "", "serve expvar counters over HTTP at this `address` (e.g. 127.0.0.1:7701)")
-	verbose := flag.Bool("v", false, "log registrations, refusals and health changes")
+func runRegistry(c *cli, ctx context.Context, args []string) error {
+	set := c.flags("registry", "", "serve the embedded registry")
+	listen := set.String("listen", "127.0.0.1:7700", "UDP `address` to serve on")
+	keyFile := set.String("key", "", "PEM `file` holding the registry's Ed25519 key; made if missing (default: a new key each start)")
+	lease := set.Duration("lease", 15*time.Second, "how long a registration lives without renewal")
+	probe := set.Bool("probe", true, "probe registered endpoints with SAL pings and leave out those that fail")
+	interval := set.Duration("probe-interval", time.Second, "time between probes of one endpoint")
+	answerAllDown := set.Bool("answer-all-down", false, "answer every endpoint of a service whose endpoints all fail their probes, rather than none")
+	debug := set.String("debug", "", "serve expvar counters over HTTP at this `address` (e.g. 127.0.0.1:7701)")
+	verbose := set.Bool("v", false, "log registrations, refusals and health changes")
 	var cfg resolve.RegistryConfig
 	for _, l := range []struct {
 		v         *int
@@ -81,19 +67,21 @@ func run() error {
 		{&cfg.MaxWatches, "max-watches", "watches in all"},
 		{&cfg.MaxWatchesPerConn, "max-watches-per-conn", "watches on one connection"},
 	} {
-		flag.IntVar(l.v, l.name, 0, "at most this many "+l.use+" (0: the default)")
+		set.IntVar(l.v, l.name, 0, "at most this many "+l.use+" (0: the default)")
 	}
-	flag.Parse()
+	if err := c.parse(set, args, 0); err != nil {
+		return err
+	}
 
 	level := slog.LevelWarn
 	if *verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: level}))
 
 	cfg.LeaseTTL, cfg.Logger = *lease, log
 	if *keyFile != "" {
-		key, err := loadOrMakeKey(*keyFile)
+		key, err := sal.LoadKey(*keyFile)
 		if err != nil {
 			return err
 		}
@@ -115,8 +103,8 @@ func run() error {
 		return err
 	}
 	defer reg.Close()
-	fmt.Println("roam-registry: serving", reg.URL())
-	fmt.Printf("roam-registry: export %s='%s'\n", resolve.EnvResolver, reg.URL())
+	fmt.Fprintln(c.stdout, "roam registry: serving", reg.URL())
+	fmt.Fprintf(c.stdout, "roam registry: export %s='%s'\n", resolve.EnvResolver, reg.URL())
 
 	if *debug != "" {
 		expvar.Publish("registry", expvar.Func(func() any { return reg.Stats() }))
@@ -132,14 +120,12 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		fmt.Println("roam-registry: debug at http://" + ln.Addr().String() + "/debug/vars")
+		fmt.Fprintln(c.stdout, "roam registry: debug at http://"+ln.Addr().String()+"/debug/vars")
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 		go srv.Serve(ln)
 		defer srv.Close()
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	<-ctx.Done()
 	return nil
 }
@@ -185,41 +171,4 @@ func readProcess() process {
 		}
 	}
 	return p
-}
-
-// loadOrMakeKey reads an Ed25519 key in PKCS #8 PEM, or makes one and
-// writes it (mode 0600) when the file does not exist.
-func loadOrMakeKey(path string) (ed25519.PrivateKey, error) {
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		_, key, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		der, err := x509.MarshalPKCS8PrivateKey(key)
-		if err != nil {
-			return nil, err
-		}
-		out := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-		if err := os.WriteFile(path, out, 0o600); err != nil {
-			return nil, err
-		}
-		return key, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("%s: no PEM PRIVATE KEY block", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	key, ok := k.(ed25519.PrivateKey)
-	if !ok {
-		return nil, fmt.Errorf("%s: %T is not an Ed25519 key", path, k)
-	}
-	return key, nil
 }

@@ -11,13 +11,13 @@ import (
 	"github.com/roamnet/roam/resolve"
 )
 
-// roam-registry -v once logged every client that disconnected as a
+// roam registry -v (then roam-registry -v) once logged every client that disconnected as a
 // "malformed request". Clients that come, ask and go leave no such line.
 func TestDaemonDoesNotLogLeavingClientsAsMalformed(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the daemon")
 	}
-	url, daemonLog := start(t, exec.Command(buildDaemon(t), "-listen", "127.0.0.1:0", "-v"), "roam-registry: serving ")
+	url, daemonLog := start(t, exec.Command(buildRoam(t), "registry", "-listen", "127.0.0.1:0", "-v"), "roam registry: serving ")
 	for range 3 {
 		_, err := freshResolve(url, "nobody.demo")
 		require.ErrorIs(t, err, resolve.ErrNotFound)
