@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/roamnet/roam/mobility"
 	"github.com/roamnet/roam/resolve"
@@ -166,7 +167,10 @@ func (c *cli) newSession(ctx context.Context, hf *hostFlags, watched bool) (_ *s
 		return nil, err
 	}
 	s.host = h
-	s.closers = append(s.closers, func() { h.Close() })
+	s.closers = append(s.closers, func() {
+		drain(h, drainTimeout)
+		h.Close()
+	})
 	if s.status != nil {
 		s.status.start(h)
 	}
@@ -212,4 +216,24 @@ func parseService(arg string) (sal.ServiceID, error) {
 		return id, usagef("service %q: %v", arg, err)
 	}
 	return id, nil
+}
+
+// drainTimeout bounds how long a command that stops waits for its closed
+// flows to finish: the peer's acknowledgement of the last bytes and the
+// FIN, about a round trip, after which Host.Close would cut them off.
+const drainTimeout = 2 * time.Second
+
+// drain waits until no flow of h is open, or for at most d.
+func drain(h *sal.Host, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		var open int64
+		for _, st := range h.ServiceStats() {
+			open += st.FlowsOpen
+		}
+		if open == 0 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
