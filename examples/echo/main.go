@@ -4,8 +4,11 @@
 // With no flags it runs both ends in one process over an in-memory resolver.
 // To run the ends in two processes:
 //
-//	go run ./examples/echo -serve -listen 127.0.0.1:7000
+//	go run ./examples/echo -serve -listen 127.0.0.1:7000 -identity echo.pem
 //	go run ./examples/echo -peer 127.0.0.1:7000 -key <fingerprint printed by the server>
+//
+// With -identity the server keeps its key in a file (sal.LoadKey makes it
+// on first use), so the fingerprint its clients pin survives a restart.
 package main
 
 import (
@@ -30,6 +33,7 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "UDP address of this Host")
 	peer := flag.String("peer", "", "only dial echo.demo at this ip:port")
 	key := flag.String("key", "", "with -peer: the server's key fingerprint, to authenticate it")
+	identity := flag.String("identity", "", "with -serve: PEM file of the server's key, made on first use (default: a new key each start)")
 	size := flag.Int("size", 16<<20, "bytes to send")
 	flag.Parse()
 	log.SetFlags(0)
@@ -39,7 +43,13 @@ func main() {
 
 	switch {
 	case *serve:
-		h, err := sal.NewHost(sal.Config{Resolver: resolve.NewMemory(), ListenAddr: *listen})
+		cfg := sal.Config{Resolver: resolve.NewMemory(), ListenAddr: *listen}
+		if *identity != "" {
+			key, err := sal.LoadKey(*identity)
+			check(err)
+			cfg.Key = key
+		}
+		h, err := sal.NewHost(cfg)
 		check(err)
 		defer h.Close()
 		l, err := h.Listen(ctx, "echo.demo")

@@ -160,7 +160,17 @@ func TestDialIsNetcat(t *testing.T) {
 	}()
 
 	data := bytes.Repeat([]byte("roam dial "), 300_000) // 3 MB
-	d := runRoam(t, bytes.NewReader(data), "dial", "-resolver", url, "-key", filepath.Join(t.TempDir(), "k.pem"), "sum.demo")
+	// Over two paths (two local addresses), as a vehicle's two modems.
+	stdin, feed := io.Pipe() // nothing to send until the paths are checked
+	d := runRoam(t, stdin, "dial", "-resolver", url, "-key", filepath.Join(t.TempDir(), "k.pem"),
+		"-udp", "127.0.0.1:0", "-path", "127.0.0.2:0", "sum.demo")
+	paths := d.host().Paths() // (before the command ends and closes it)
+	require.Len(t, paths, 2, "-udp and -path")
+	require.Equal(t, "127.0.0.2", paths[1].Local.Addr().String())
+	go func() {
+		feed.Write(data)
+		feed.Close()
+	}()
 	require.Equal(t, 0, d.wait(30*time.Second), d.stderr.String())
 	want := sha256.Sum256(data)
 	require.Equal(t, string(want[:]), d.stdout.String(), "the service read every byte, and its answer came back")
