@@ -17,7 +17,7 @@ type halfCloser interface {
 
 // copyBufSize is what one direction of a splice reads at a time: a
 // flow's chunk, enough to keep a loopback TCP leg and QUIC busy.
-const copyBufSize = 64 << 10
+const copyBufSize = 256 << 10
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
 
