@@ -180,3 +180,72 @@ func TestDialIsNetcat(t *testing.T) {
 	require.Equal(t, 0, p.wait(20*time.Second), p.stderr.String())
 	require.Regexp(t, `127\.0\.0\.1:\d+\s+yes\s+\S+ / \S+ / \S+`, p.stdout.String())
 }
+
+// A half-close crosses forward and serve either way: the client's
+// CloseWrite reaches the server as EOF while the server still answers,
+// and the server's CloseWrite reaches the client while it still sends.
+func TestHalfCloseBothWays(t *testing.T) {
+	url := testRegistry(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				tc := c.(*net.TCPConn)
+				var mode [1]byte
+				if _, err := io.ReadFull(tc, mode[:]); err != nil {
+					return
+				}
+				if mode[0] == 'a' { // answer after the client's EOF
+					sum := sha256.New()
+					io.Copy(sum, tc)
+					tc.Write(sum.Sum(nil))
+					return
+				}
+				// 'b': say goodbye first, then read on until the client's EOF
+				tc.Write([]byte("bye"))
+				tc.CloseWrite()
+				sum := sha256.New()
+				io.Copy(sum, tc)
+				if _, err := tc.Write([]byte("late")); err == nil {
+					t.Error("a write after CloseWrite succeeded")
+				}
+			}()
+		}
+	}()
+	dir := t.TempDir()
+	serve := runRoam(t, nil, "serve", "-resolver", url, "-key", filepath.Join(dir, "s.pem"), "half.demo", "tcp://"+ln.Addr().String())
+	serve.line("roam serve: ")
+	fwd := runRoam(t, nil, "forward", "-resolver", url, "-key", filepath.Join(dir, "f.pem"), "half.demo")
+	addr := forwardAddr(fwd)
+
+	data := bytes.Repeat([]byte("half"), 1<<18) // 1 MiB
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Write(append([]byte{'a'}, data...))
+	require.NoError(t, err)
+	require.NoError(t, c.(*net.TCPConn).CloseWrite())
+	got, err := io.ReadAll(c)
+	require.NoError(t, err)
+	want := sha256.Sum256(data)
+	require.Equal(t, want[:], got, "the server read to EOF, then answered over the half-open flow")
+
+	c2, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	defer c2.Close()
+	_, err = c2.Write([]byte{'b'})
+	require.NoError(t, err)
+	got, err = io.ReadAll(c2) // the server's half-close arrives as EOF
+	require.NoError(t, err)
+	require.Equal(t, "bye", string(got))
+	_, err = c2.Write(data) // and this side can still send
+	require.NoError(t, err)
+	require.NoError(t, c2.(*net.TCPConn).CloseWrite())
+}
