@@ -365,10 +365,21 @@ func TestRegistryLeaseFloodBounded(t *testing.T) {
 	for _, c := range clients {
 		require.NoError(t, c.Close()) // withdraws
 	}
-	require.Eventually(t, func() bool {
-		st := r.Stats()
-		return st.Leases == 0 && st.Names == st.HeldNames && runtime.NumGoroutine() <= base+base/10+5
-	}, 10*time.Second, 10*time.Millisecond, "no lease, no self-certifying name left; goroutines back to %d", base)
+	// Under a loaded CI machine the withdrawals and the goroutines' ends
+	// take a while; what matters is that they come, so the wait is long
+	// and the failure says which part did not.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, left := r.Stats(), runtime.NumGoroutine()
+		if st.Leases == 0 && st.Names == st.HeldNames && left <= base+base/10+5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s: %d leases, %d names (%d held), %d goroutines (base %d): want no lease, no self-certifying name, goroutines back",
+				st.Leases, st.Names, st.HeldNames, left, base)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	left := heapGrowth(&before)
 	t.Logf("withdrawn: heap +%d KiB (the test's own clients included)", left>>10)
 	require.Less(t, left, grown/4, "the leases' state is gone")
