@@ -32,14 +32,10 @@
 //   - DNS (NewDNS, or Open with dns://[server:port]/) reads SRV, A/AAAA and
 //     TXT key pins, honours TTLs and serves stale answers while the
 //     nameservers fail; its Watch polls at the TTL.
-//   - Etcd (NewEtcd, or Open with etcd://host:port[,host:port...]/prefix)
-//     is for fleets on many machines. Each registration is a key under a
-//     lease kept alive until it is closed, so a Host that dies is withdrawn
-//     after EtcdConfig.LeaseTTL; etcd's watch pushes changes. It takes only
-//     RegisterSigned: records carry a Proof that readers check, and a name
-//     is bound to the key of its first registration (ErrNotOwner for any
-//     other). Registrations outlive a member failure and, re-made when
-//     etcd is back, an outage longer than their lease.
+//   - etcd (package github.com/roamnet/roam/resolve/etcd, a module of its
+//     own, so that only programs that import it link the etcd client,
+//     gRPC and protobuf) is for fleets on many machines; importing it
+//     registers etcd:// with Open (see RegisterScheme).
 //
 // # Who may register
 //
@@ -123,5 +119,7 @@
 //
 // Package resolvetest holds a conformance suite; every backend should pass
 // resolvetest.Run, or resolvetest.RunSigned if it takes only signed
-// registrations.
+// registrations. Package sal/saltest runs a backend under two sal Hosts
+// (RunHosts) and measures backends side by side (BenchBackends); it lives
+// under sal so that nothing under resolve imports sal.
 package resolve

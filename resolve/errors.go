@@ -87,7 +87,13 @@ func asError(op, service string, err error) error {
 // serviceKey returns the case-folded form under which backends store a
 // service. strings.ToLower returns its argument unchanged, without
 // allocating, when it holds no upper-case letter: the common case.
-func serviceKey(op, service string) (string, error) {
+func serviceKey(op, service string) (string, error) { return ServiceKey(op, service) }
+
+// ServiceKey returns the form of a service name that backends store and
+// compare (lower case), or, for an empty name, an *Error for op that
+// wraps ErrInvalid. Backends outside this package use it to agree with
+// the built-in ones.
+func ServiceKey(op, service string) (string, error) {
 	if service == "" {
 		return "", &Error{Op: op, Err: errEmptyService}
 	}

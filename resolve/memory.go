@@ -250,7 +250,11 @@ func (s *memService) changed() {
 	}
 }
 
-func validEndpoint(ep Endpoint) error {
+func validEndpoint(ep Endpoint) error { return ep.Validate() }
+
+// Validate reports, wrapping ErrInvalid, what makes ep unfit to register:
+// no address, port 0 or a negative TTL.
+func (ep Endpoint) Validate() error {
 	switch {
 	case !ep.Addr.Addr().IsValid():
 		return fmt.Errorf("%w: endpoint has no address", ErrInvalid)

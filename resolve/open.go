@@ -12,9 +12,65 @@ import (
 // sal.Host opens when its Config gives no Resolver.
 const EnvResolver = "ROAM_RESOLVER"
 
-// openForms lists what Open accepts, for its error messages.
-const openForms = `memory:[name], static:name=ip:port,ip:port;name2=ip:port, ` +
-	`registry://host:port[?key=fingerprint], dns://[server:port]/, etcd://host:port[,host:port...]/prefix`
+// builtinForms lists the URL forms Open always accepts, for its error
+// messages; each registered scheme adds its own.
+const builtinForms = `memory:[name], static:name=ip:port,ip:port;name2=ip:port, ` +
+	`registry://host:port[?key=fingerprint], dns://[server:port]/`
+
+// Opener makes a Resolver from a URL of the scheme it was registered for.
+type Opener func(ctx context.Context, u *url.URL) (Resolver, error)
+
+// schemes holds the backends that registered themselves, as database/sql
+// holds its drivers: a program links a backend, and what the backend
+// needs, only by importing it.
+var schemes struct {
+	sync.RWMutex
+	open  map[string]Opener
+	forms []string
+}
+
+// pluginPaths names the packages of the backends this module ships as
+// plug-ins, for the error that tells a program which import it lacks.
+var pluginPaths = map[string]string{
+	"etcd": "github.com/roamnet/roam/resolve/etcd",
+}
+
+// RegisterScheme makes Open hand URLs of scheme (lower case, as in
+// "etcd") to open; form shows the URL's shape in Open's errors. A
+// backend's package calls it from init, so that importing the package,
+// even as _, is all a program does to use it. It panics if scheme is
+// empty, built in or registered already, or open is nil.
+func RegisterScheme(scheme, form string, open Opener) {
+	switch {
+	case scheme == "" || scheme != strings.ToLower(scheme):
+		panic("resolve: RegisterScheme: scheme must be lower case and not empty")
+	case open == nil:
+		panic("resolve: RegisterScheme: nil Opener for " + scheme)
+	}
+	schemes.Lock()
+	defer schemes.Unlock()
+	if _, dup := schemes.open[scheme]; dup || scheme == "memory" || scheme == "static" || scheme == "dns" || scheme == "registry" {
+		panic("resolve: RegisterScheme: scheme " + scheme + " registered twice")
+	}
+	if schemes.open == nil {
+		schemes.open = make(map[string]Opener)
+	}
+	schemes.open[scheme] = open
+	schemes.forms = append(schemes.forms, form)
+}
+
+// BadURL returns the error Open gives for a malformed resolver URL: it
+// wraps ErrInvalid, says what is wrong, and lists the forms Open accepts.
+// Backends registered with RegisterScheme use it too.
+func BadURL(rawURL, reason string) error {
+	schemes.RLock()
+	forms := builtinForms
+	for _, f := range schemes.forms {
+		forms += ", " + f
+	}
+	schemes.RUnlock()
+	return fmt.Errorf("%w: resolver URL %q: %s; accepted forms: %s", ErrInvalid, rawURL, reason, forms)
+}
 
 // Open returns the resolver a URL names:
 //
@@ -25,7 +81,12 @@ const openForms = `memory:[name], static:name=ip:port,ip:port;name2=ip:port, ` +
 //	                             ?key=FINGERPRINT to pin the registry's key
 //	                             (once; an empty or all-zero one is refused)
 //	dns://[SERVER:PORT]/         DNS; an empty server means the system's resolvers
-//	etcd://HOST:PORT[,...]/PREFIX etcd, with registrations under PREFIX
+//
+// and the schemes of the backends the program links (RegisterScheme), such
+// as etcd://HOST:PORT[,...]/PREFIX once it imports
+// github.com/roamnet/roam/resolve/etcd. A scheme this module ships as a
+// plug-in that the program does not link fails with ErrUnsupported, and
+// the error names the import that adds it.
 //
 // The result also implements Registrar, SignedRegistrar and Watcher where
 // its backend can; find them by type assertion. Resolvers Open dials hold
@@ -63,15 +124,23 @@ func Open(ctx context.Context, rawURL string) (Resolver, error) {
 		return openDNS(u)
 	case "registry":
 		return openRegistry(ctx, u)
-	case "etcd":
-		return openEtcd(ctx, u)
+	}
+	schemes.RLock()
+	open := schemes.open[u.Scheme]
+	schemes.RUnlock()
+	if open != nil {
+		return open(ctx, u)
+	}
+	if path, ok := pluginPaths[u.Scheme]; ok {
+		return nil, fmt.Errorf("%w: resolver URL %q: the %s backend is not linked into this program; add import _ %q",
+			ErrUnsupported, rawURL, u.Scheme, path)
 	}
 	return nil, openError(rawURL, "unknown scheme %q", u.Scheme)
 }
 
-// openError explains a bad URL, and lists the forms Open accepts.
+// openError is BadURL with a format.
 func openError(rawURL, format string, args ...any) error {
-	return fmt.Errorf("%w: resolver URL %q: %s; accepted forms: %s", ErrInvalid, rawURL, fmt.Sprintf(format, args...), openForms)
+	return BadURL(rawURL, fmt.Sprintf(format, args...))
 }
 
 var memories struct {

@@ -15,6 +15,7 @@ import (
 	"github.com/roamnet/roam/resolve"
 	"github.com/roamnet/roam/resolve/resolvetest"
 	"github.com/roamnet/roam/sal"
+	"github.com/roamnet/roam/sal/saltest"
 )
 
 func newKey(t testing.TB) ed25519.PrivateKey {
@@ -287,7 +288,7 @@ func TestRegistryGarbage(t *testing.T) {
 // Rebind through the registry's watch.
 func TestRegistryHosts(t *testing.T) {
 	r := startRegistry(t, resolve.RegistryConfig{})
-	resolvetest.RunHosts(t, func(t *testing.T) resolve.Resolver {
+	saltest.RunHosts(t, func(t *testing.T) resolve.Resolver {
 		res, err := resolve.Open(context.Background(), r.URL())
 		require.NoError(t, err)
 		t.Cleanup(func() { res.(interface{ Close() error }).Close() })

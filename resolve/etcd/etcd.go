@@ -1,4 +1,4 @@
-package resolve
+package etcd
 
 import (
 	"cmp"
@@ -20,11 +20,13 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/roamnet/roam/resolve"
 )
 
-// EtcdConfig configures an Etcd backend. The zero value of every field but
-// Endpoints works, and NewEtcd never modifies the EtcdConfig it is given.
-type EtcdConfig struct {
+// Config configures the etcd backend. The zero value of every field but
+// Endpoints works, and New never modifies the Config it is given.
+type Config struct {
 	// Endpoints are the cluster members' client addresses, "host:port" or
 	// "http://host:port". Required unless Client is set.
 	Endpoints []string
@@ -37,7 +39,7 @@ type EtcdConfig struct {
 	// registration must be made again. etcd counts leases in whole seconds
 	// and sets a floor of its own. If zero, 10s.
 	LeaseTTL time.Duration
-	// DialTimeout bounds NewEtcd's first contact with the cluster, each
+	// DialTimeout bounds New's first contact with the cluster, each
 	// withdrawal on Close, and each attempt to renew a lost registration.
 	// If zero, 5s.
 	DialTimeout time.Duration
@@ -54,12 +56,12 @@ type EtcdConfig struct {
 	Logger *slog.Logger
 }
 
-// Etcd is a Resolver, SignedRegistrar and Watcher backed by an etcd
+// Backend is a Resolver, SignedRegistrar and Watcher backed by an etcd
 // cluster: the backend for fleets of Hosts on many machines. It is safe
 // for concurrent use.
 //
-// Each registration is one key under a lease that the Etcd keeps alive, so
-// a Host that dies is withdrawn when its lease expires (EtcdConfig.LeaseTTL)
+// Each registration is one key under a lease that the Backend keeps alive, so
+// a Host that dies is withdrawn when its lease expires (Config.LeaseTTL)
 // and a closed Registration at once. Keys live under the prefix:
 //
 //	<prefix>svc/<service>/owner       the fingerprint the service is bound to
@@ -81,9 +83,9 @@ type EtcdConfig struct {
 // If etcd is out of reach for longer than the lease, a registration is
 // made again (new lease, same record) once it is back, unless a newer
 // registration of the address has taken its place meanwhile.
-type Etcd struct {
+type Backend struct {
 	cli     *clientv3.Client
-	own     bool // NewEtcd dialled cli, so Close closes it
+	own     bool // New dialled cli, so Close closes it
 	prefix  string
 	binding []byte
 	ttl     int64 // lease TTL in seconds
@@ -107,19 +109,19 @@ type Etcd struct {
 // verified once rather than on every lookup, and a bad one logged once.
 type etcdSeen struct {
 	rev    int64
-	ep     Endpoint
+	ep     resolve.Endpoint
 	err    error
 	logged atomic.Bool
 }
 
 // etcdRecord is a registration's value.
 type etcdRecord struct {
-	V    int            `json:"v"`
-	Addr netip.AddrPort `json:"addr"`
-	Key  Fingerprint    `json:"key"`
-	TTL  time.Duration  `json:"ttl,omitempty"`
-	Pub  []byte         `json:"pub"` // Proof.PublicKey
-	Sig  []byte         `json:"sig"` // Proof.Signature
+	V    int                 `json:"v"`
+	Addr netip.AddrPort      `json:"addr"`
+	Key  resolve.Fingerprint `json:"key"`
+	TTL  time.Duration       `json:"ttl,omitempty"`
+	Pub  []byte              `json:"pub"` // Proof.PublicKey
+	Sig  []byte              `json:"sig"` // Proof.Signature
 }
 
 const (
@@ -130,16 +132,16 @@ const (
 )
 
 var (
-	_ Resolver        = (*Etcd)(nil)
-	_ Registrar       = (*Etcd)(nil)
-	_ SignedRegistrar = (*Etcd)(nil)
-	_ Watcher         = (*Etcd)(nil)
+	_ resolve.Resolver        = (*Backend)(nil)
+	_ resolve.Registrar       = (*Backend)(nil)
+	_ resolve.SignedRegistrar = (*Backend)(nil)
+	_ resolve.Watcher         = (*Backend)(nil)
 )
 
-// NewEtcd connects to an etcd cluster, and checks under ctx (and at most
+// New connects to an etcd cluster, and checks under ctx (and at most
 // DialTimeout) that a member answers.
-func NewEtcd(ctx context.Context, cfg EtcdConfig) (*Etcd, error) {
-	e := &Etcd{
+func New(ctx context.Context, cfg Config) (*Backend, error) {
+	e := &Backend{
 		prefix:  cfg.Prefix,
 		timeout: orDefault(cfg.DialTimeout, 5*time.Second),
 		log:     cfg.Logger,
@@ -164,7 +166,7 @@ func NewEtcd(ctx context.Context, cfg EtcdConfig) (*Etcd, error) {
 	e.cli = cfg.Client
 	if e.cli == nil {
 		if len(cfg.Endpoints) == 0 {
-			return nil, fmt.Errorf("%w: etcd: no endpoints", ErrInvalid)
+			return nil, fmt.Errorf("%w: etcd: no endpoints", resolve.ErrInvalid)
 		}
 		cli, err := clientv3.New(clientv3.Config{
 			Endpoints:   cfg.Endpoints,
@@ -177,7 +179,7 @@ func NewEtcd(ctx context.Context, cfg EtcdConfig) (*Etcd, error) {
 			Logger:               zap.New(slogCore{log: e.log}),
 		})
 		if err != nil {
-			return nil, fmt.Errorf("%w: etcd: %w", ErrInvalid, err)
+			return nil, fmt.Errorf("%w: etcd: %w", resolve.ErrInvalid, err)
 		}
 		e.cli, e.own = cli, true
 	}
@@ -200,43 +202,43 @@ func NewEtcd(ctx context.Context, cfg EtcdConfig) (*Etcd, error) {
 
 // openEtcd opens the backend that an etcd://host:port[,host:port...]/prefix
 // URL names.
-func openEtcd(ctx context.Context, u *url.URL) (Resolver, error) {
+func openEtcd(ctx context.Context, u *url.URL) (resolve.Resolver, error) {
 	cfg, err := parseEtcdURL(u)
 	if err != nil {
 		return nil, err
 	}
-	e, err := NewEtcd(ctx, cfg)
+	e, err := New(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	return e, nil
 }
 
-func parseEtcdURL(u *url.URL) (EtcdConfig, error) {
+func parseEtcdURL(u *url.URL) (Config, error) {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: etcd URL %q: %s; want etcd://host:port[,host:port...]/prefix",
-			ErrInvalid, u.Redacted(), fmt.Sprintf(format, args...))
+			resolve.ErrInvalid, u.Redacted(), fmt.Sprintf(format, args...))
 	}
 	switch {
 	case u.Scheme != "etcd":
-		return EtcdConfig{}, bad("scheme is not etcd")
+		return Config{}, bad("scheme is not etcd")
 	case u.Opaque != "":
-		return EtcdConfig{}, bad("no // before the endpoints")
+		return Config{}, bad("no // before the endpoints")
 	case u.User != nil:
-		return EtcdConfig{}, bad("credentials in the URL are not supported; use NewEtcd with EtcdConfig.Client")
+		return Config{}, bad("credentials in the URL are not supported; use New with Config.Client")
 	case u.RawQuery != "" || u.Fragment != "":
-		return EtcdConfig{}, bad("queries and fragments are not supported")
+		return Config{}, bad("queries and fragments are not supported")
 	case u.Host == "":
-		return EtcdConfig{}, bad("no endpoint")
+		return Config{}, bad("no endpoint")
 	}
-	var cfg EtcdConfig
+	var cfg Config
 	for ep := range strings.SplitSeq(u.Host, ",") {
 		host, port, err := net.SplitHostPort(ep)
 		if err != nil || host == "" {
-			return EtcdConfig{}, bad("endpoint %q is not host:port", ep)
+			return Config{}, bad("endpoint %q is not host:port", ep)
 		}
 		if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
-			return EtcdConfig{}, bad("endpoint %q has a bad port", ep)
+			return Config{}, bad("endpoint %q has a bad port", ep)
 		}
 		cfg.Endpoints = append(cfg.Endpoints, ep)
 	}
@@ -250,56 +252,56 @@ func parseEtcdURL(u *url.URL) (EtcdConfig, error) {
 // verify, in the order their addresses were first registered. While no
 // member answers, the client retries for as long as ctx allows: give it a
 // deadline (a Cache does, CacheConfig.LookupTimeout).
-func (e *Etcd) Resolve(ctx context.Context, service string) ([]Endpoint, error) {
-	svc, err := serviceKey("resolve", service)
+func (e *Backend) Resolve(ctx context.Context, service string) ([]resolve.Endpoint, error) {
+	svc, err := resolve.ServiceKey("resolve", service)
 	if err != nil {
 		return nil, err
 	}
 	if err := e.check(ctx, svc); err != nil {
-		return nil, &Error{Op: "resolve", Service: svc, Err: err}
+		return nil, &resolve.Error{Op: "resolve", Service: svc, Err: err}
 	}
 	resp, err := e.cli.Get(ctx, e.svcPrefix(svc), append([]clientv3.OpOption{clientv3.WithPrefix()}, e.read...)...)
 	if err != nil {
-		return nil, &Error{Op: "resolve", Service: svc, Err: e.rpcErr(ctx, err)}
+		return nil, &resolve.Error{Op: "resolve", Service: svc, Err: e.rpcErr(ctx, err)}
 	}
 	eps := e.endpointsOf(svc, resp.Kvs)
 	if len(eps) == 0 {
-		return nil, &Error{Op: "resolve", Service: svc, Err: ErrNotFound}
+		return nil, &resolve.Error{Op: "resolve", Service: svc, Err: resolve.ErrNotFound}
 	}
 	return eps, nil
 }
 
-// check refuses a malformed key label, a done context and a closed Etcd,
+// check refuses a malformed key label, a done context and a closed Backend,
 // before any request.
-func (e *Etcd) check(ctx context.Context, svc string) error {
-	if _, _, err := IDKey(svc); err != nil {
+func (e *Backend) check(ctx context.Context, svc string) error {
+	if _, _, err := resolve.IDKey(svc); err != nil {
 		return err
 	}
 	if err := context.Cause(ctx); err != nil {
 		return err
 	}
 	if e.ctx.Err() != nil {
-		return ErrClosed
+		return resolve.ErrClosed
 	}
 	return nil
 }
 
 // rpcErr says why a request failed: the caller's context, Close, or etcd.
-func (e *Etcd) rpcErr(ctx context.Context, err error) error {
+func (e *Backend) rpcErr(ctx context.Context, err error) error {
 	if cerr := context.Cause(ctx); cerr != nil {
 		return cerr
 	}
 	if e.ctx.Err() != nil {
-		return ErrClosed
+		return resolve.ErrClosed
 	}
 	return fmt.Errorf("etcd: %w", err)
 }
 
-// Close withdraws every registration, ends every watch and, if NewEtcd
+// Close withdraws every registration, ends every watch and, if New
 // dialled the client, closes it. Later calls return errors wrapping
 // ErrClosed; closing a Registration stays harmless. Close is idempotent
 // and returns nil.
-func (e *Etcd) Close() error {
+func (e *Backend) Close() error {
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -329,30 +331,30 @@ func (e *Etcd) Close() error {
 	return nil
 }
 
-func (e *Etcd) svcPrefix(svc string) string { return e.prefix + "svc/" + url.PathEscape(svc) + "/" }
-func (e *Etcd) ownerKey(svc string) string  { return e.svcPrefix(svc) + "owner" }
-func (e *Etcd) epKey(svc string, addr netip.AddrPort) string {
+func (e *Backend) svcPrefix(svc string) string { return e.prefix + "svc/" + url.PathEscape(svc) + "/" }
+func (e *Backend) ownerKey(svc string) string  { return e.svcPrefix(svc) + "owner" }
+func (e *Backend) epKey(svc string, addr netip.AddrPort) string {
 	return e.svcPrefix(svc) + "ep/" + addr.String()
 }
 
 // endpointsOf turns a service's keys into the endpoints to answer with:
 // those whose records verify and whose key the service is bound to,
 // oldest address first.
-func (e *Etcd) endpointsOf(svc string, kvs []*mvccpb.KeyValue) []Endpoint {
+func (e *Backend) endpointsOf(svc string, kvs []*mvccpb.KeyValue) []resolve.Endpoint {
 	prefix := e.svcPrefix(svc)
-	owner, pinned, _ := IDKey(svc) // malformed labels were refused earlier
+	owner, pinned, _ := resolve.IDKey(svc) // malformed labels were refused earlier
 	if !pinned {
 		for _, kv := range kvs {
 			if string(kv.Key) == prefix+"owner" {
 				// An unreadable owner leaves owner zero, which no
 				// record matches.
-				owner, _ = ParseFingerprint(string(kv.Value))
+				owner, _ = resolve.ParseFingerprint(string(kv.Value))
 			}
 		}
 	}
 	type found struct {
 		rev int64
-		ep  Endpoint
+		ep  resolve.Endpoint
 	}
 	var recs []found
 	for _, kv := range kvs {
@@ -370,7 +372,7 @@ func (e *Etcd) endpointsOf(svc string, kvs []*mvccpb.KeyValue) []Endpoint {
 	slices.SortFunc(recs, func(a, b found) int {
 		return cmp.Or(cmp.Compare(a.rev, b.rev), a.ep.Addr.Compare(b.ep.Addr))
 	})
-	eps := make([]Endpoint, len(recs))
+	eps := make([]resolve.Endpoint, len(recs))
 	for i, r := range recs {
 		eps[i] = r.ep
 	}
@@ -379,7 +381,7 @@ func (e *Etcd) endpointsOf(svc string, kvs []*mvccpb.KeyValue) []Endpoint {
 
 // endpoint verifies one record (once per revision) and checks its key
 // against the service's owner.
-func (e *Etcd) endpoint(svc, addr string, owner Fingerprint, kv *mvccpb.KeyValue) (Endpoint, bool) {
+func (e *Backend) endpoint(svc, addr string, owner resolve.Fingerprint, kv *mvccpb.KeyValue) (resolve.Endpoint, bool) {
 	k := string(kv.Key)
 	e.seenMu.Lock()
 	s := e.seen[k]
@@ -397,44 +399,51 @@ func (e *Etcd) endpoint(svc, addr string, owner Fingerprint, kv *mvccpb.KeyValue
 	err := s.err
 	if err == nil && s.ep.Key != owner {
 		if owner.IsZero() {
-			err = fmt.Errorf("%w: the service is bound to no key", ErrNotOwner)
+			err = fmt.Errorf("%w: the service is bound to no key", resolve.ErrNotOwner)
 		} else {
-			err = fmt.Errorf("%w: signed by %s, the service is bound to %s", ErrNotOwner, s.ep.Key, owner)
+			err = fmt.Errorf("%w: signed by %s, the service is bound to %s", resolve.ErrNotOwner, s.ep.Key, owner)
 		}
 	}
 	if err != nil {
 		if s.logged.CompareAndSwap(false, true) {
 			e.log.Debug("etcd: skipping a record", "key", k, "revision", kv.ModRevision, "err", err)
 		}
-		return Endpoint{}, false
+		return resolve.Endpoint{}, false
 	}
 	return s.ep, true
 }
 
 // decode parses and verifies a record stored under .../ep/<addr>.
-func (e *Etcd) decode(svc, addr string, value []byte) (Endpoint, error) {
+func (e *Backend) decode(svc, addr string, value []byte) (resolve.Endpoint, error) {
 	if len(value) > etcdMaxRecord {
-		return Endpoint{}, fmt.Errorf("%w: record of %d bytes", ErrInvalid, len(value))
+		return resolve.Endpoint{}, fmt.Errorf("%w: record of %d bytes", resolve.ErrInvalid, len(value))
 	}
 	var rec etcdRecord
 	if err := json.Unmarshal(value, &rec); err != nil {
-		return Endpoint{}, fmt.Errorf("%w: record: %w", ErrInvalid, err)
+		return resolve.Endpoint{}, fmt.Errorf("%w: record: %w", resolve.ErrInvalid, err)
 	}
 	if rec.V != etcdRecordVersion {
-		return Endpoint{}, fmt.Errorf("%w: record version %d, want %d", ErrInvalid, rec.V, etcdRecordVersion)
+		return resolve.Endpoint{}, fmt.Errorf("%w: record version %d, want %d", resolve.ErrInvalid, rec.V, etcdRecordVersion)
 	}
-	ep := Endpoint{Addr: rec.Addr, Key: rec.Key, TTL: rec.TTL}
-	if err := validEndpoint(ep); err != nil {
-		return Endpoint{}, err
+	ep := resolve.Endpoint{Addr: rec.Addr, Key: rec.Key, TTL: rec.TTL}
+	if err := ep.Validate(); err != nil {
+		return resolve.Endpoint{}, err
 	}
 	if ep.Addr.String() != addr {
 		// A copy of a real record under another address's key: it would
 		// make the address's registration impossible to replace.
-		return Endpoint{}, fmt.Errorf("%w: record for %s stored under %s", ErrInvalid, ep.Addr, addr)
+		return resolve.Endpoint{}, fmt.Errorf("%w: record for %s stored under %s", resolve.ErrInvalid, ep.Addr, addr)
 	}
-	proof := Proof{PublicKey: rec.Pub, Signature: rec.Sig}
+	proof := resolve.Proof{PublicKey: rec.Pub, Signature: rec.Sig}
 	if err := proof.Verify(etcdDomain, e.binding, svc, ep); err != nil {
-		return Endpoint{}, err
+		return resolve.Endpoint{}, err
 	}
 	return ep, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }

@@ -1,4 +1,4 @@
-package resolve_test
+package etcd_test
 
 import (
 	"context"
@@ -8,24 +8,25 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/roamnet/roam/resolve"
-	"github.com/roamnet/roam/resolve/internal/etcdtest"
+	"github.com/roamnet/roam/resolve/etcd"
+	"github.com/roamnet/roam/resolve/etcd/internal/etcdtest"
+	"github.com/roamnet/roam/sal/saltest"
 )
 
-// etcdBenchBackends adds etcd to BenchmarkBackends, where it runs beside
-// the other backends under the same sal Hosts. Without an etcd binary
-// (outside CI) the comparison goes on without it.
-func etcdBenchBackends(b *testing.B) []benchBackend {
+// BenchmarkBackends measures etcd as resolve's BenchmarkBackends measures
+// the registry and DNS, under the same sal Hosts. It needs an etcd binary
+// (CI installs Debian's); elsewhere it skips.
+func BenchmarkBackends(b *testing.B) {
 	if !etcdtest.Installed() {
-		b.Log("etcd not installed: BenchmarkBackends leaves it out")
-		return nil
+		b.Skip("etcd not installed")
 	}
 	endpoints := etcdtest.Endpoints(b)
 	prefix := etcdtest.Prefix(b)
 	open := func(b *testing.B) resolve.Resolver {
-		return newEtcd(b, endpoints, resolve.EtcdConfig{Prefix: prefix})
+		return newEtcd(b, endpoints, etcd.Config{Prefix: prefix})
 	}
-	// An Etcd keeps nothing: every Resolve asks the cluster.
-	return []benchBackend{{name: "etcd", open: open, uncached: open}}
+	// A Backend keeps nothing: every Resolve asks the cluster.
+	saltest.BenchBackends(b, []saltest.BenchBackend{{Name: "etcd", Open: open, Uncached: open}})
 }
 
 // BenchmarkEtcdStaleReads is what BenchmarkBackends leaves out: an
@@ -34,8 +35,8 @@ func etcdBenchBackends(b *testing.B) []benchBackend {
 func BenchmarkEtcdStaleReads(b *testing.B) {
 	endpoints := etcdtest.Endpoints(b)
 	prefix := etcdtest.Prefix(b)
-	e := newEtcd(b, endpoints, resolve.EtcdConfig{Prefix: prefix})
-	stale := newEtcd(b, endpoints, resolve.EtcdConfig{Prefix: prefix, StaleReads: true})
+	e := newEtcd(b, endpoints, etcd.Config{Prefix: prefix})
+	stale := newEtcd(b, endpoints, etcd.Config{Prefix: prefix, StaleReads: true})
 	key, _ := etcdSigner(b)
 	ctx := context.Background()
 	reg, err := e.RegisterSigned(ctx, "bench.demo", resolve.Endpoint{Addr: netip.MustParseAddrPort("127.0.0.1:4000")}, key)

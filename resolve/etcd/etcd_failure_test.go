@@ -1,4 +1,4 @@
-package resolve_test
+package etcd_test
 
 import (
 	"bytes"
@@ -13,7 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/roamnet/roam/resolve"
-	"github.com/roamnet/roam/resolve/internal/etcdtest"
+	"github.com/roamnet/roam/resolve/etcd"
+	"github.com/roamnet/roam/resolve/etcd/internal/etcdtest"
 )
 
 // These tests kill etcd members, so each starts a cluster of its own, even
@@ -67,12 +68,6 @@ func (b *logBuffer) has(s string) bool {
 	return strings.Contains(b.buf.String(), s)
 }
 
-func (b *logBuffer) count(s string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Count(b.buf.String(), s)
-}
-
 // stillThere checks that service keeps resolving to want for d, as it does
 // only if its registrations' leases are kept alive all along.
 func stillThere(t *testing.T, r resolve.Resolver, service string, want []resolve.Endpoint, d time.Duration) {
@@ -97,8 +92,8 @@ func TestEtcdMemberKilled(t *testing.T) {
 	// last answer, on its next 500 ms tick, so up to ~1.2 s apart, which
 	// leaves ~0.8 s of the TTL to spare.
 	const ttl = 2 * time.Second
-	provider := newEtcd(t, eps, resolve.EtcdConfig{Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second})
-	resolver := newEtcd(t, eps, resolve.EtcdConfig{Prefix: prefix})
+	provider := newEtcd(t, eps, etcd.Config{Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second})
+	resolver := newEtcd(t, eps, etcd.Config{Prefix: prefix})
 	const svc = "ha.demo"
 	key, onlyA := etcdRegisterAt(t, provider, svc, "127.0.0.1:4000")
 	ch, err := resolver.Watch(etcdCtx(t), svc)
@@ -154,7 +149,7 @@ func TestEtcdMemberKilled(t *testing.T) {
 		survive(t, carrier, 4001)
 		// Back on its old data, the member catches up with what it missed.
 		c.Restart(carrier)
-		solo := newEtcd(t, []string{eps[carrier]}, resolve.EtcdConfig{Prefix: prefix, StaleReads: true})
+		solo := newEtcd(t, []string{eps[carrier]}, etcd.Config{Prefix: prefix, StaleReads: true})
 		etcdWaitResolve(t, solo, svc, onlyA)
 	})
 	t.Run("Leader", func(t *testing.T) {
@@ -171,7 +166,7 @@ func TestEtcdOutage(t *testing.T) {
 	eps := c.Endpoints()
 	prefix := etcdtest.Prefix(t)
 	const ttl = 2 * time.Second // see TestEtcdMemberKilled
-	observer := newEtcd(t, eps, resolve.EtcdConfig{Prefix: prefix})
+	observer := newEtcd(t, eps, etcd.Config{Prefix: prefix})
 	key, fp := etcdSigner(t)
 
 	// The provider knows one member only; while that one is down, the
@@ -180,7 +175,7 @@ func TestEtcdOutage(t *testing.T) {
 	t.Run("CutOff", func(t *testing.T) {
 		const svc = "cutoff.demo"
 		var log logBuffer
-		provider := newEtcd(t, eps[:1], resolve.EtcdConfig{Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second, Logger: log.logger()})
+		provider := newEtcd(t, eps[:1], etcd.Config{Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second, Logger: log.logger()})
 		reg, err := provider.RegisterSigned(etcdCtx(t), svc, resolve.Endpoint{Addr: netip.MustParseAddrPort("127.0.0.1:4000")}, key)
 		require.NoError(t, err)
 		defer reg.Close()
@@ -204,7 +199,7 @@ func TestEtcdOutage(t *testing.T) {
 	t.Run("WholeCluster", func(t *testing.T) {
 		const svc = "blackout.demo"
 		var log logBuffer
-		provider := newEtcd(t, eps, resolve.EtcdConfig{Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second, Logger: log.logger()})
+		provider := newEtcd(t, eps, etcd.Config{Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second, Logger: log.logger()})
 		reg, err := provider.RegisterSigned(etcdCtx(t), svc, resolve.Endpoint{Addr: netip.MustParseAddrPort("127.0.0.1:4000")}, key)
 		require.NoError(t, err)
 		defer reg.Close()

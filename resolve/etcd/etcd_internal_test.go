@@ -1,4 +1,4 @@
-package resolve
+package etcd
 
 import (
 	"bytes"
@@ -17,7 +17,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/roamnet/roam/resolve/internal/etcdtest"
+	"github.com/roamnet/roam/resolve/etcd/internal/etcdtest"
+
+	"github.com/roamnet/roam/resolve"
 )
 
 func TestParseEtcdURL(t *testing.T) {
@@ -50,7 +52,7 @@ func TestParseEtcdURL(t *testing.T) {
 			continue // Open refuses these itself
 		}
 		_, err = parseEtcdURL(u)
-		require.ErrorIs(t, err, ErrInvalid, in)
+		require.ErrorIs(t, err, resolve.ErrInvalid, in)
 		require.NotContains(t, err.Error(), "pw", "no password in messages")
 	}
 }
@@ -59,11 +61,11 @@ func TestParseEtcdURL(t *testing.T) {
 // store: it must never panic, and whatever it accepts must verify.
 func FuzzEtcdRecord(f *testing.F) {
 	key := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
-	fp, err := FingerprintOf(key.Public())
+	fp, err := resolve.FingerprintOf(key.Public())
 	require.NoError(f, err)
-	e := &Etcd{binding: []byte("/roam/"), log: slog.New(slog.DiscardHandler)}
-	ep := Endpoint{Addr: netip.MustParseAddrPort("127.0.0.1:4000"), Key: fp}
-	proof, err := Sign(key, etcdDomain, e.binding, "svc.demo", ep)
+	e := &Backend{binding: []byte("/roam/"), log: slog.New(slog.DiscardHandler)}
+	ep := resolve.Endpoint{Addr: netip.MustParseAddrPort("127.0.0.1:4000"), Key: fp}
+	proof, err := resolve.Sign(key, etcdDomain, e.binding, "svc.demo", ep)
 	require.NoError(f, err)
 	good, err := json.Marshal(etcdRecord{V: 1, Addr: ep.Addr, Key: fp, Pub: proof.PublicKey, Sig: proof.Signature})
 	require.NoError(f, err)
@@ -76,14 +78,14 @@ func FuzzEtcdRecord(f *testing.F) {
 	f.Fuzz(func(t *testing.T, svc, addr string, value []byte) {
 		got, err := e.decode(svc, addr, value)
 		if err != nil {
-			require.True(t, errors.Is(err, ErrInvalid) || errors.Is(err, ErrUnauthenticated), "%v", err)
+			require.True(t, errors.Is(err, resolve.ErrInvalid) || errors.Is(err, resolve.ErrUnauthenticated), "%v", err)
 			return
 		}
 		require.Equal(t, addr, got.Addr.String())
-		require.NoError(t, validEndpoint(got))
+		require.NoError(t, got.Validate())
 		var rec etcdRecord
 		require.NoError(t, json.Unmarshal(value, &rec))
-		require.NoError(t, Proof{PublicKey: rec.Pub, Signature: rec.Sig}.Verify(etcdDomain, e.binding, svc, got))
+		require.NoError(t, resolve.Proof{PublicKey: rec.Pub, Signature: rec.Sig}.Verify(etcdDomain, e.binding, svc, got))
 	})
 }
 
@@ -112,7 +114,7 @@ func TestEtcdWatchCompacted(t *testing.T) {
 	cluster := etcdtest.Start(t, 1) // of its own: compaction is cluster-wide
 	var logs bytes.Buffer
 	var mu sync.Mutex
-	e, err := NewEtcd(context.Background(), EtcdConfig{
+	e, err := New(context.Background(), Config{
 		Endpoints: cluster.Endpoints(),
 		Logger:    slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
@@ -121,14 +123,14 @@ func TestEtcdWatchCompacted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	key := ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize))
-	a, err := e.RegisterSigned(ctx, "old.demo", Endpoint{Addr: netip.MustParseAddrPort("127.0.0.1:4000")}, key)
+	a, err := e.RegisterSigned(ctx, "old.demo", resolve.Endpoint{Addr: netip.MustParseAddrPort("127.0.0.1:4000")}, key)
 	require.NoError(t, err)
 	w := &etcdWatch{e: e, svc: "old.demo", prefix: e.svcPrefix("old.demo")}
 	require.NoError(t, w.list(ctx))
 	w.last = w.endpoints()
 	require.Len(t, w.last, 1)
 
-	b, err := e.RegisterSigned(ctx, "old.demo", Endpoint{Addr: netip.MustParseAddrPort("127.0.0.1:4001")}, key)
+	b, err := e.RegisterSigned(ctx, "old.demo", resolve.Endpoint{Addr: netip.MustParseAddrPort("127.0.0.1:4001")}, key)
 	require.NoError(t, err)
 	defer b.Close()
 	require.NoError(t, a.Close())
@@ -137,7 +139,7 @@ func TestEtcdWatchCompacted(t *testing.T) {
 	_, err = e.cli.Compact(ctx, resp.Header.Revision)
 	require.NoError(t, err)
 
-	ch := make(chan []Endpoint, 1)
+	ch := make(chan []resolve.Endpoint, 1)
 	e.wg.Add(1)
 	go w.run(ctx, ch)
 	select {

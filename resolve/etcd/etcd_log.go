@@ -1,4 +1,4 @@
-package resolve
+package etcd
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"go.uber.org/zap/zapcore"
 )
 
-// slogCore hands the etcd client's zap logs to the Etcd's slog.Logger, so
+// slogCore hands the etcd client's zap logs to the Backend's slog.Logger, so
 // that one Logger receives both, and a nil Logger silences both (the
 // client's own default writes to stderr).
 type slogCore struct {

@@ -1,4 +1,4 @@
-package resolve
+package etcd
 
 import (
 	"context"
@@ -13,11 +13,13 @@ import (
 	"go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/roamnet/roam/resolve"
 )
 
 // errEtcdUnsigned refuses Register: a record without a proof would be
 // dropped by every reader anyway.
-var errEtcdUnsigned = fmt.Errorf("%w: the etcd backend takes only signed registrations; use RegisterSigned with the service's key", ErrUnauthenticated)
+var errEtcdUnsigned = fmt.Errorf("%w: the etcd backend takes only signed registrations; use RegisterSigned with the service's key", resolve.ErrUnauthenticated)
 
 // errSuperseded means a newer registration of the same address holds its
 // key, so this one must not overwrite it.
@@ -25,11 +27,11 @@ var errSuperseded = errors.New("resolve: a newer registration of the address rep
 
 // etcdReg is one registration: a record under a lease kept alive by run.
 type etcdReg struct {
-	e       *Etcd
+	e       *Backend
 	service string
 	key     string // the record's etcd key
 	owner   string // the owner key; empty for a self-certifying ID
-	fp      Fingerprint
+	fp      resolve.Fingerprint
 	val     string // the record
 
 	ctx    context.Context // ends run; child of e.ctx
@@ -43,47 +45,47 @@ type etcdReg struct {
 
 // Register refuses, with an error wrapping ErrUnauthenticated: readers
 // accept only records signed by the service's key, so use RegisterSigned.
-func (e *Etcd) Register(ctx context.Context, service string, ep Endpoint) (Registration, error) {
-	svc, err := serviceKey("register", service)
+func (e *Backend) Register(ctx context.Context, service string, ep resolve.Endpoint) (resolve.Registration, error) {
+	svc, err := resolve.ServiceKey("register", service)
 	if err != nil {
 		return nil, err
 	}
-	return nil, &Error{Op: "register", Service: svc, Err: errEtcdUnsigned}
+	return nil, &resolve.Error{Op: "register", Service: svc, Err: errEtcdUnsigned}
 }
 
 // RegisterSigned implements SignedRegistrar: it binds service to key's
 // fingerprint if nobody holds it yet (a self-certifying ID is bound to its
 // own key), and publishes ep, signed by key, under a lease kept alive until
 // the Registration is closed. ctx bounds the registration, not its life.
-func (e *Etcd) RegisterSigned(ctx context.Context, service string, ep Endpoint, key crypto.Signer) (Registration, error) {
-	svc, err := serviceKey("register", service)
+func (e *Backend) RegisterSigned(ctx context.Context, service string, ep resolve.Endpoint, key crypto.Signer) (resolve.Registration, error) {
+	svc, err := resolve.ServiceKey("register", service)
 	if err != nil {
 		return nil, err
 	}
-	fail := func(err error) (Registration, error) {
-		return nil, &Error{Op: "register", Service: svc, Err: err}
+	fail := func(err error) (resolve.Registration, error) {
+		return nil, &resolve.Error{Op: "register", Service: svc, Err: err}
 	}
 	if key == nil {
-		return fail(fmt.Errorf("%w: no key", ErrInvalid))
+		return fail(fmt.Errorf("%w: no key", resolve.ErrInvalid))
 	}
-	fp, err := FingerprintOf(key.Public())
+	fp, err := resolve.FingerprintOf(key.Public())
 	if err != nil {
-		return fail(fmt.Errorf("%w: %w", ErrInvalid, err))
+		return fail(fmt.Errorf("%w: %w", resolve.ErrInvalid, err))
 	}
 	if ep.Key.IsZero() {
 		ep.Key = fp
 	}
-	if err := validEndpoint(ep); err != nil {
+	if err := ep.Validate(); err != nil {
 		return fail(err)
 	}
 	// Refuse a self-certifying ID under a foreign key without asking etcd.
-	if err := CheckOwner(svc, fp, Fingerprint{}); err != nil {
+	if err := resolve.CheckOwner(svc, fp, resolve.Fingerprint{}); err != nil {
 		return fail(err)
 	}
 	if err := e.check(ctx, svc); err != nil {
 		return fail(err)
 	}
-	proof, err := Sign(key, etcdDomain, e.binding, svc, ep)
+	proof, err := resolve.Sign(key, etcdDomain, e.binding, svc, ep)
 	if err != nil {
 		return fail(err)
 	}
@@ -95,7 +97,7 @@ func (e *Etcd) RegisterSigned(ctx context.Context, service string, ep Endpoint, 
 		return fail(err)
 	}
 	r := &etcdReg{e: e, service: svc, key: e.epKey(svc, ep.Addr), fp: fp, val: string(val), done: make(chan struct{})}
-	if _, pinned, _ := IDKey(svc); !pinned {
+	if _, pinned, _ := resolve.IDKey(svc); !pinned {
 		r.owner = e.ownerKey(svc)
 	}
 
@@ -105,7 +107,7 @@ func (e *Etcd) RegisterSigned(ctx context.Context, service string, ep Endpoint, 
 	}
 	if err := r.put(ctx, lease, true); err != nil {
 		e.revoke(lease) // or it would linger, empty, until it expired
-		if !errors.Is(err, ErrNotOwner) {
+		if !errors.Is(err, resolve.ErrNotOwner) {
 			err = e.rpcErr(ctx, err)
 		}
 		return fail(err)
@@ -117,7 +119,7 @@ func (e *Etcd) RegisterSigned(ctx context.Context, service string, ep Endpoint, 
 		e.mu.Unlock()
 		r.cancel()
 		e.revoke(lease)
-		return fail(ErrClosed)
+		return fail(resolve.ErrClosed)
 	}
 	e.regs[r] = struct{}{}
 	e.wg.Add(1)
@@ -126,7 +128,7 @@ func (e *Etcd) RegisterSigned(ctx context.Context, service string, ep Endpoint, 
 	return r, nil
 }
 
-func (e *Etcd) grant(ctx context.Context) (clientv3.LeaseID, error) {
+func (e *Backend) grant(ctx context.Context) (clientv3.LeaseID, error) {
 	resp, err := e.cli.Grant(ctx, e.ttl)
 	if err != nil {
 		return 0, err
@@ -136,7 +138,7 @@ func (e *Etcd) grant(ctx context.Context) (clientv3.LeaseID, error) {
 
 // revoke ends a lease and so deletes its keys. A lease that is gone
 // already is no error.
-func (e *Etcd) revoke(lease clientv3.LeaseID) error {
+func (e *Backend) revoke(lease clientv3.LeaseID) error {
 	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
 	defer cancel()
 	_, err := e.cli.Revoke(ctx, lease)
@@ -188,11 +190,11 @@ func (r *etcdReg) put(ctx context.Context, lease clientv3.LeaseID, replace bool)
 			return nil
 		}
 		if len(owner.Kvs) > 0 {
-			bound, err := ParseFingerprint(string(owner.Kvs[0].Value))
+			bound, err := resolve.ParseFingerprint(string(owner.Kvs[0].Value))
 			if err != nil {
-				return fmt.Errorf("%w: the service's owner key holds %q", ErrNotOwner, owner.Kvs[0].Value)
+				return fmt.Errorf("%w: the service's owner key holds %q", resolve.ErrNotOwner, owner.Kvs[0].Value)
 			}
-			if err := CheckOwner(r.service, r.fp, bound); err != nil {
+			if err := resolve.CheckOwner(r.service, r.fp, bound); err != nil {
 				return err
 			}
 			if bound == r.fp {
@@ -288,7 +290,7 @@ func (r *etcdReg) renew(lease clientv3.LeaseID) bool {
 				cancel()
 				r.e.log.Info("etcd: registered again", "service", r.service, "key", r.key, "lease", lease)
 				return true
-			case errors.Is(err, errSuperseded), errors.Is(err, ErrNotOwner):
+			case errors.Is(err, errSuperseded), errors.Is(err, resolve.ErrNotOwner):
 				cancel()
 				r.e.log.Info("etcd: registration not renewed", "service", r.service, "key", r.key, "err", err)
 				return false // Close revokes the unused lease
@@ -333,12 +335,12 @@ func (r *etcdReg) Close() error {
 	delete(e.regs, r)
 	e.mu.Unlock()
 	if !live {
-		return nil // Etcd.Close withdrew it
+		return nil // Backend.Close withdrew it
 	}
 	r.cancel()
 	<-r.done
 	if err := e.revoke(r.currentLease()); err != nil {
-		return &Error{Op: "register", Service: r.service,
+		return &resolve.Error{Op: "register", Service: r.service,
 			Err: fmt.Errorf("withdraw: etcd: %w (the record lasts until its lease expires)", err)}
 	}
 	return nil

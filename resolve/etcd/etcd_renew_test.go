@@ -1,4 +1,4 @@
-package resolve_test
+package etcd_test
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/roamnet/roam/resolve"
-	"github.com/roamnet/roam/resolve/internal/etcdtest"
+	"github.com/roamnet/roam/resolve/etcd"
+	"github.com/roamnet/roam/resolve/etcd/internal/etcdtest"
 )
 
 // lossyKV commits a transaction and then, once armed, reports a timeout:
@@ -54,8 +54,8 @@ func TestEtcdRenewAfterLostAnswer(t *testing.T) {
 	cli.KV = kv
 	var log logBuffer
 	const ttl = 2 * time.Second
-	provider := newEtcd(t, nil, resolve.EtcdConfig{Client: cli, Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second, Logger: log.logger()})
-	observer := newEtcd(t, eps, resolve.EtcdConfig{Prefix: prefix})
+	provider := newEtcd(t, nil, etcd.Config{Client: cli, Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second, Logger: log.logger()})
+	observer := newEtcd(t, eps, etcd.Config{Prefix: prefix})
 	const svc = "lossy.demo"
 	_, want := etcdRegisterAt(t, provider, svc, "127.0.0.1:4000")
 	etcdWaitResolve(t, observer, svc, want)

@@ -1,4 +1,4 @@
-package resolve_test
+package etcd_test
 
 import (
 	"context"
@@ -13,9 +13,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/roamnet/roam/resolve"
-	"github.com/roamnet/roam/resolve/internal/etcdtest"
-	"github.com/roamnet/roam/resolve/resolvetest"
+	"github.com/roamnet/roam/resolve/etcd"
+	"github.com/roamnet/roam/resolve/etcd/internal/etcdtest"
 	"github.com/roamnet/roam/sal"
+	"github.com/roamnet/roam/sal/saltest"
 )
 
 // etcdHost returns a sal.Host on loopback over r, closed when the test
@@ -35,9 +36,9 @@ func etcdHost(t *testing.T, r resolve.Resolver) *sal.Host {
 func TestEtcdHosts(t *testing.T) {
 	endpoints := etcdtest.Endpoints(t)
 	prefix := etcdtest.Prefix(t)
-	observer := newEtcd(t, endpoints, resolve.EtcdConfig{Prefix: prefix})
-	provider := etcdHost(t, newEtcd(t, endpoints, resolve.EtcdConfig{Prefix: prefix}))
-	client := etcdHost(t, newEtcd(t, endpoints, resolve.EtcdConfig{Prefix: prefix}))
+	observer := newEtcd(t, endpoints, etcd.Config{Prefix: prefix})
+	provider := etcdHost(t, newEtcd(t, endpoints, etcd.Config{Prefix: prefix}))
+	client := etcdHost(t, newEtcd(t, endpoints, etcd.Config{Prefix: prefix}))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -105,8 +106,8 @@ func TestEtcdHosts(t *testing.T) {
 func TestEtcdRunHosts(t *testing.T) {
 	endpoints := etcdtest.Endpoints(t)
 	prefix := etcdtest.Prefix(t) // one for both Hosts, so that they meet
-	resolvetest.RunHosts(t, func(t *testing.T) resolve.Resolver {
-		return newEtcd(t, endpoints, resolve.EtcdConfig{Prefix: prefix})
+	saltest.RunHosts(t, func(t *testing.T) resolve.Resolver {
+		return newEtcd(t, endpoints, etcd.Config{Prefix: prefix})
 	})
 }
 

@@ -1,4 +1,4 @@
-package resolve_test
+package etcd_test
 
 import (
 	"context"
@@ -17,7 +17,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/roamnet/roam/resolve"
-	"github.com/roamnet/roam/resolve/internal/etcdtest"
+	"github.com/roamnet/roam/resolve/etcd"
+	"github.com/roamnet/roam/resolve/etcd/internal/etcdtest"
 	"github.com/roamnet/roam/resolve/resolvetest"
 )
 
@@ -27,7 +28,7 @@ const etcdBound = 15 * time.Second
 
 // newEtcd returns an Etcd on endpoints (or a cluster of the test's own)
 // under a prefix of the test's own, closed when the test ends.
-func newEtcd(t testing.TB, endpoints []string, cfg resolve.EtcdConfig) *resolve.Etcd {
+func newEtcd(t testing.TB, endpoints []string, cfg etcd.Config) *etcd.Backend {
 	t.Helper()
 	if endpoints == nil && cfg.Client == nil {
 		endpoints = etcdtest.Endpoints(t)
@@ -36,7 +37,7 @@ func newEtcd(t testing.TB, endpoints []string, cfg resolve.EtcdConfig) *resolve.
 	if cfg.Prefix == "" {
 		cfg.Prefix = etcdtest.Prefix(t)
 	}
-	e, err := resolve.NewEtcd(context.Background(), cfg)
+	e, err := etcd.New(context.Background(), cfg)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, e.Close()) })
 	return e
@@ -62,7 +63,7 @@ func etcdSigner(t testing.TB) (crypto.Signer, resolve.Fingerprint) {
 
 // etcdRegisterAt registers svc at addr through r under a new key, until
 // the test ends, and returns the key and the set a resolver should answer.
-func etcdRegisterAt(t testing.TB, r *resolve.Etcd, svc, addr string) (crypto.Signer, []resolve.Endpoint) {
+func etcdRegisterAt(t testing.TB, r *etcd.Backend, svc, addr string) (crypto.Signer, []resolve.Endpoint) {
 	t.Helper()
 	key, fp := etcdSigner(t)
 	reg, err := r.RegisterSigned(etcdCtx(t), svc, resolve.Endpoint{Addr: netip.MustParseAddrPort(addr)}, key)
@@ -134,17 +135,17 @@ func TestEtcdConformance(t *testing.T) {
 	endpoints := etcdtest.Endpoints(t)
 	t.Run("Etcd", func(t *testing.T) {
 		resolvetest.RunSigned(t, func(t *testing.T) resolve.Resolver {
-			return newEtcd(t, endpoints, resolve.EtcdConfig{})
+			return newEtcd(t, endpoints, etcd.Config{})
 		})
 	})
 	t.Run("StaleReads", func(t *testing.T) {
 		resolvetest.RunSigned(t, func(t *testing.T) resolve.Resolver {
-			return newEtcd(t, endpoints, resolve.EtcdConfig{StaleReads: true})
+			return newEtcd(t, endpoints, etcd.Config{StaleReads: true})
 		})
 	})
 	t.Run("CacheOverEtcd", func(t *testing.T) {
 		resolvetest.RunSigned(t, func(t *testing.T) resolve.Resolver {
-			e := newEtcd(t, endpoints, resolve.EtcdConfig{})
+			e := newEtcd(t, endpoints, etcd.Config{})
 			c := resolve.NewCache(e, resolve.CacheConfig{})
 			t.Cleanup(func() { _ = c.Close() }) // before the Etcd's Close
 			return c
@@ -182,7 +183,7 @@ func TestEtcdOpen(t *testing.T) {
 
 func TestEtcdSignedRegistration(t *testing.T) {
 	endpoints := etcdtest.Endpoints(t)
-	e := newEtcd(t, endpoints, resolve.EtcdConfig{})
+	e := newEtcd(t, endpoints, etcd.Config{})
 	owner, ownerFP := etcdSigner(t)
 	rival, rivalFP := etcdSigner(t)
 	ctx := etcdCtx(t)
@@ -225,8 +226,8 @@ func TestEtcdSignedRegistration(t *testing.T) {
 func TestEtcdForgedRecords(t *testing.T) {
 	endpoints := etcdtest.Endpoints(t)
 	prefix := etcdtest.Prefix(t)
-	e := newEtcd(t, endpoints, resolve.EtcdConfig{Prefix: prefix})
-	other := newEtcd(t, endpoints, resolve.EtcdConfig{Prefix: etcdtest.Prefix(t)})
+	e := newEtcd(t, endpoints, etcd.Config{Prefix: prefix})
+	other := newEtcd(t, endpoints, etcd.Config{Prefix: etcdtest.Prefix(t)})
 	raw := rawEtcd(t, endpoints)
 	owner, ownerFP := etcdSigner(t)
 	rival, rivalFP := etcdSigner(t)
@@ -320,8 +321,8 @@ func TestEtcdForgedRecords(t *testing.T) {
 func TestEtcdWatchAcrossClients(t *testing.T) {
 	endpoints := etcdtest.Endpoints(t)
 	prefix := etcdtest.Prefix(t)
-	provider := newEtcd(t, endpoints, resolve.EtcdConfig{Prefix: prefix})
-	watcher := newEtcd(t, endpoints, resolve.EtcdConfig{Prefix: prefix})
+	provider := newEtcd(t, endpoints, etcd.Config{Prefix: prefix})
+	watcher := newEtcd(t, endpoints, etcd.Config{Prefix: prefix})
 	key, fp := etcdSigner(t)
 	ctx, cancel := context.WithCancel(etcdCtx(t))
 	ch, err := watcher.Watch(ctx, "moving.demo")
@@ -349,10 +350,10 @@ func TestEtcdWatchAcrossClients(t *testing.T) {
 func TestEtcdLeaseExpiry(t *testing.T) {
 	endpoints := etcdtest.Endpoints(t)
 	prefix := etcdtest.Prefix(t)
-	observer := newEtcd(t, endpoints, resolve.EtcdConfig{Prefix: prefix})
+	observer := newEtcd(t, endpoints, etcd.Config{Prefix: prefix})
 	doomed := rawEtcd(t, endpoints)
 	const ttl = 2 * time.Second // keep-alives at most ~1.2 s apart: see TestEtcdMemberKilled
-	crasher := newEtcd(t, nil, resolve.EtcdConfig{Client: doomed, Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second})
+	crasher := newEtcd(t, nil, etcd.Config{Client: doomed, Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second})
 	key, fp := etcdSigner(t)
 	ctx := etcdCtx(t)
 	_, err := crasher.RegisterSigned(ctx, "fragile.demo", resolve.Endpoint{Addr: netip.MustParseAddrPort("127.0.0.1:4000")}, key)
@@ -387,7 +388,7 @@ func TestEtcdLeaseExpiry(t *testing.T) {
 func TestEtcdClosed(t *testing.T) {
 	endpoints := etcdtest.Endpoints(t)
 	prefix := etcdtest.Prefix(t)
-	e, err := resolve.NewEtcd(etcdCtx(t), resolve.EtcdConfig{Endpoints: endpoints, Prefix: prefix})
+	e, err := etcd.New(etcdCtx(t), etcd.Config{Endpoints: endpoints, Prefix: prefix})
 	require.NoError(t, err)
 	key, _ := etcdSigner(t)
 	ctx := etcdCtx(t)
@@ -409,13 +410,13 @@ func TestEtcdClosed(t *testing.T) {
 	require.ErrorIs(t, err, resolve.ErrClosed)
 
 	// Close withdrew the registration.
-	etcdWaitResolve(t, newEtcd(t, endpoints, resolve.EtcdConfig{Prefix: prefix}), "short.demo", nil)
+	etcdWaitResolve(t, newEtcd(t, endpoints, etcd.Config{Prefix: prefix}), "short.demo", nil)
 }
 
 // TestEtcdUnreachable needs no etcd: nothing listens on port 1.
 func TestEtcdUnreachable(t *testing.T) {
 	start := time.Now()
-	_, err := resolve.NewEtcd(context.Background(), resolve.EtcdConfig{
+	_, err := etcd.New(context.Background(), etcd.Config{
 		Endpoints: []string{"127.0.0.1:1"}, DialTimeout: 300 * time.Millisecond,
 	})
 	require.Error(t, err)
@@ -423,8 +424,8 @@ func TestEtcdUnreachable(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err = resolve.NewEtcd(ctx, resolve.EtcdConfig{Endpoints: []string{"127.0.0.1:1"}})
+	_, err = etcd.New(ctx, etcd.Config{Endpoints: []string{"127.0.0.1:1"}})
 	require.ErrorIs(t, err, context.Canceled)
-	_, err = resolve.NewEtcd(context.Background(), resolve.EtcdConfig{})
+	_, err = etcd.New(context.Background(), etcd.Config{})
 	require.ErrorIs(t, err, resolve.ErrInvalid)
 }

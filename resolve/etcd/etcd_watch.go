@@ -1,4 +1,4 @@
-package resolve
+package etcd
 
 import (
 	"context"
@@ -6,16 +6,18 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/roamnet/roam/resolve"
 )
 
 // etcdWatch follows one service for one Watch call.
 type etcdWatch struct {
-	e      *Etcd
+	e      *Backend
 	svc    string
 	prefix string
 	keys   map[string]*mvccpb.KeyValue // the service's keys as last seen
 	rev    int64                       // the revision keys reflect
-	last   []Endpoint                  // the set last sent
+	last   []resolve.Endpoint          // the set last sent
 }
 
 // Watch implements Watcher. It lists the service's keys, sends the
@@ -24,26 +26,26 @@ type etcdWatch struct {
 // member lost its leader), Watch lists the keys again and follows on from
 // there, retrying with backoff while etcd is out of reach. A set is sent
 // only when it differs from the last one, and a slow reader gets the
-// newest. The channel closes when ctx ends or the Etcd is closed.
-func (e *Etcd) Watch(ctx context.Context, service string) (<-chan []Endpoint, error) {
-	svc, err := serviceKey("watch", service)
+// newest. The channel closes when ctx ends or the Backend is closed.
+func (e *Backend) Watch(ctx context.Context, service string) (<-chan []resolve.Endpoint, error) {
+	svc, err := resolve.ServiceKey("watch", service)
 	if err != nil {
 		return nil, err
 	}
 	if err := e.check(ctx, svc); err != nil {
-		return nil, &Error{Op: "watch", Service: svc, Err: err}
+		return nil, &resolve.Error{Op: "watch", Service: svc, Err: err}
 	}
 	w := &etcdWatch{e: e, svc: svc, prefix: e.svcPrefix(svc)}
 	if err := w.list(ctx); err != nil {
-		return nil, &Error{Op: "watch", Service: svc, Err: e.rpcErr(ctx, err)}
+		return nil, &resolve.Error{Op: "watch", Service: svc, Err: e.rpcErr(ctx, err)}
 	}
-	ch := make(chan []Endpoint, 1)
+	ch := make(chan []resolve.Endpoint, 1)
 	w.last = w.endpoints()
 	ch <- w.last
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {
-		return nil, &Error{Op: "watch", Service: svc, Err: ErrClosed}
+		return nil, &resolve.Error{Op: "watch", Service: svc, Err: resolve.ErrClosed}
 	}
 	e.wg.Add(1)
 	go w.run(ctx, ch)
@@ -64,7 +66,7 @@ func (w *etcdWatch) list(ctx context.Context) error {
 	return nil
 }
 
-func (w *etcdWatch) endpoints() []Endpoint {
+func (w *etcdWatch) endpoints() []resolve.Endpoint {
 	kvs := make([]*mvccpb.KeyValue, 0, len(w.keys))
 	for _, kv := range w.keys {
 		kvs = append(kvs, kv)
@@ -74,7 +76,7 @@ func (w *etcdWatch) endpoints() []Endpoint {
 
 // publish sends the current set if it changed. run is the only sender, so
 // after taking a stale value out the send cannot block.
-func (w *etcdWatch) publish(ch chan []Endpoint) {
+func (w *etcdWatch) publish(ch chan []resolve.Endpoint) {
 	eps := w.endpoints()
 	if slices.Equal(eps, w.last) {
 		return
@@ -87,7 +89,7 @@ func (w *etcdWatch) publish(ch chan []Endpoint) {
 	w.last = eps
 }
 
-func (w *etcdWatch) run(ctx context.Context, ch chan []Endpoint) {
+func (w *etcdWatch) run(ctx context.Context, ch chan []resolve.Endpoint) {
 	defer w.e.wg.Done()
 	defer close(ch)
 	ctx, cancel := context.WithCancel(ctx)
@@ -120,7 +122,7 @@ func (w *etcdWatch) run(ctx context.Context, ch chan []Endpoint) {
 
 // follow applies etcd's watch events from w.rev on until the watch ends,
 // and reports whether any response came.
-func (w *etcdWatch) follow(ctx context.Context, ch chan []Endpoint) (progressed bool) {
+func (w *etcdWatch) follow(ctx context.Context, ch chan []resolve.Endpoint) (progressed bool) {
 	// Require a leader: a member cut off from the others would otherwise
 	// hold the watch open and silent, while the cluster goes on without it.
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))

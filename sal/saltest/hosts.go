@@ -1,4 +1,4 @@
-package resolvetest
+package saltest
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/resolvetest"
 	"github.com/roamnet/roam/sal"
 )
 
@@ -77,7 +78,7 @@ func testHosts(t *testing.T, newResolver func(t *testing.T) resolve.Resolver, re
 	require.Eventually(t, func() bool { // remote backends are eventually consistent
 		c, err = client.Dial(ctx, service)
 		return err == nil
-	}, Settle, 10*time.Millisecond, "dial %s", service)
+	}, resolvetest.Settle, 10*time.Millisecond, "dial %s", service)
 	defer c.Close()
 	got := make(chan [sha256.Size]byte, 1)
 	go func() {
@@ -104,7 +105,7 @@ func testHosts(t *testing.T, newResolver func(t *testing.T) resolve.Resolver, re
 			require.NoError(c, err)
 			require.Len(c, eps, 1)
 			require.Equal(c, provider.LocalAddr(), eps[0].Addr)
-		}, Settle, time.Millisecond, "the client's resolver follows the provider")
+		}, resolvetest.Settle, time.Millisecond, "the client's resolver follows the provider")
 	}
 }
 
