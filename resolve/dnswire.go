@@ -15,11 +15,6 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 )
 
-// ErrDNSFailure means a DNS lookup got no usable answer: every server timed
-// out, failed (SERVFAIL, REFUSED...) or sent a malformed reply. Unlike
-// ErrNotFound it says nothing about the service. Every *DNSError is one.
-var ErrDNSFailure = errors.New("resolve: dns lookup failed")
-
 // DNSError is a DNS query that got no usable answer; errors.Is(err,
 // ErrDNSFailure) holds for it. When several servers or attempts failed, it
 // describes the last one.

@@ -105,11 +105,16 @@
 //     (RegistryConfig's Max fields). The error is then a *LimitError that
 //     names the limit and its value; use errors.As. A connection refused
 //     over a limit matches ErrUnavailable too.
+//   - ErrUnsigned: a backend that takes only signed registrations got
+//     none, or a proof that does not verify (ErrUnauthenticated is its
+//     deprecated name). ErrNotOwner: the service is bound to another key.
+//   - ErrDNSFailure: a DNS lookup got no usable answer (every *DNSError is
+//     one); unlike ErrNotFound it says nothing about the service.
 //   - context.Canceled, context.DeadlineExceeded or the context's own
 //     cause (context.Cause): the caller's context ended, or a Cache lookup
 //     exceeded CacheConfig.LookupTimeout.
 //
-// ErrInvalidFingerprint comes from ParseFingerprint, and from Open for a
+// All of them are declared in errors.go. ErrInvalidFingerprint comes from ParseFingerprint, and from Open for a
 // bad key= in a registry:// URL; ErrZeroFingerprint, which wraps it, when
 // the fingerprint is all zero: a pin that is given is always checked, so
 // the zero one, which would pin nothing, is refused. ErrRegistryKey means

@@ -6,9 +6,41 @@ import (
 	"strings"
 )
 
-// More errors, alongside those declared with the interfaces. Each may be
-// wrapped; test with errors.Is.
+// Errors, all of them here. Each may be wrapped; test with errors.Is.
 var (
+	// ErrNotFound means no endpoint is known for the service.
+	ErrNotFound = errors.New("resolve: not found")
+	// ErrClosed means the resolver or registration was closed.
+	ErrClosed = errors.New("resolve: closed")
+	// ErrInvalidFingerprint means a key fingerprint did not parse.
+	ErrInvalidFingerprint = errors.New("resolve: invalid key fingerprint")
+	// ErrZeroFingerprint means a pin was given as the all-zero
+	// fingerprint ("aaaa...", 52 times), which no key has and which would
+	// read as no pin at all. It wraps ErrInvalidFingerprint.
+	ErrZeroFingerprint = fmt.Errorf("%w: all zero, which pins no key", ErrInvalidFingerprint)
+	// ErrUnsigned means the backend wants proof of the service's key and
+	// got none, or a proof that does not verify: use RegisterSigned. (It
+	// is about a registration; sal.ErrUnauthenticated is about a dial.)
+	ErrUnsigned = errors.New("resolve: registration not signed by the service's key")
+	// ErrUnauthenticated is ErrUnsigned's earlier name.
+	//
+	// Deprecated: use ErrUnsigned, which says what is missing, and does
+	// not share sal.ErrUnauthenticated's name.
+	ErrUnauthenticated = ErrUnsigned
+	// ErrNotOwner means the service is bound to another key than the one
+	// the registration proved.
+	ErrNotOwner = errors.New("resolve: service is bound to another key")
+	// ErrLimit means a registry refused a request, or a connection, that
+	// would have gone over one of its limits; a *LimitError says which.
+	ErrLimit = errors.New("resolve: over the registry's limit")
+	// ErrRegistryKey means the registry proved a key other than the
+	// pinned one.
+	ErrRegistryKey = errors.New("resolve: registry key does not match the pin")
+	// ErrDNSFailure means a DNS lookup got no usable answer: every server
+	// timed out, failed (SERVFAIL, REFUSED...) or sent a malformed reply.
+	// Unlike ErrNotFound it says nothing about the service. Every
+	// *DNSError is one.
+	ErrDNSFailure = errors.New("resolve: dns lookup failed")
 	// ErrUnsupported means the backend lacks the asked-for ability, such as
 	// a Cache asked to Watch a backend that is not a Watcher.
 	ErrUnsupported = errors.New("resolve: not supported by this backend")

@@ -77,3 +77,9 @@ func TestRegistryErrorText(t *testing.T) {
 	require.ErrorIs(t, err, resolve.ErrNotOwner)
 	require.Regexp(t, `^resolve register taken\.demo: service is bound to another key: [a-z2-7]{52} \(held by 1 live registration\(s\) under that key; serve it with that key, or pick another name\)$`, err.Error())
 }
+
+// ErrUnauthenticated stays as the deprecated name of ErrUnsigned, so that
+// code written against it still matches.
+func TestErrUnauthenticatedIsErrUnsigned(t *testing.T) {
+	require.ErrorIs(t, resolve.ErrUnauthenticated, resolve.ErrUnsigned)
+}

@@ -29,7 +29,7 @@ type RegistryClientConfig struct {
 	Key Fingerprint
 	// Signer signs plain Register calls, whose endpoint then pins its key;
 	// RegisterSigned brings its own key. If nil, Register fails with
-	// ErrUnauthenticated.
+	// ErrUnsigned.
 	Signer crypto.Signer
 	// CallTimeout bounds a connection attempt, and a registration,
 	// renewal or watch request, when the caller's context sets no earlier
@@ -492,7 +492,7 @@ func parseCode(f *regwire.Frame) error {
 	case regwire.CodeInvalid:
 		base = ErrInvalid
 	case regwire.CodeUnauthenticated:
-		base = ErrUnauthenticated
+		base = ErrUnsigned
 	case regwire.CodeNotOwner:
 		base = ErrNotOwner
 	case regwire.CodeLimit:

@@ -90,13 +90,13 @@ func TestRegistryReplayedProof(t *testing.T) {
 		PublicKey: proof.PublicKey, Signature: proof.Signature,
 	}
 	_, err = sessions[1].call(ctx, register, nil)
-	require.ErrorIs(t, err, ErrUnauthenticated)
+	require.ErrorIs(t, err, ErrUnsigned)
 
 	// A proof for another endpoint is refused too.
 	forged := *register
 	forged.Endpoint.Addr = netip.MustParseAddrPort("127.0.0.1:6666")
 	_, err = sessions[0].call(ctx, &forged, nil)
-	require.ErrorIs(t, err, ErrUnauthenticated)
+	require.ErrorIs(t, err, ErrUnsigned)
 
 	// The proof on its own connection is accepted.
 	f, err := sessions[0].call(ctx, register, nil)

@@ -46,10 +46,6 @@ const (
 	LimitWatchesPerConn Limit = "watches per connection"  // RegistryConfig.MaxWatchesPerConn
 )
 
-// ErrLimit means a registry refused a request, or a connection, that
-// would have gone over one of its limits; a *LimitError says which.
-var ErrLimit = errors.New("resolve: over the registry's limit")
-
 // LimitError reports what a registry refused to keep within its limits.
 // errors.Is(err, ErrLimit) holds for it.
 type LimitError struct {

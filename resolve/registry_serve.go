@@ -183,7 +183,7 @@ func codeOf(err error) regwire.Code {
 		return regwire.CodeNotFound
 	case errors.Is(err, ErrInvalid):
 		return regwire.CodeInvalid
-	case errors.Is(err, ErrUnauthenticated):
+	case errors.Is(err, ErrUnsigned):
 		return regwire.CodeUnauthenticated
 	case errors.Is(err, ErrNotOwner):
 		return regwire.CodeNotOwner

@@ -205,7 +205,7 @@ func (c *RegistryClient) Register(ctx context.Context, service string, ep Endpoi
 	if c.cfg.Signer == nil {
 		key, _ := serviceKey("register", service)
 		return nil, &Error{Op: "register", Service: key, Err: fmt.Errorf(
-			"%w: the registry needs proof of the service's key: set RegistryClientConfig.Signer or use RegisterSigned", ErrUnauthenticated)}
+			"%w: the registry needs proof of the service's key: set RegistryClientConfig.Signer or use RegisterSigned", ErrUnsigned)}
 	}
 	return c.RegisterSigned(ctx, service, ep, c.cfg.Signer)
 }

@@ -103,7 +103,7 @@ func TestRegistryOwnership(t *testing.T) {
 	require.ErrorIs(t, err, resolve.ErrNotOwner)
 	// ...nor register without a key at all.
 	_, err = c.Register(ctx, "bank.demo", resolve.Endpoint{Addr: addr("127.0.0.1:6666")})
-	require.ErrorIs(t, err, resolve.ErrUnauthenticated)
+	require.ErrorIs(t, err, resolve.ErrUnsigned)
 	// The owner may.
 	reg2, err := c.RegisterSigned(ctx, selfCert, resolve.Endpoint{Addr: addr("127.0.0.1:4001")}, owner)
 	require.NoError(t, err)

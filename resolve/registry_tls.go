@@ -2,16 +2,10 @@ package resolve
 
 import (
 	"crypto"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"errors"
 	"fmt"
-	"math/big"
-	"time"
 )
 
 // registryALPN names the registry protocol in the TLS handshake, so that
@@ -26,42 +20,10 @@ const proofDomain = "roam registry v1"
 // sign, so that a proof captured on one connection is worthless on another.
 const exporterLabel = "EXPORTER-roam-registry-proof"
 
-// selfSigned wraps key (generating an Ed25519 key when nil) in a
-// certificate. Clients check only the key inside it, against the
-// fingerprint they pin: names and chains mean nothing here.
+// selfSigned is the registry's certificate: SelfSigned, named for it.
 func selfSigned(key crypto.Signer) (tls.Certificate, Fingerprint, error) {
-	if key == nil {
-		_, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return tls.Certificate{}, Fingerprint{}, err
-		}
-		key = priv
-	}
-	fp, err := FingerprintOf(key.Public())
-	if err != nil {
-		return tls.Certificate{}, Fingerprint{}, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return tls.Certificate{}, Fingerprint{}, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: "roam registry " + fp.String()},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(100 * 365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return tls.Certificate{}, Fingerprint{}, fmt.Errorf("resolve: registry certificate: %w", err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, fp, nil
+	return SelfSigned(key, "roam registry ")
 }
-
-// ErrRegistryKey means the registry proved a key other than the pinned one.
-var ErrRegistryKey = errors.New("resolve: registry key does not match the pin")
 
 // registryClientTLS trusts exactly the pinned key, or any key when pin is
 // zero: a registry reached without a pin is encrypted but unauthenticated,

@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base32"
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -62,20 +61,6 @@ type Registrar interface {
 type Watcher interface {
 	Watch(ctx context.Context, service string) (<-chan []Endpoint, error)
 }
-
-// Errors. Each may be wrapped; test with errors.Is.
-var (
-	// ErrNotFound means no endpoint is known for the service.
-	ErrNotFound = errors.New("resolve: not found")
-	// ErrClosed means the resolver or registration was closed.
-	ErrClosed = errors.New("resolve: closed")
-	// ErrInvalidFingerprint means a key fingerprint did not parse.
-	ErrInvalidFingerprint = errors.New("resolve: invalid key fingerprint")
-	// ErrZeroFingerprint means a pin was given as the all-zero
-	// fingerprint ("aaaa...", 52 times), which no key has and which would
-	// read as no pin at all. It wraps ErrInvalidFingerprint.
-	ErrZeroFingerprint = fmt.Errorf("%w: all zero, which pins no key", ErrInvalidFingerprint)
-)
 
 // Fingerprint identifies a public key: the SHA-256 of its DER-encoded
 // SubjectPublicKeyInfo. The zero value means "no key"; it has no text form

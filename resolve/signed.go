@@ -10,7 +10,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"strings"
 )
@@ -30,17 +29,6 @@ import (
 type SignedRegistrar interface {
 	RegisterSigned(ctx context.Context, service string, ep Endpoint, key crypto.Signer) (Registration, error)
 }
-
-// Errors about the right to register. Each may be wrapped; test with
-// errors.Is.
-var (
-	// ErrUnauthenticated means the backend wants proof of the service's key
-	// and got none, or a proof that does not verify: use RegisterSigned.
-	ErrUnauthenticated = errors.New("resolve: registration not authenticated")
-	// ErrNotOwner means the service is bound to another key than the one
-	// the registration proved.
-	ErrNotOwner = errors.New("resolve: service is bound to another key")
-)
 
 // keyLabelPrefix leads the key label of a self-certifying service ID,
 // "rk--<fingerprint>" (see sal.ServiceID).
@@ -126,17 +114,17 @@ func Sign(key crypto.Signer, domain string, binding []byte, service string, ep E
 }
 
 // Verify checks that p proves possession of ep.Key for this registration.
-// Every failure wraps ErrUnauthenticated.
+// Every failure wraps ErrUnsigned.
 func (p Proof) Verify(domain string, binding []byte, service string, ep Endpoint) error {
 	if len(p.PublicKey) == 0 || len(p.PublicKey) > maxProofKey || len(p.Signature) == 0 || len(p.Signature) > maxProofSig {
-		return fmt.Errorf("%w: missing or oversized proof", ErrUnauthenticated)
+		return fmt.Errorf("%w: missing or oversized proof", ErrUnsigned)
 	}
 	if sha256.Sum256(p.PublicKey) != ep.Key {
-		return fmt.Errorf("%w: proof key does not match the endpoint's key", ErrUnauthenticated)
+		return fmt.Errorf("%w: proof key does not match the endpoint's key", ErrUnsigned)
 	}
 	pub, err := x509.ParsePKIXPublicKey(p.PublicKey)
 	if err != nil {
-		return fmt.Errorf("%w: proof key: %w", ErrUnauthenticated, err)
+		return fmt.Errorf("%w: proof key: %w", ErrUnsigned, err)
 	}
 	digest := sha256.Sum256(ProofMessage(domain, binding, service, ep))
 	ok := false
@@ -150,7 +138,7 @@ func (p Proof) Verify(domain string, binding []byte, service string, ep Endpoint
 			rsa.VerifyPSS(pub, crypto.SHA256, digest[:], p.Signature, nil) == nil
 	}
 	if !ok {
-		return fmt.Errorf("%w: bad signature", ErrUnauthenticated)
+		return fmt.Errorf("%w: bad signature", ErrUnsigned)
 	}
 	return nil
 }

@@ -31,18 +31,18 @@ func TestProofs(t *testing.T) {
 
 			other := ep
 			other.Addr = addr("192.0.2.2:443")
-			require.ErrorIs(t, p.Verify("test v1", binding, "svc.demo", other), resolve.ErrUnauthenticated)
-			require.ErrorIs(t, p.Verify("test v1", []byte("replayed"), "svc.demo", ep), resolve.ErrUnauthenticated)
-			require.ErrorIs(t, p.Verify("test v2", binding, "svc.demo", ep), resolve.ErrUnauthenticated)
-			require.ErrorIs(t, p.Verify("test v1", binding, "other.demo", ep), resolve.ErrUnauthenticated)
+			require.ErrorIs(t, p.Verify("test v1", binding, "svc.demo", other), resolve.ErrUnsigned)
+			require.ErrorIs(t, p.Verify("test v1", []byte("replayed"), "svc.demo", ep), resolve.ErrUnsigned)
+			require.ErrorIs(t, p.Verify("test v2", binding, "svc.demo", ep), resolve.ErrUnsigned)
+			require.ErrorIs(t, p.Verify("test v1", binding, "other.demo", ep), resolve.ErrUnsigned)
 			rogue := ep
 			rogue.Key = fingerprint(t, newKey(t))
-			require.ErrorIs(t, p.Verify("test v1", binding, "svc.demo", rogue), resolve.ErrUnauthenticated)
+			require.ErrorIs(t, p.Verify("test v1", binding, "svc.demo", rogue), resolve.ErrUnsigned)
 
 			flipped := resolve.Proof{PublicKey: p.PublicKey, Signature: append([]byte(nil), p.Signature...)}
 			flipped.Signature[len(flipped.Signature)/2] ^= 1
-			require.ErrorIs(t, flipped.Verify("test v1", binding, "svc.demo", ep), resolve.ErrUnauthenticated)
-			require.ErrorIs(t, resolve.Proof{}.Verify("test v1", binding, "svc.demo", ep), resolve.ErrUnauthenticated)
+			require.ErrorIs(t, flipped.Verify("test v1", binding, "svc.demo", ep), resolve.ErrUnsigned)
+			require.ErrorIs(t, resolve.Proof{}.Verify("test v1", binding, "svc.demo", ep), resolve.ErrUnsigned)
 		})
 	}
 	// Signing for an endpoint that pins another key is a caller's mistake.

@@ -72,7 +72,7 @@
 // Host's endpoint with the first registrar down the resolver's Unwrap
 // chain, signed with the Host's key when it is a resolve.SignedRegistrar;
 // a refusal fails Listen with the backend's error (resolve.ErrNotOwner,
-// resolve.ErrUnauthenticated).
+// resolve.ErrUnsigned).
 //
 // # Health
 //
@@ -120,14 +120,29 @@
 // # Errors
 //
 // Methods return *OpError, which wraps the cause and implements net.Error.
-// Targets for errors.Is: ErrInvalidServiceID (with *ServiceIDError for
-// errors.As), resolve.ErrNotFound (unknown service), ErrDropped,
-// ErrUnreachable, ErrNoListener, ErrBusy, ErrRefused, ErrLimit (with
-// *LimitError for errors.As: the peer's Host refused a flow or connection
-// over one of its limits), ErrStalled (with ErrFlowLost: a peer that read
-// but never acknowledged), ErrProtocol (the peer sent garbage), ErrKeyMismatch, ErrUnauthenticated, ErrAlreadyListening,
-// ErrNoResolver, ErrBadNetwork, ErrPathExists (AddPath), ErrBadKeyFile (LoadKey), resolve.ErrNotOwner and
-// resolve.ErrUnauthenticated (a refused registration), net.ErrClosed (a closed Conn, Listener or
-// Host), os.ErrDeadlineExceeded (a Conn deadline), and context errors. Errors
-// of quic-go (*quic.StreamError, *quic.ApplicationError, ...) pass through.
+// Targets for errors.Is, all declared in errors.go:
+//
+//   - ErrInvalidServiceID (with *ServiceIDError for errors.As): a service
+//     ID did not parse. ErrDropped: the service table drops the service;
+//     ErrInvalidRule: a malformed table rule.
+//   - ErrUnreachable: no endpoint answered; resolve.ErrNotFound: the
+//     service is unknown. ErrNoListener, ErrBusy, ErrRefused: the reached
+//     Host does not serve the service, has a full accept queue, or refused.
+//   - ErrLimit (with *LimitError for errors.As): the peer's Host refused a
+//     flow or connection over one of its limits.
+//   - ErrFlowLost: the flow could not be resumed; ErrStalled (with
+//     ErrFlowLost): a peer that read but never acknowledged;
+//     ErrPeerClosed: the peer closed the flow, so writes cannot arrive.
+//   - ErrProtocol: the peer sent garbage. ErrKeyMismatch: the peer does
+//     not hold the pinned key; ErrUnauthenticated: a dial with
+//     Config.RequireAuthentication and no pin (resolve.ErrUnsigned is the
+//     registration's counterpart).
+//   - ErrAlreadyListening, ErrNoResolver, ErrBadNetwork (DialContext),
+//     ErrPathExists (AddPath), ErrBadKeyFile (LoadKey).
+//   - resolve.ErrNotOwner and resolve.ErrUnsigned: a refused
+//     registration (Listen).
+//   - net.ErrClosed (a closed Conn, Listener or Host),
+//     os.ErrDeadlineExceeded (a Conn deadline), and context errors. Errors
+//     of quic-go (*quic.StreamError, *quic.ApplicationError, ...) pass
+//     through.
 package sal

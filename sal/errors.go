@@ -52,6 +52,14 @@ var (
 	ErrPathExists = errors.New("sal: path already in use")
 	// ErrBadKeyFile: LoadKey found a file that holds no usable private key.
 	ErrBadKeyFile = errors.New("sal: not a key file")
+	// ErrInvalidServiceID: a service ID did not parse. The error is then a
+	// *ServiceIDError, which says where and why.
+	ErrInvalidServiceID = errors.New("sal: invalid service ID")
+	// ErrDropped: the service table drops the service (ActionDrop).
+	ErrDropped = errors.New("sal: service dropped by rule")
+	// ErrInvalidRule: ServiceTable.Set was given a malformed rule. When
+	// the service is at fault the error also wraps a *ServiceIDError.
+	ErrInvalidRule = errors.New("sal: invalid rule")
 )
 
 // OpError is the error type returned by Host, Conn and Listener methods,

@@ -1,15 +1,10 @@
 package sal
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 )
-
-// ErrInvalidServiceID: a service ID did not parse. The error is then a
-// *ServiceIDError, which says where and why.
-var ErrInvalidServiceID = errors.New("sal: invalid service ID")
 
 // IDErrorKind says what is wrong with a malformed service ID.
 type IDErrorKind uint8

@@ -2,15 +2,10 @@ package sal
 
 import (
 	"crypto"
-	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"math/big"
-	"time"
 
 	"github.com/roamnet/roam/resolve"
 )
@@ -34,49 +29,17 @@ type identity struct {
 }
 
 // newIdentity wraps key (generating an Ed25519 key when nil) in a
-// self-signed certificate. Peers never check the certificate's chain or
-// names, only the key inside it: TLS 1.3's CertificateVerify proves the
-// peer holds the private key, and the fingerprint is then compared with
-// whatever the service ID or the resolver pins.
+// self-signed certificate (resolve.SelfSigned). Peers never check the
+// certificate's chain or names, only the key inside it: TLS 1.3's
+// CertificateVerify proves the peer holds the private key, and the
+// fingerprint is then compared with whatever the service ID or the
+// resolver pins.
 func newIdentity(key crypto.Signer) (*identity, error) {
-	if key == nil {
-		_, priv, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		key = priv
-	}
-	fp, err := resolve.FingerprintOf(key.Public())
+	cert, fp, err := resolve.SelfSigned(key, keyLabelPrefix)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("sal: %w", err)
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: keyLabelPrefix + fp.String()},
-		NotBefore:    time.Now().Add(-time.Hour),
-		// The certificate is only a carrier for the key; its lifetime
-		// means nothing, so it must never be what ends a flow.
-		NotAfter:    time.Now().Add(100 * 365 * 24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return nil, fmt.Errorf("sal: self-signed certificate: %w", err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	return &identity{
-		cert: tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf},
-		key:  key,
-		fp:   fp,
-	}, nil
+	return &identity{cert: cert, key: cert.PrivateKey.(crypto.Signer), fp: fp}, nil
 }
 
 // verifyAnyKey accepts any certificate whose key parses; identity is

@@ -67,7 +67,7 @@ func (b *signedBackend) RegisterSigned(ctx context.Context, service string, ep r
 		return nil, &resolve.Error{Op: "register", Service: service, Err: refuse}
 	}
 	if fp != ep.Key {
-		return nil, &resolve.Error{Op: "register", Service: service, Err: resolve.ErrUnauthenticated}
+		return nil, &resolve.Error{Op: "register", Service: service, Err: resolve.ErrUnsigned}
 	}
 	return b.Memory.Register(ctx, service, ep)
 }
@@ -95,7 +95,7 @@ func TestListenRegistersSigned(t *testing.T) {
 	require.Equal(t, server.LocalAddr(), eps[0].Addr)
 
 	// A refused registration fails Listen, with the backend's reason.
-	for _, refusal := range []error{resolve.ErrNotOwner, resolve.ErrUnauthenticated} {
+	for _, refusal := range []error{resolve.ErrNotOwner, resolve.ErrUnsigned} {
 		b.mu.Lock()
 		b.refuse = refusal
 		b.mu.Unlock()

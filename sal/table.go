@@ -11,14 +11,6 @@ import (
 	"github.com/roamnet/roam/resolve"
 )
 
-var (
-	// ErrDropped: the service table drops the service (ActionDrop).
-	ErrDropped = errors.New("sal: service dropped by rule")
-	// ErrInvalidRule: ServiceTable.Set was given a malformed rule. When
-	// the service is at fault the error also wraps a *ServiceIDError.
-	ErrInvalidRule = errors.New("sal: invalid rule")
-)
-
 // Action is what a Rule does with the services it covers.
 type Action uint8
 

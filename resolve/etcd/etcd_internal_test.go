@@ -78,7 +78,7 @@ func FuzzEtcdRecord(f *testing.F) {
 	f.Fuzz(func(t *testing.T, svc, addr string, value []byte) {
 		got, err := e.decode(svc, addr, value)
 		if err != nil {
-			require.True(t, errors.Is(err, resolve.ErrInvalid) || errors.Is(err, resolve.ErrUnauthenticated), "%v", err)
+			require.True(t, errors.Is(err, resolve.ErrInvalid) || errors.Is(err, resolve.ErrUnsigned), "%v", err)
 			return
 		}
 		require.Equal(t, addr, got.Addr.String())

@@ -19,7 +19,7 @@ import (
 
 // errEtcdUnsigned refuses Register: a record without a proof would be
 // dropped by every reader anyway.
-var errEtcdUnsigned = fmt.Errorf("%w: the etcd backend takes only signed registrations; use RegisterSigned with the service's key", resolve.ErrUnauthenticated)
+var errEtcdUnsigned = fmt.Errorf("%w: the etcd backend takes only signed registrations; use RegisterSigned with the service's key", resolve.ErrUnsigned)
 
 // errSuperseded means a newer registration of the same address holds its
 // key, so this one must not overwrite it.
@@ -43,7 +43,7 @@ type etcdReg struct {
 	closed bool
 }
 
-// Register refuses, with an error wrapping ErrUnauthenticated: readers
+// Register refuses, with an error wrapping resolve.ErrUnsigned: readers
 // accept only records signed by the service's key, so use RegisterSigned.
 func (e *Backend) Register(ctx context.Context, service string, ep resolve.Endpoint) (resolve.Registration, error) {
 	svc, err := resolve.ServiceKey("register", service)

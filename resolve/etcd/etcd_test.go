@@ -189,7 +189,7 @@ func TestEtcdSignedRegistration(t *testing.T) {
 	ctx := etcdCtx(t)
 
 	_, err := e.Register(ctx, "api.demo", etcdEP("127.0.0.1:4000", ownerFP))
-	require.ErrorIs(t, err, resolve.ErrUnauthenticated, "plain Register is refused")
+	require.ErrorIs(t, err, resolve.ErrUnsigned, "plain Register is refused")
 	require.ErrorContains(t, err, "RegisterSigned")
 	var rerr *resolve.Error
 	require.ErrorAs(t, err, &rerr)

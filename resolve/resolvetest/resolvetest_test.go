@@ -47,7 +47,7 @@ type signedMemory struct {
 }
 
 func (s *signedMemory) Register(context.Context, string, resolve.Endpoint) (resolve.Registration, error) {
-	return nil, resolve.ErrUnauthenticated
+	return nil, resolve.ErrUnsigned
 }
 
 func (s *signedMemory) RegisterSigned(ctx context.Context, service string, ep resolve.Endpoint, key crypto.Signer) (resolve.Registration, error) {
