@@ -111,8 +111,9 @@ type CacheStats struct {
 }
 
 var (
-	_ Resolver = (*Cache)(nil)
-	_ Watcher  = (*Cache)(nil)
+	_ Resolver    = (*Cache)(nil)
+	_ Watcher     = (*Cache)(nil)
+	_ Invalidator = (*Cache)(nil)
 )
 
 // NewCache returns a Cache in front of r, which must not be nil. Closing

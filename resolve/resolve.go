@@ -40,6 +40,15 @@ type Resolver interface {
 	Resolve(ctx context.Context, service string) ([]Endpoint, error)
 }
 
+// Invalidator is a resolver that keeps answers, as a Cache does, and can
+// be told that the one it holds for service is stale: a sal.Host tells it
+// when an endpoint it was handed stopped answering. A Host given a
+// resolver that is an Invalidator uses it as it is; any other it puts
+// behind a Cache of its own.
+type Invalidator interface {
+	Invalidate(service string)
+}
+
 // Registration is a live registration; Close withdraws it.
 type Registration interface {
 	Close() error

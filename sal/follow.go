@@ -12,76 +12,143 @@ import (
 // longer lists: the provider moved, so the flow resumes where it went.
 var errEndpointWithdrawn = errors.New("sal: the service's endpoint was withdrawn")
 
-// following watches one service for the dialer flows that use it.
+// following is the one watch of a service, shared by the dialer flows
+// that use it (which it moves when their endpoint is withdrawn) and by
+// flows resuming to it (which it tells, so that an attempt on an old
+// address is cut short). Guarded by Host.mu. However many flows a
+// service has, the Host holds one watch on it.
 type following struct {
-	flows  map[*Conn]struct{}
-	cancel context.CancelFunc
+	flows   map[*Conn]struct{}
+	moves   map[chan struct{}]struct{} // resumes waiting for a change
+	ctx     context.Context
+	cancel  context.CancelFunc
+	started bool // the watch is open, or being opened, outside Host.mu
 }
+
+func (f *following) idle() bool { return len(f.flows) == 0 && len(f.moves) == 0 }
 
 // follow makes c move when its service's endpoints change, if the resolver
 // can push changes: a provider that re-registers elsewhere (a Rebind, a
 // new public address) pulls its flows along at once, without waiting for
 // the old path to time out.
 func (h *Host) follow(c *Conn) {
-	if rule, _ := h.table.Lookup(c.service); rule.Action != ActionResolve {
-		return
-	}
-	w, ok := h.resolver.(resolve.Watcher)
-	if !ok {
-		return
-	}
-	name := c.service.LookupName()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return
-	}
-	if f := h.following[name]; f != nil {
-		f.flows[c] = struct{}{}
-		return
-	}
-	ctx, cancel := context.WithCancel(h.ctx)
-	updates, err := w.Watch(ctx, name)
-	if err != nil {
-		cancel()
-		return
-	}
-	h.following[name] = &following{flows: map[*Conn]struct{}{c: {}}, cancel: cancel}
-	h.wg.Add(1)
-	go h.followLoop(ctx, name, updates)
+	h.joinFollowing(c.service, func(f *following) { f.flows[c] = struct{}{} })
 }
 
 func (h *Host) unfollow(c *Conn) {
 	if !c.dialer {
 		return
 	}
-	name := c.service.LookupName()
+	h.leaveFollowing(c.service.LookupName(), func(f *following) { delete(f.flows, c) })
+}
+
+// watchMoves returns a channel that ticks when id's endpoints change, and
+// a function to stop; nil if the resolver cannot push changes.
+func (h *Host) watchMoves(id ServiceID) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	if !h.joinFollowing(id, func(f *following) { f.moves[ch] = struct{}{} }) {
+		return nil, func() {}
+	}
+	return ch, func() { h.leaveFollowing(id.LookupName(), func(f *following) { delete(f.moves, ch) }) }
+}
+
+// joinFollowing adds a flow or a resume (join) to id's watch, opening the
+// watch if it is the first. The watch opens outside Host.mu: a remote
+// resolver's Watch is a round trip, and acknowledgements, LocalAddr and
+// incoming handshakes wait on that lock. It reports false if the service
+// cannot be watched.
+func (h *Host) joinFollowing(id ServiceID, join func(*following)) bool {
+	if rule, _ := h.table.Lookup(id); rule.Action != ActionResolve {
+		return false
+	}
+	w, ok := h.resolver.(resolve.Watcher)
+	if !ok {
+		return false
+	}
+	name := id.LookupName()
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return false
+	}
+	f := h.following[name]
+	if f == nil {
+		f = &following{flows: make(map[*Conn]struct{}), moves: make(map[chan struct{}]struct{})}
+		f.ctx, f.cancel = context.WithCancel(h.ctx)
+		h.following[name] = f
+	}
+	join(f)
+	start := !f.started
+	f.started = true
+	h.mu.Unlock()
+	if !start {
+		return true
+	}
+	updates, err := w.Watch(f.ctx, name)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err != nil || h.closed || f.ctx.Err() != nil {
+		// No watch: forget the entry, so that a later flow tries again.
+		if h.following[name] == f {
+			delete(h.following, name)
+		}
+		f.cancel()
+		return err == nil
+	}
+	h.wg.Add(1)
+	go h.followLoop(f, name, updates)
+	return true
+}
+
+// leaveFollowing takes a flow or a resume (leave) off name's watch, and
+// ends the watch when nothing is left on it.
+func (h *Host) leaveFollowing(name string, leave func(*following)) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	f := h.following[name]
 	if f == nil {
 		return
 	}
-	delete(f.flows, c)
-	if len(f.flows) == 0 {
+	leave(f)
+	if f.idle() {
 		f.cancel()
 		delete(h.following, name)
 	}
 }
 
-func (h *Host) followLoop(ctx context.Context, name string, updates <-chan []resolve.Endpoint) {
+func (h *Host) followLoop(f *following, name string, updates <-chan []resolve.Endpoint) {
 	defer h.wg.Done()
+	defer func() {
+		h.mu.Lock()
+		if h.following[name] == f {
+			delete(h.following, name) // a later flow opens a new watch
+		}
+		h.mu.Unlock()
+		f.cancel()
+	}()
+	first := true // the current set, which a new watch sends at once
 	for {
 		var eps []resolve.Endpoint
 		var ok bool
 		select {
-		case <-ctx.Done():
+		case <-f.ctx.Done():
 			return
 		case eps, ok = <-updates:
 			if !ok {
 				return // the resolver ended the watch; flows still resume on failure
 			}
 		}
+		h.mu.Lock()
+		if !first {
+			for ch := range f.moves {
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+		}
+		h.mu.Unlock()
+		first = false
 		if len(eps) == 0 {
 			// Withdrawn, perhaps only while the provider re-registers: the
 			// flows stay where they are until a new address appears or
@@ -95,11 +162,9 @@ func (h *Host) followLoop(ctx context.Context, name string, updates <-chan []res
 			keys[ep.Key] = true
 		}
 		h.mu.Lock()
-		var moved []*Conn
-		if f := h.following[name]; f != nil {
-			for c := range f.flows {
-				moved = append(moved, c)
-			}
+		moved := make([]*Conn, 0, len(f.flows))
+		for c := range f.flows {
+			moved = append(moved, c)
 		}
 		h.mu.Unlock()
 		for _, c := range moved {

@@ -50,7 +50,7 @@ type Host struct {
 	// listenConf is quicConf for connections peers dial (see listenQUICConfig).
 	listenConf *quic.Config
 	listen     func(ctx context.Context, network, address string) (net.PacketConn, error)
-	resolver   resolve.Resolver // Config.Resolver if it is a Cache, else a Cache in front of it
+	resolver   resolve.Resolver // Config.Resolver if it keeps answers (a resolve.Invalidator), else a Cache in front of it
 	ownCache   *resolve.Cache   // closed with the Host when the Host made it
 	opened     io.Closer        // the resolver the Host opened from ROAM_RESOLVER, closed with it
 	table      ServiceTable
@@ -157,8 +157,8 @@ func NewHost(cfg Config) (h *Host, err error) {
 		acct:       make(map[string]*serviceCounters),
 		opened:     opened,
 	}
-	if c, ok := cfg.Resolver.(*resolve.Cache); ok {
-		h.resolver = c
+	if _, caches := cfg.Resolver.(resolve.Invalidator); caches {
+		h.resolver = cfg.Resolver // it keeps answers already: no second cache
 	} else {
 		h.ownCache = resolve.NewCache(cfg.Resolver, cfg.Cache)
 		h.resolver = h.ownCache

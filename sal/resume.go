@@ -55,17 +55,8 @@ func (c *Conn) resumeLoop(cause error) {
 	// A watch that reports new endpoints cuts an attempt or a backoff
 	// short: the service moved, and waiting on its old address is
 	// pointless. The forwarder ends when the watch does.
-	moved := make(chan struct{}, 1)
-	if updates := c.watchService(ctx); updates != nil {
-		go func() {
-			for range updates {
-				select {
-				case moved <- struct{}{}:
-				default:
-				}
-			}
-		}()
-	}
+	moved, stopWatching := c.h.watchMoves(c.service) // the service's one watch
+	defer stopWatching()
 	backoff := 20 * time.Millisecond
 	var last error // what the last attempt that ran its course met
 	for attempt := 0; ; attempt++ {
@@ -144,36 +135,13 @@ func (h *Host) resumeExpired() error {
 	return fmt.Errorf("no resume within %v of the last packet heard from the peer", h.cfg.resumeTimeout())
 }
 
-// watchService returns a channel that ticks when the service's endpoints
-// change, if the resolver can push changes; else nil.
-func (c *Conn) watchService(ctx context.Context) <-chan []resolve.Endpoint {
-	rule, _ := c.h.table.Lookup(c.service)
-	if rule.Action != ActionResolve {
-		return nil
-	}
-	w, ok := c.h.resolver.(resolve.Watcher)
-	if !ok {
-		return nil
-	}
-	ch, err := w.Watch(ctx, c.service.LookupName())
-	if err != nil {
-		return nil
-	}
-	// The first value is the current set, which tryResume reads anyway.
-	select {
-	case <-ch:
-	default:
-	}
-	return ch
-}
-
 // tryResume makes one attempt over the service's endpoints, the one the
 // flow used last first.
 func (c *Conn) tryResume(ctx context.Context, attempt int) error {
 	if attempt > 0 {
 		// A cache without a watch may be holding the address that failed.
-		if cache, ok := c.h.resolver.(*resolve.Cache); ok {
-			cache.Invalidate(c.service.LookupName())
+		if inv, ok := findAbility[resolve.Invalidator](c.h.resolver); ok {
+			inv.Invalidate(c.service.LookupName())
 		}
 	}
 	c.mu.Lock()
