@@ -66,9 +66,8 @@ func (h *Host) newControl(qc *quic.Conn, dialer bool, peerKey resolve.Fingerprin
 		// new connection is no older than any other.
 		idleSince: time.Now(),
 	}
-	h.wg.Add(2)
-	go ctl.writeLoop()
-	go ctl.readLoop()
+	h.wg.Go(ctl.writeLoop)
+	h.wg.Go(ctl.readLoop)
 	// When the connection dies, every flow it carries suspends at once,
 	// also those that are not reading or writing just now.
 	context.AfterFunc(qc.Context(), ctl.died)
@@ -309,7 +308,6 @@ func (ctl *control) ack(flowID, off uint64) {
 }
 
 func (ctl *control) writeLoop() {
-	defer ctl.h.wg.Done()
 	var s *quic.SendStream
 	var buf []byte
 	ctx := ctl.qc.Context()
@@ -341,16 +339,13 @@ func (ctl *control) writeLoop() {
 // readLoop reads the peer's control streams. A peer may open more than one
 // (after a restart of its writer, say); each is read to its end.
 func (ctl *control) readLoop() {
-	defer ctl.h.wg.Done()
 	ctx := ctl.qc.Context()
 	for {
 		s, err := ctl.qc.AcceptUniStream(ctx)
 		if err != nil {
 			return
 		}
-		ctl.h.wg.Add(1)
-		go func() {
-			defer ctl.h.wg.Done()
+		ctl.h.wg.Go(func() { // (counted: readLoop is, so the Add is safe)
 			for {
 				a, err := wire.ReadAck(s)
 				if err != nil {
@@ -361,7 +356,7 @@ func (ctl *control) readLoop() {
 				}
 				ctl.h.onAck(ctl, a)
 			}
-		}()
+		})
 	}
 }
 

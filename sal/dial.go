@@ -241,7 +241,7 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 		return nil, net.ErrClosed
 	}
 	if optimistic {
-		go c.awaitReply(car)
+		h.spawn(func() { c.awaitReply(car) }) // (a closing Host loses the flow itself)
 	} else {
 		c.addStripes(car)
 	}

@@ -329,8 +329,7 @@ func (c *Conn) suspend(car *carrier, cause error) {
 		// ends the flow itself (it was registered before closed was set).
 		c.h.mu.Lock()
 		if !c.h.closed {
-			c.h.wg.Add(1)
-			go c.resumeLoop(cause)
+			c.h.wg.Go(func() { c.resumeLoop(cause) })
 		}
 		c.h.mu.Unlock()
 	} else if !c.dialer {

@@ -95,8 +95,7 @@ func (h *Host) joinFollowing(id ServiceID, join func(*following)) bool {
 		f.cancel()
 		return err == nil
 	}
-	h.wg.Add(1)
-	go h.followLoop(f, name, updates)
+	h.wg.Go(func() { h.followLoop(f, name, updates) })
 	return true
 }
 
@@ -117,7 +116,6 @@ func (h *Host) leaveFollowing(name string, leave func(*following)) {
 }
 
 func (h *Host) followLoop(f *following, name string, updates <-chan []resolve.Endpoint) {
-	defer h.wg.Done()
 	defer func() {
 		h.mu.Lock()
 		if h.following[name] == f {

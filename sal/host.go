@@ -173,8 +173,7 @@ func NewHost(cfg Config) (h *Host, err error) {
 		}
 	}
 	if cfg.Monitor != nil {
-		h.wg.Add(1)
-		go h.followAddresses(cfg.Monitor)
+		h.wg.Go(func() { h.followAddresses(cfg.Monitor) })
 	}
 	h.statsName = h.publishStats()
 	h.log.Debug("host started", "addr", local, "key", id.fp)
@@ -204,6 +203,24 @@ func (h *Host) Table() *ServiceTable { return &h.table }
 // Resolver returns the resolver the Host dials through (the cache in front
 // of Config.Resolver).
 func (h *Host) Resolver() resolve.Resolver { return h.resolver }
+
+// spawn runs f on a goroutine that Close waits for, and reports whether
+// it did: once the Host is closed it does not. Host.mu must not be held
+// (see spawnLocked); the lock makes the Add safe against Close's Wait.
+func (h *Host) spawn(f func()) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.spawnLocked(f)
+}
+
+// spawnLocked is spawn with Host.mu held.
+func (h *Host) spawnLocked(f func()) bool {
+	if h.closed {
+		return false
+	}
+	h.wg.Go(f)
+	return true
+}
 
 // Close closes every listener, flow and connection of the Host and its
 // socket. Peers see their flows end with an error.

@@ -77,8 +77,7 @@ func (h *Host) ListenService(ctx context.Context, id ServiceID) (*Listener, erro
 			return nil, op(err)
 		}
 		h.qln = qln
-		h.wg.Add(1)
-		go h.acceptConns(qln)
+		h.wg.Go(func() { h.acceptConns(qln) })
 	}
 	h.listeners[l.name] = l
 	h.mu.Unlock()
@@ -319,7 +318,6 @@ func (l *Listener) deliver(c *Conn) {
 }
 
 func (h *Host) acceptConns(qln *quic.Listener) {
-	defer h.wg.Done()
 	for {
 		qc, err := qln.Accept(h.ctx)
 		if err != nil {
@@ -333,15 +331,13 @@ func (h *Host) acceptConns(qln *quic.Listener) {
 			continue
 		}
 		h.inbound[qc] = struct{}{}
-		h.wg.Add(1)
+		h.wg.Go(func() { h.serveConn(qc) }) // under h.mu, as Close sets closed before it waits
 		h.mu.Unlock()
-		go h.serveConn(qc)
 	}
 }
 
 // serveConn accepts the streams a peer opens on one connection.
 func (h *Host) serveConn(qc *quic.Conn) {
-	defer h.wg.Done()
 	defer func() {
 		h.mu.Lock()
 		delete(h.inbound, qc)
@@ -375,12 +371,10 @@ func (h *Host) serveConn(qc *quic.Conn) {
 		}
 		if !ctl.admitStream(h.cfg.maxFlowsPerConn()) {
 			h.limits.flowsRefused.Add(1)
-			h.wg.Add(1)
-			go h.refuseStream(s, &LimitError{Limit: LimitFlowsPerConn, Max: h.cfg.maxFlowsPerConn()})
+			h.wg.Go(func() { h.refuseStream(s, &LimitError{Limit: LimitFlowsPerConn, Max: h.cfg.maxFlowsPerConn()}) })
 			continue
 		}
-		h.wg.Add(1)
-		go h.serveStream(qc, ctl, s, key, remote)
+		h.wg.Go(func() { h.serveStream(qc, ctl, s, key, remote) })
 	}
 }
 
@@ -388,7 +382,6 @@ func (h *Host) serveConn(qc *quic.Conn) {
 // reading its header (or a short wait for it), so that the dialer reads the
 // refusal rather than a reset.
 func (h *Host) refuseStream(s *quic.Stream, le *LimitError) {
-	defer h.wg.Done()
 	s.SetDeadline(time.Now().Add(min(h.cfg.openTimeout(), time.Second)))
 	if _, err := wire.ReadRequest(s); err == nil {
 		if b, err := wire.AppendReply(nil, limitReply(le)); err == nil {
@@ -415,7 +408,6 @@ func (h *Host) answerAndEnd(s *quic.Stream, st wire.Status, code quic.StreamErro
 }
 
 func (h *Host) serveStream(qc *quic.Conn, ctl *control, s *quic.Stream, key resolve.Fingerprint, remote Addr) {
-	defer h.wg.Done()
 	defer ctl.streamDone() // a flow it opened or resumed is attached by now
 	reject := func(st wire.Status, code quic.StreamErrorCode) { h.answerAndEnd(s, st, code) }
 	s.SetReadDeadline(time.Now().Add(h.cfg.openTimeout()))

@@ -169,7 +169,6 @@ func pto(st quic.ConnectionStats) time.Duration {
 // watchSilence runs while the connection of p, a peer this Host dialed,
 // lives.
 func (h *Host) watchSilence(p *peer) {
-	defer h.wg.Done()
 	qc := p.conn
 	ctx := qc.Context()
 	look := h.silenceLook(qc.ConnectionStats())

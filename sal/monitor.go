@@ -12,7 +12,6 @@ import (
 // another local address, or the address in use disappears: the wifi went
 // away, the phone changed cells, a cable was plugged in.
 func (h *Host) followAddresses(m *mobility.Monitor) {
-	defer h.wg.Done()
 	changes := m.Subscribe(h.ctx)
 	h.syncPaths(m) // after Subscribe, so that no change is missed
 	for ch := range changes {

@@ -276,7 +276,9 @@ func (h *Host) RemovePath(localAddr string) error {
 			p.conn.CloseWithError(codeMoved, "path removed")
 		}
 	}
-	go pt.t.close() // may wait for quic-go's teardown
+	if !h.spawn(func() { pt.t.close() }) { // may wait for quic-go's teardown
+		pt.t.close() // the Host closed meanwhile, without this path
+	}
 	h.log.Debug("path removed", "local", pt.t.local)
 	return nil
 }
@@ -454,9 +456,7 @@ func (h *Host) keepPaths(addr netip.AddrPort, sni string, primary bool) {
 		} else {
 			h.pathPeers[k] = p
 		}
-		h.wg.Add(1)
-		go func() {
-			defer h.wg.Done()
+		h.wg.Go(func() {
 			ctx, cancel := context.WithTimeout(h.ctx, h.cfg.endpointTimeout())
 			defer cancel()
 			h.dialPeer(ctx, p)
@@ -473,7 +473,7 @@ func (h *Host) keepPaths(addr netip.AddrPort, sni string, primary bool) {
 			if p.err == nil {
 				h.releasePeer(p) // a standby: it idles out with its siblings (see releasePeer)
 			}
-		}()
+		})
 	}
 	if p := h.peers[addr]; primary && (p == nil || p.gone) {
 		dial(nil)

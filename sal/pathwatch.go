@@ -104,15 +104,13 @@ func (h *Host) watchPathOf(p *peer) {
 		return
 	}
 	p.watched = true
-	h.wg.Add(1)
-	go h.watchPath(p)
+	h.wg.Go(func() { h.watchPath(p) })
 }
 
 // watchPath runs while p's connection lives, when the Host has further
 // paths: it tells that the path stopped answering, moves the flows off
 // it, and keeps a connection on every path while there are flows.
 func (h *Host) watchPath(p *peer) {
-	defer h.wg.Done()
 	h.restripe(p) // a new connection on a path: striped flows join it
 	qc := p.conn
 	ctx := qc.Context()

@@ -135,13 +135,11 @@ func (h *Host) dialPeer(ctx context.Context, p *peer) {
 	p.ctl = h.newControl(conn, true, p.key)
 	if h.cfg.silenceTimeout() > 0 && p.path == nil {
 		// (A further path's connection is watched by watchPath alone.)
-		h.wg.Add(1)
-		go h.watchSilence(p)
+		h.wg.Go(func() { h.watchSilence(p) })
 	}
 	if h.multipathLocked() {
 		p.watched = true
-		h.wg.Add(1)
-		go h.watchPath(p)
+		h.wg.Go(func() { h.watchPath(p) })
 	}
 	h.mu.Unlock()
 	h.log.Debug("connected", "peer", p.addr, "key", p.key, "local", conn.LocalAddr())

@@ -108,8 +108,7 @@ func (h *Host) Rebind(ctx context.Context, localAddr string) error {
 		listeners = append(listeners, l)
 	}
 	if qln != nil {
-		h.wg.Add(1) // under h.mu, as Close sets closed before it waits
-		go h.acceptConns(qln)
+		h.wg.Go(func() { h.acceptConns(qln) }) // under h.mu, as Close sets closed before it waits
 	}
 	h.mu.Unlock()
 	if oldQln != nil {
@@ -221,7 +220,9 @@ func (h *Host) probe(ctx context.Context, qc *quic.Conn, path *quic.Path, fresh 
 	pctx, pcancel := context.WithCancelCause(ctx)
 	defer pcancel(nil)
 	probed := make(chan error, 1)
-	go func() { probed <- path.Probe(pctx) }() // ends with pctx at the latest
+	if !h.spawn(func() { probed <- path.Probe(pctx) }) { // ends with pctx at the latest
+		return net.ErrClosed
+	}
 	if fresh == nil {
 		return <-probed
 	}
@@ -281,7 +282,10 @@ type freshDial struct {
 func (h *Host) dialFresh(ctx context.Context, p *peer) *freshDial {
 	ctx, cancel := context.WithCancel(ctx)
 	f := &freshDial{np: &peer{host: h, addr: p.addr, sni: p.sni, ready: make(chan struct{}), flows: 1}, cancel: cancel}
-	go h.dialPeer(ctx, f.np)
+	if !h.spawn(func() { h.dialPeer(ctx, f.np) }) {
+		f.np.err = net.ErrClosed
+		close(f.np.ready)
+	}
 	return f
 }
 
@@ -351,8 +355,9 @@ func (h *Host) closeUnusedLocked() {
 			}
 		}
 		// Closing may block on quic-go's connection teardown; never
-		// under h.mu.
-		go t.close()
+		// under h.mu. (A closed Host has no retired sockets left: Close
+		// took them.)
+		h.spawnLocked(func() { t.close() })
 		return true
 	})
 }

@@ -26,7 +26,6 @@ var errResumeRefused = errors.New("resume refused by peer")
 // backoff (or as soon as a watch reports new endpoints) until it succeeds,
 // the listener refuses, or Config.ResumeTimeout passes.
 func (c *Conn) resumeLoop(cause error) {
-	defer c.h.wg.Done()
 	defer func() {
 		c.mu.Lock()
 		again := c.state == flowSuspended && !c.h.isClosed() // lock order: a Conn's mu, then h.mu
@@ -35,8 +34,7 @@ func (c *Conn) resumeLoop(cause error) {
 		}
 		c.mu.Unlock()
 		if again { // the new carrier failed as we returned; suspend saw us still running
-			c.h.wg.Add(1)
-			go c.resumeLoop(cause)
+			c.h.wg.Go(func() { c.resumeLoop(cause) })
 		}
 	}()
 	c.mu.Lock()
@@ -44,17 +42,17 @@ func (c *Conn) resumeLoop(cause error) {
 	c.mu.Unlock()
 	ctx, cancel := context.WithDeadlineCause(c.h.ctx, by, c.h.resumeExpired())
 	defer cancel()
-	go func() { // a flow that ends meanwhile stops the loop
+	c.h.wg.Go(func() { // a flow that ends meanwhile stops the loop (counted: resumeLoop is, so the Add is safe)
 		select {
 		case <-c.finished:
 			cancel()
 		case <-ctx.Done():
 		}
-	}()
+	})
 
 	// A watch that reports new endpoints cuts an attempt or a backoff
 	// short: the service moved, and waiting on its old address is
-	// pointless. The forwarder ends when the watch does.
+	// pointless.
 	moved, stopWatching := c.h.watchMoves(c.service) // the service's one watch
 	defer stopWatching()
 	backoff := 20 * time.Millisecond
@@ -68,14 +66,14 @@ func (c *Conn) resumeLoop(cause error) {
 		}
 		actx, acancel := context.WithCancel(ctx)
 		movedNow := make(chan struct{})
-		go func() {
+		c.h.wg.Go(func() {
 			select {
 			case <-moved:
 				close(movedNow)
 				acancel()
 			case <-actx.Done():
 			}
-		}()
+		})
 		err := c.tryResume(actx, attempt)
 		acancel()
 		if err == nil {

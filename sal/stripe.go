@@ -181,11 +181,9 @@ func (st *striped) start(sub *substream, first, reading bool) bool {
 	if h.closed {
 		return false
 	}
-	h.wg.Add(1)
-	go st.sendLoop(sub, first)
+	h.wg.Go(func() { st.sendLoop(sub, first) })
 	if reading {
-		h.wg.Add(1)
-		go st.recvLoop(sub, false)
+		h.wg.Go(func() { st.recvLoop(sub, false) })
 	}
 	return true
 }
@@ -199,8 +197,7 @@ func (st *striped) startReading() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if !h.closed {
-		h.wg.Add(1)
-		go st.recvLoop(anchor, false)
+		h.wg.Go(func() { st.recvLoop(anchor, false) })
 	}
 }
 
@@ -258,9 +255,8 @@ func (st *striped) join(sub *substream, awaitReply bool) bool {
 	if h.closed {
 		return true // the carrier's drop gives it back
 	}
-	h.wg.Add(2)
-	go st.sendLoop(sub, false)
-	go st.recvLoop(sub, awaitReply)
+	h.wg.Go(func() { st.sendLoop(sub, false) })
+	h.wg.Go(func() { st.recvLoop(sub, awaitReply) })
 	return true
 }
 
@@ -354,7 +350,6 @@ func (st *striped) Write(p []byte) (int, error) {
 // sendLoop sends the chunks sub takes, and, on the anchor (first), the
 // End once the writer is done.
 func (st *striped) sendLoop(sub *substream, first bool) {
-	defer st.h.wg.Done()
 	buf := make([]byte, 0, wire.ChunkHeaderLen+stripeChunk)
 	for {
 		st.mu.Lock()
@@ -405,7 +400,6 @@ func (st *striped) sendLoop(sub *substream, first bool) {
 // recvLoop reads sub's chunks into the reordering buffer. A dialer's
 // further stream (awaitReply) begins with the listener's Reply.
 func (st *striped) recvLoop(sub *substream, awaitReply bool) {
-	defer st.h.wg.Done()
 	if awaitReply {
 		reply, err := wire.ReadReply(sub.s)
 		if err != nil || reply.Status != wire.StatusOK {

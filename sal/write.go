@@ -247,7 +247,11 @@ func (c *Conn) kick() {
 	}
 	c.flushing = true
 	c.mu.Unlock()
-	go c.backgroundFlush()
+	if !c.h.spawn(c.backgroundFlush) { // a closing Host ends the flow itself
+		c.mu.Lock()
+		c.flushing = false
+		c.mu.Unlock()
+	}
 }
 
 func (c *Conn) backgroundFlush() {
