@@ -308,22 +308,14 @@ func (c *Conn) suspend(car *carrier, cause error) {
 		c.mu.Unlock()
 		return
 	}
-	c.remote.Endpoint = car.remoteAddr()
-	c.car = nil
-	c.state = flowSuspended
-	c.suspended = now
-	c.resumeBy = heard.Add(c.h.cfg.resumeTimeout())
-	c.broadcastLocked()
+	c.detachLocked(car, now, heard.Add(c.h.cfg.resumeTimeout()))
 	startResume := c.dialer && !c.resuming
 	if startResume {
 		c.resuming = true
 	}
 	c.mu.Unlock()
 
-	c.detachCarrier(car)
-	dropCarrier(car, streamMoved)
-	c.h.emit(Event{Kind: EventSuspended, Service: c.service, FlowID: c.flowID, Err: cause})
-	c.h.log.Debug("flow suspended", "service", c.service, "flow", c.flowID, "cause", cause)
+	c.dropDetached(car, cause)
 	if startResume {
 		// Under h.mu, as Close sets closed before it waits; a closing Host
 		// ends the flow itself (it was registered before closed was set).
@@ -335,6 +327,28 @@ func (c *Conn) suspend(car *carrier, cause error) {
 	} else if !c.dialer {
 		c.awaitResume(cause)
 	}
+}
+
+// detachLocked takes car, the flow's carrier, away and suspends the flow
+// until resumeBy: the one detach step of both a carrier that failed
+// (suspend) and a carrier that a resume replaces (serveResume). c.mu must
+// be held; dropDetached finishes the job once it is released.
+func (c *Conn) detachLocked(car *carrier, now, resumeBy time.Time) {
+	c.remote.Endpoint = car.remoteAddr()
+	c.car = nil
+	c.state = flowSuspended
+	c.suspended = now
+	c.resumeBy = resumeBy
+	c.broadcastLocked()
+}
+
+// dropDetached closes a carrier detachLocked took away, off every
+// connection it used, and reports the suspension.
+func (c *Conn) dropDetached(car *carrier, cause error) {
+	c.detachCarrier(car)
+	dropCarrier(car, streamMoved)
+	c.h.emit(Event{Kind: EventSuspended, Service: c.service, FlowID: c.flowID, Err: cause})
+	c.h.log.Debug("flow suspended", "service", c.service, "flow", c.flowID, "cause", cause)
 }
 
 // awaitResume ends a suspended listener flow that no resume reached by its

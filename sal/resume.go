@@ -327,6 +327,10 @@ func (c *Conn) resumed(car *carrier) {
 	c.h.log.Debug("flow resumed", "service", c.service, "flow", c.flowID, "stall", stall)
 }
 
+// errResumedElsewhere is why a listener's flow leaves a carrier that
+// still looked alive: its dialer resumed it on another stream.
+var errResumedElsewhere = errors.New("sal: the dialer resumed the flow on another stream")
+
 // serveResume handles a Resume on the listening side: it checks that the
 // dialer knows the flow's secret, that the generation is new, and that the
 // offsets fit what this end holds, and only then moves the flow onto s.
@@ -379,17 +383,12 @@ func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey 
 	c.gen = rs.Gen + 1
 	old := c.car
 	if old != nil {
-		c.remote.Endpoint = old.remoteAddr()
-		c.car = nil
-		c.state = flowSuspended
-		c.suspended = time.Now()
-		c.resumeBy = c.suspended.Add(h.cfg.resumeTimeout()) // the peer speaks now
-		c.broadcastLocked()
+		now := time.Now()
+		c.detachLocked(old, now, now.Add(h.cfg.resumeTimeout())) // the peer speaks now
 	}
 	c.mu.Unlock()
 	if old != nil {
-		c.detachCarrier(old)
-		dropCarrier(old, streamMoved)
+		c.dropDetached(old, errResumedElsewhere)
 	}
 	c.rmu.Lock()
 	c.mu.Lock()
