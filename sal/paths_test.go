@@ -248,8 +248,12 @@ func TestPathsFewFalseAlarms(t *testing.T) {
 		st := b.c.Stats()
 		alarms := b.clientLog.count(EventPathDown)
 		t.Logf("%d false alarms in 30 s; %d bytes replayed of %d", alarms, st.BytesReplayed, n)
-		require.LessOrEqual(t, alarms, 8)
-		require.LessOrEqual(t, st.BytesReplayed, uint64(6*n/100), "at most 6% sent again")
+		// Over 75 runs (before and after the same code), 0-9 alarms, median
+		// 4, each replaying about 13 kB, a round trip of the stream: the
+		// bounds leave room for that spread and catch a watcher that
+		// starts crying wolf.
+		require.LessOrEqual(t, alarms, 12)
+		require.LessOrEqual(t, st.BytesReplayed, uint64(10*n/100), "at most 10% sent again")
 	})
 }
 
