@@ -427,7 +427,7 @@ func (st *striped) recvLoop(sub *substream, awaitReply bool) {
 				err = io.ErrUnexpectedEOF
 			}
 		}
-		if err == io.EOF {
+		if err == io.EOF || st.leftByPeer(sub, err) {
 			st.mu.Lock()
 			sub.ended = true
 			st.broadcastLocked()
@@ -439,6 +439,21 @@ func (st *striped) recvLoop(sub *substream, awaitReply bool) {
 			return
 		}
 	}
+}
+
+// leftByPeer reports whether err says that the peer took sub, a further
+// stream, out of the carrier with leave: a reset with streamClosed, which
+// a dialer sends only on a stream that carried none of its chunks (it
+// joins further streams before their header goes out, and sends on them
+// only once the Reply is in). The carrier goes on over its other streams.
+func (st *striped) leftByPeer(sub *substream, err error) bool {
+	var se *quic.StreamError
+	if !errors.As(err, &se) || !se.Remote || se.ErrorCode != streamClosed {
+		return false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return len(st.subs) > 0 && st.subs[0] != sub
 }
 
 // errStripeWindow: a peer sent a chunk beyond the window this end

@@ -115,6 +115,48 @@ func TestStripeRefusedLeavesTheFlowAlone(t *testing.T) {
 	})
 }
 
+// A further stream that loses the race to join (another stream of the
+// carrier already uses its connection, as when restripe and addStripes
+// both try one) is given up before its header goes out: the listener
+// never holds a stream the dialer does not read and write. Before, the
+// header left first, the listener joined it, and the dialer's reset then
+// failed the listener's reads (a CI soak caught it).
+func TestStripeRacingJoinWritesNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newDualBed(t, Config{PathPolicy: PathAggregate})
+		roundTrip(t, b.c, b.sc, "hello")
+		b.waitPaths(t, 2)
+		time.Sleep(time.Second)
+		b.c.mu.Lock()
+		car := b.c.car
+		b.c.mu.Unlock()
+		st := car.striped
+		st.mu.Lock()
+		require.Len(t, st.subs, 2, "a stream on each path")
+		p := st.subs[1].peer
+		st.mu.Unlock()
+
+		b.client.mu.Lock()
+		p.holdLocked()
+		b.client.mu.Unlock()
+		require.False(t, b.c.openStripe(car, p), "the carrier has a stream on that connection")
+		b.client.releasePeer(p)
+		time.Sleep(time.Second)
+		b.sc.mu.Lock()
+		listener := b.sc.car.striped
+		b.sc.mu.Unlock()
+		listener.mu.Lock()
+		held := len(listener.subs)
+		listener.mu.Unlock()
+		require.Equal(t, 2, held, "the listener joined no third stream")
+
+		transfer(t, b.c, b.sc, 2<<20, nil)
+		require.Zero(t, b.clientLog.count(EventLost))
+		require.Zero(t, b.serverLog.count(EventLost))
+		require.Zero(t, b.clientLog.count(EventSuspended), "the lost race did not touch the carrier")
+	})
+}
+
 // The reordering buffer delivers chunks in order whatever order they
 // arrive in, drops what was already read, refuses a chunk beyond the
 // window it announced and a second End elsewhere, and reads io.EOF only

@@ -75,18 +75,22 @@ func (c *Conn) openStripe(car *carrier, p *peer) bool {
 	if err != nil {
 		return false
 	}
-	hdr := wire.AppendStripe(nil, wire.Stripe{FlowID: c.flowID, Carrier: car.id, Tag: stripeTag(c.secret, c.flowID, car.id)})
-	if _, err := s.Write(hdr); err != nil {
-		s.CancelRead(streamClosed)
-		return false
-	}
+	// Join before the header goes out: a stream the listener may join must
+	// be one this end reads and writes too. (Joined after the header, a
+	// stream that lost a race to another on the same connection, or to
+	// the carrier's end, was reset while the listener held it, and the
+	// listener's reads failed with that reset.)
 	sub := &substream{s: s, ctl: p.ctl, peer: p}
 	p.ctl.attach(c)
 	if !car.striped.join(sub, true) {
-		s.CancelRead(streamClosed)
+		s.CancelRead(streamClosed) // nothing was written: the listener never joins it
 		s.CancelWrite(streamClosed)
 		p.ctl.detachCarrier(c, car)
 		return false
+	}
+	hdr := wire.AppendStripe(nil, wire.Stripe{FlowID: c.flowID, Carrier: car.id, Tag: stripeTag(c.secret, c.flowID, car.id)})
+	if _, err := s.Write(hdr); err != nil {
+		car.striped.leave(sub) // gives the reference on p back, once
 	}
 	return true
 }
