@@ -1,12 +1,7 @@
 package sal
 
-// A flow's state lives in its Conn, guarded by Conn.mu (see flowState).
-//
-// Lock order: Conn.wlock (a channel: one writer), Conn.rmu and Conn.resumeMu,
-// then Conn.mu, then Host.mu, then the budget's mu. A control's mu and
-// Conn.mu are never held together; limiter.mu comes before a control's mu
-// (see leastUsed). No lock is held across network I/O: writes to a
-// stream happen with the write lock alone.
+// A flow's state lives in its Conn, guarded by Conn.mu. The state machine
+// (flowState), its transitions and the lock order are in flow.go.
 
 import (
 	"context"
@@ -101,15 +96,6 @@ type Conn struct {
 	// is queued.
 	queuedOn *control
 }
-
-type flowState uint8
-
-const (
-	flowActive    flowState = iota // a carrier is installed
-	flowSuspended                  // the carrier failed; a resume is awaited
-	flowLost                       // resume failed, or the peer is gone for good
-	flowDone                       // both directions completed
-)
 
 // carrier is one stream carrying a flow, or, striped, one stream on each
 // path (stripe.go).

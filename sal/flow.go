@@ -1,5 +1,32 @@
 package sal
 
+// The flow state machine. A flow's state lives in its Conn, guarded by
+// Conn.mu, and changes only through the functions of this file:
+//
+//	flowActive --suspend--> flowSuspended --install--> flowActive
+//	flowActive --maybeFinish--> flowDone
+//	flowActive, flowSuspended --lose--> flowLost
+//
+//   - suspend: the carrier failed, or (serveResume) a resume replaced it;
+//     detachLocked and dropDetached are its one detach step.
+//   - install: the first carrier, or a resume's: the dialer's resumeLoop
+//     and the listener's serveResume (resume.go) end in it.
+//   - lose: no resume by ResumeTimeout (resumeLoop; awaitResume at the
+//     listener), a refused resume, a peer gone for good, the Host closing.
+//   - maybeFinish: both directions are over.
+//
+// flowDone and flowLost are final: release gives back all the flow holds.
+// Half-closes (finWanted, gotFin, readClosed...) are not states: they say
+// which direction is over, and maybeFinish moves to flowDone once both are.
+//
+// Lock order: Conn.wlock (a channel: one writer), Conn.rmu and
+// Conn.resumeMu, then Conn.mu, then Host.mu, then the budget's mu. A
+// control's mu and Conn.mu are never held together; limiter.mu comes
+// before a control's mu (see leastUsed); striped.mu comes last, after
+// Conn.mu (stripe.go). No lock is held across network I/O: writes to a
+// stream happen with the write lock alone, and a resolver's Watch opens
+// outside Host.mu (follow.go).
+
 import (
 	"crypto/hmac"
 	"crypto/sha256"
@@ -15,6 +42,15 @@ import (
 )
 
 const secretLen = wire.SecretLen
+
+type flowState uint8
+
+const (
+	flowActive    flowState = iota // a carrier is installed
+	flowSuspended                  // the carrier failed; a resume is awaited
+	flowLost                       // resume failed, or the peer is gone for good
+	flowDone                       // both directions completed
+)
 
 // flowKey names a flow in its Host. A dialer's flow IDs are unique in its
 // Host; a listener's are unique per dialing key, so one dialer can never

@@ -16,7 +16,7 @@ package sal
 // on ListenAddr's socket, and the dialer moves the flows.
 //
 // The Host's paths and its path connections are guarded by Host.mu (see
-// the lock order in conn.go).
+// the lock order in flow.go).
 
 import (
 	"context"
