@@ -11,6 +11,7 @@ import (
 
 	"github.com/roamnet/roam/resolve"
 	"github.com/roamnet/roam/resolve/internal/dnstest"
+	"github.com/roamnet/roam/resolve/resolvetest"
 )
 
 // DNS keeps answers on the fake clock; network timeouts still run on the
@@ -62,9 +63,9 @@ func TestDNSServesStale(t *testing.T) {
 	s := dnstest.NewServer(t)
 	publish(s, "web.example", 443, "192.0.2.1")
 	clock := newFakeClock()
-	var log logBuffer
+	var log resolvetest.LogBuffer
 	cfg := patient
-	cfg.Now, cfg.MaxStale, cfg.Logger = clock.Now, 10*time.Minute, log.logger()
+	cfg.Now, cfg.MaxStale, cfg.Logger = clock.Now, 10*time.Minute, log.Logger()
 	d := newDNS(t, cfg, s)
 	ctx := context.Background()
 	_, err := d.Resolve(ctx, "web.example")
@@ -112,11 +113,11 @@ func TestDNSServesStale(t *testing.T) {
 // still running; a later Resolve would join that refresh rather than start
 // one, and a refresh that ended after the test moved the fake clock on
 // would time its retry from there.
-func waitRefreshes(t *testing.T, log *logBuffer, n int) {
+func waitRefreshes(t *testing.T, log *resolvetest.LogBuffer, n int) {
 	t.Helper()
-	require.Eventually(t, func() bool { return log.count("refresh failed; serving the stale answer") >= n },
+	require.Eventually(t, func() bool { return log.Count("refresh failed; serving the stale answer") >= n },
 		5*time.Second, time.Millisecond, "refresh %d did not end", n)
-	require.Equal(t, n, log.count("refresh failed; serving the stale answer"))
+	require.Equal(t, n, log.Count("refresh failed; serving the stale answer"))
 }
 
 // waitSRVQueries waits until the server has counted want SRV queries: it

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/resolvetest"
 )
 
 // The registry logs a client that sends garbage as a malformed request,
@@ -19,7 +20,7 @@ import (
 func TestRegistryLogsOnlyMalformedRequests(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var log logBuffer
+	var log resolvetest.LogBuffer
 	r := startRegistry(t, resolve.RegistryConfig{
 		Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
@@ -51,10 +52,10 @@ func TestRegistryLogsOnlyMalformedRequests(t *testing.T) {
 		require.Eventually(t, func() bool { return r.Stats().Conns == 0 }, 5*time.Second, 5*time.Millisecond,
 			"the registry sees the client leave")
 	}
-	require.Equal(t, 2, log.count("registration refused"), "the log is captured at debug level")
-	require.False(t, log.has("malformed"), "a client that leaves is not malformed")
+	require.Equal(t, 2, log.Count("registration refused"), "the log is captured at debug level")
+	require.False(t, log.Has("malformed"), "a client that leaves is not malformed")
 
 	require.NoError(t, resolve.SendRegistryGarbage(ctx, r.Addr().(*net.UDPAddr), r.Key(), []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}))
-	require.Eventually(t, func() bool { return log.has("malformed request") }, 5*time.Second, 5*time.Millisecond,
+	require.Eventually(t, func() bool { return log.Has("malformed request") }, 5*time.Second, 5*time.Millisecond,
 		"garbage still is")
 }

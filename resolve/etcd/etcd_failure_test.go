@@ -1,12 +1,8 @@
 package etcd_test
 
 import (
-	"bytes"
 	"context"
-	"log/slog"
 	"net/netip"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +11,7 @@ import (
 	"github.com/roamnet/roam/resolve"
 	"github.com/roamnet/roam/resolve/etcd"
 	"github.com/roamnet/roam/resolve/etcd/internal/etcdtest"
+	"github.com/roamnet/roam/resolve/resolvetest"
 )
 
 // These tests kill etcd members, so each starts a cluster of its own, even
@@ -44,28 +41,6 @@ func leaderOf(t *testing.T, c *etcdtest.Cluster, alive ...int) int {
 	}
 	t.Fatal("no leader")
 	return -1
-}
-
-// logBuffer collects an Etcd's log, to show which recovery path it took.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelInfo}))
-}
-
-func (b *logBuffer) has(s string) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Contains(b.buf.String(), s)
 }
 
 // stillThere checks that service keeps resolving to want for d, as it does
@@ -174,8 +149,8 @@ func TestEtcdOutage(t *testing.T) {
 	// again, with a new lease.
 	t.Run("CutOff", func(t *testing.T) {
 		const svc = "cutoff.demo"
-		var log logBuffer
-		provider := newEtcd(t, eps[:1], etcd.Config{Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second, Logger: log.logger()})
+		var log resolvetest.LogBuffer
+		provider := newEtcd(t, eps[:1], etcd.Config{Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second, Logger: log.Logger()})
 		reg, err := provider.RegisterSigned(etcdCtx(t), svc, resolve.Endpoint{Addr: netip.MustParseAddrPort("127.0.0.1:4000")}, key)
 		require.NoError(t, err)
 		defer reg.Close()
@@ -189,7 +164,7 @@ func TestEtcdOutage(t *testing.T) {
 		c.Restart(0)
 		etcdWaitWatch(t, ch, want) // registered again
 		// (The log line may trail the watch event.)
-		require.Eventually(t, func() bool { return log.has("registered again") }, etcdBound, 10*time.Millisecond,
+		require.Eventually(t, func() bool { return log.Has("registered again") }, etcdBound, 10*time.Millisecond,
 			"a new lease, the record put again")
 		stillThere(t, observer, svc, want, 2*ttl)
 	})
@@ -198,8 +173,8 @@ func TestEtcdOutage(t *testing.T) {
 	// etcd restores the lease, and the provider keeps it alive again.
 	t.Run("WholeCluster", func(t *testing.T) {
 		const svc = "blackout.demo"
-		var log logBuffer
-		provider := newEtcd(t, eps, etcd.Config{Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second, Logger: log.logger()})
+		var log resolvetest.LogBuffer
+		provider := newEtcd(t, eps, etcd.Config{Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second, Logger: log.Logger()})
 		reg, err := provider.RegisterSigned(etcdCtx(t), svc, resolve.Endpoint{Addr: netip.MustParseAddrPort("127.0.0.1:4000")}, key)
 		require.NoError(t, err)
 		defer reg.Close()
@@ -219,7 +194,7 @@ func TestEtcdOutage(t *testing.T) {
 		// answer, checking each second: restart only once it has, so that
 		// the outage outlasts the lease as the client sees it, however
 		// late a loaded machine runs that check.
-		require.Eventually(t, func() bool { return log.has("lost its lease") }, etcdBound, 10*time.Millisecond,
+		require.Eventually(t, func() bool { return log.Has("lost its lease") }, etcdBound, 10*time.Millisecond,
 			"the outage outlasted the lease, as the client saw it")
 		c.Restart(0, 1, 2)
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/roamnet/roam/resolve/etcd"
 	"github.com/roamnet/roam/resolve/etcd/internal/etcdtest"
+	"github.com/roamnet/roam/resolve/resolvetest"
 )
 
 // lossyKV commits a transaction and then, once armed, reports a timeout:
@@ -52,9 +53,9 @@ func TestEtcdRenewAfterLostAnswer(t *testing.T) {
 	cli := rawEtcd(t, eps)
 	kv := &lossyKV{KV: cli.KV}
 	cli.KV = kv
-	var log logBuffer
+	var log resolvetest.LogBuffer
 	const ttl = 2 * time.Second
-	provider := newEtcd(t, nil, etcd.Config{Client: cli, Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second, Logger: log.logger()})
+	provider := newEtcd(t, nil, etcd.Config{Client: cli, Prefix: prefix, LeaseTTL: ttl, DialTimeout: time.Second, Logger: log.Logger()})
 	observer := newEtcd(t, eps, etcd.Config{Prefix: prefix})
 	const svc = "lossy.demo"
 	_, want := etcdRegisterAt(t, provider, svc, "127.0.0.1:4000")
@@ -87,8 +88,8 @@ func TestEtcdRenewAfterLostAnswer(t *testing.T) {
 	require.Equal(t, 1, revoked, "the registration's lease")
 	require.Eventually(t, func() bool { return !kv.armed.Load() }, etcdBound, 10*time.Millisecond,
 		"the put whose answer is lost")
-	require.Eventually(t, func() bool { return log.has("registered again") }, etcdBound, 10*time.Millisecond, "log: %s", &log.buf)
-	require.False(t, log.has("not renewed"), "renew took its own write for a newer registration")
+	require.Eventually(t, func() bool { return log.Has("registered again") }, etcdBound, 10*time.Millisecond, "log: %s", &log)
+	require.False(t, log.Has("not renewed"), "renew took its own write for a newer registration")
 	// Past two TTLs: the new lease is kept alive.
 	stillThere(t, observer, svc, want, 2*ttl)
 }

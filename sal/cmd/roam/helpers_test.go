@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/resolvetest"
 	"github.com/roamnet/roam/sal"
 	"github.com/stretchr/testify/require"
 )
@@ -35,7 +36,7 @@ type running struct {
 	done   chan struct{}
 	code   int
 	stdout *lineBuffer
-	stderr *logBuffer
+	stderr *resolvetest.LogBuffer
 	hosts  chan *sal.Host
 }
 
@@ -46,7 +47,7 @@ func runRoam(t testing.TB, stdin io.Reader, args ...string) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{
 		t: t, cancel: cancel, done: make(chan struct{}),
-		stdout: newLineBuffer(), stderr: new(logBuffer),
+		stdout: newLineBuffer(), stderr: new(resolvetest.LogBuffer),
 		hosts: make(chan *sal.Host, 4),
 	}
 	if stdin == nil {
@@ -239,9 +240,9 @@ func waitPort(t *testing.T, addr string) {
 
 // startProcess starts cmd with its output in the test log on failure, and
 // kills it when the test ends.
-func startProcess(t *testing.T, cmd *exec.Cmd) *logBuffer {
+func startProcess(t *testing.T, cmd *exec.Cmd) *resolvetest.LogBuffer {
 	t.Helper()
-	out := new(logBuffer)
+	out := new(resolvetest.LogBuffer)
 	cmd.Stdout, cmd.Stderr = out, out
 	require.NoError(t, cmd.Start())
 	exited := make(chan struct{})

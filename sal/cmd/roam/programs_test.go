@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/roamnet/roam/resolve/resolvetest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -49,7 +50,7 @@ func TestCurlThroughForwardAndServe(t *testing.T) {
 	// moves fall inside it on a fast machine too.
 	get := exec.Command(curl, "--silent", "--show-error", "--fail", "--limit-rate", "32M",
 		"--output", out, "http://"+addr+"/blob")
-	curlErr := new(logBuffer) // read while curl writes
+	curlErr := new(resolvetest.LogBuffer) // read while curl writes
 	get.Stderr = curlErr
 	require.NoError(t, get.Start())
 	curlDone := make(chan error, 1)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/resolvetest"
 	"github.com/roamnet/roam/sal"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
@@ -107,28 +108,10 @@ func buildRoam(t *testing.T) string {
 	return roamBin.path
 }
 
-// logBuffer collects a process's stderr for the test to search.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // start runs cmd, and returns the first stdout line that begins with
 // prefix (with the prefix cut off) and the process's stderr. The process is
 // killed, and waited for, when the test ends.
-func start(t *testing.T, cmd *exec.Cmd, prefix string) (string, *logBuffer) {
+func start(t *testing.T, cmd *exec.Cmd, prefix string) (string, *resolvetest.LogBuffer) {
 	t.Helper()
 	lines, stderr := startLines(t, cmd, prefix)
 	return lines[0], stderr
@@ -136,9 +119,9 @@ func start(t *testing.T, cmd *exec.Cmd, prefix string) (string, *logBuffer) {
 
 // startLines is start for several lines, one per prefix, in the order the
 // process prints them.
-func startLines(t *testing.T, cmd *exec.Cmd, prefixes ...string) ([]string, *logBuffer) {
+func startLines(t *testing.T, cmd *exec.Cmd, prefixes ...string) ([]string, *resolvetest.LogBuffer) {
 	t.Helper()
-	stderr := new(logBuffer)
+	stderr := new(resolvetest.LogBuffer)
 	cmd.Stderr = stderr
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)

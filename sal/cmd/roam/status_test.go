@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/resolvetest"
 	"github.com/roamnet/roam/sal"
 	"github.com/stretchr/testify/require"
 )
@@ -33,7 +34,7 @@ func TestStatusLine(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return client.ServiceStats()["st.demo"].BytesSent == 2500 }, 5*time.Second, time.Millisecond)
 
-	out := new(logBuffer)
+	out := new(resolvetest.LogBuffer)
 	st := newStatus(out)
 	st.event(sal.Event{Kind: sal.EventResumed, Stall: 42 * time.Millisecond, Time: time.Now(), To: netip.MustParseAddrPort("127.0.0.1:9")})
 	st.start(client)
