@@ -37,7 +37,7 @@ type identity struct {
 func newIdentity(key crypto.Signer) (*identity, error) {
 	cert, fp, err := resolve.SelfSigned(key, keyLabelPrefix)
 	if err != nil {
-		return nil, fmt.Errorf("sal: %w", err)
+		return nil, err // "resolve: self-signed certificate: ..." says enough
 	}
 	return &identity{cert: cert, key: cert.PrivateKey.(crypto.Signer), fp: fp}, nil
 }

@@ -249,3 +249,62 @@ func TestHalfCloseBothWays(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, c2.(*net.TCPConn).CloseWrite())
 }
+
+// Stopping serve ends its flows cleanly: a client in the middle of a flow
+// reads what the target sent and then io.EOF, not ErrFlowLost, because
+// serve closes each flow and lets it finish before its Host closes.
+func TestServeStopEndsFlowsCleanly(t *testing.T) {
+	url := testRegistry(t)
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer target.Close()
+	go func() {
+		for { // (serve's start-up check connects once first)
+			c, err := target.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.Write([]byte("hello"))
+				io.Copy(io.Discard, c) // until serve closes the connection
+			}()
+		}
+	}()
+	serve := runRoam(t, nil, "serve", "-resolver", url, "-key", filepath.Join(t.TempDir(), "k.pem"), "bye.demo", "tcp://"+target.Addr().String())
+	serve.line("roam serve: ")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := resolve.Open(ctx, url)
+	require.NoError(t, err)
+	defer r.(io.Closer).Close()
+	h, err := sal.NewHost(sal.Config{Resolver: r, ListenAddr: "127.0.0.1:0"})
+	require.NoError(t, err)
+	defer h.Close()
+	c, err := h.Dial(ctx, "bye.demo")
+	require.NoError(t, err)
+	defer c.Close()
+	got := make([]byte, 5)
+	_, err = io.ReadFull(c, got)
+	require.NoError(t, err)
+	require.Equal(t, "hello", string(got))
+
+	type result struct {
+		rest []byte
+		err  error
+	}
+	read := make(chan result, 1)
+	go func() { // a client that reads on, as a program does
+		c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		rest, err := io.ReadAll(c)
+		read <- result{rest, err}
+	}()
+	start := time.Now()
+	require.Equal(t, 0, serve.stop())
+	took := time.Since(start)
+	res := <-read
+	require.NoError(t, res.err, "the flow ended with io.EOF")
+	require.Empty(t, res.rest)
+	require.Less(t, took, drainTimeout, "the flow finished: serve did not wait out its drain bound")
+}

@@ -59,18 +59,24 @@ func defaultKeyPathText() string {
 	return "$XDG_CONFIG_HOME/roam/key.pem"
 }
 
+// keyPath is path, or the default key file (its directory made, for the
+// owner alone) when path is empty.
+func keyPath(path string) (string, error) {
+	if path != "" {
+		return path, nil
+	}
+	p, err := defaultKeyPath()
+	if err != nil {
+		return "", err
+	}
+	return p, os.MkdirAll(filepath.Dir(p), 0o700)
+}
+
 // loadKey loads (or makes) the key the flags name.
 func (hf *hostFlags) loadKey() (string, crypto.Signer, error) {
-	path := hf.key
-	if path == "" {
-		p, err := defaultKeyPath()
-		if err != nil {
-			return "", nil, err
-		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			return "", nil, err
-		}
-		path = p
+	path, err := keyPath(hf.key)
+	if err != nil {
+		return "", nil, err
 	}
 	key, err := sal.LoadKey(path)
 	return path, key, err

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/roamnet/roam/sal"
 )
@@ -19,18 +18,11 @@ func runKey(c *cli, ctx context.Context, args []string) error {
 	if err := c.parse(set, args, -1); err != nil {
 		return err
 	}
-	path := set.Arg(0)
-	if path == "" {
-		p, err := defaultKeyPath()
-		if err != nil {
-			return err
-		}
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			return err
-		}
-		path = p
+	path, err := keyPath(set.Arg(0))
+	if err != nil {
+		return err
 	}
-	_, err := os.Stat(path)
+	_, err = os.Stat(path)
 	made := errors.Is(err, fs.ErrNotExist)
 	key, err := sal.LoadKey(path)
 	if err != nil {

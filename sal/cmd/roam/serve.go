@@ -47,8 +47,8 @@ func runServe(c *cli, ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	s.log.Info("serving", "service", id, "target", target, "udp", s.host.LocalAddr(),
-		"key", s.keyPath, "id", mustKeyID(s.host).String())
+	keyID, _ := s.host.ServiceID("") // rk--<fingerprint>; a key-only ID cannot fail
+	s.log.Info("serving", "service", id, "target", target, "udp", s.host.LocalAddr(), "key", s.keyPath, "id", keyID)
 	fmt.Fprintf(c.stdout, "roam serve: %s on %s -> tcp://%s\n", id, s.host.LocalAddr(), target)
 
 	flows := newFlowSet()
@@ -78,11 +78,6 @@ func runServe(c *cli, ctx context.Context, args []string) error {
 			logSplice(s, fc, n1, n2, err)
 		}, fc)
 	}
-}
-
-func mustKeyID(h *sal.Host) sal.ServiceID {
-	id, _ := sal.NewServiceID("", h.Key())
-	return id
 }
 
 func logSplice(s *session, fc *sal.Conn, fromFlow, toFlow int64, err error) {
