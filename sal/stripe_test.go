@@ -72,22 +72,31 @@ func TestPathAggregateOutagesLoseNothing(t *testing.T) {
 	})
 }
 
+// aggregatedFlow is a dual bed whose flow is striped over both paths, in
+// a synctest bubble: the bed, the dialer's carrier and its stripes.
+func aggregatedFlow(t *testing.T) (*dualBed, *carrier, *striped) {
+	t.Helper()
+	b := newDualBed(t, Config{PathPolicy: PathAggregate})
+	roundTrip(t, b.c, b.sc, "hello")
+	b.waitPaths(t, 2)
+	time.Sleep(time.Second) // the stripe joins once the path is up
+	b.c.mu.Lock()
+	car := b.c.car
+	b.c.mu.Unlock()
+	require.NotNil(t, car.striped)
+	car.striped.mu.Lock()
+	require.Len(t, car.striped.subs, 2, "a stream on each path")
+	car.striped.mu.Unlock()
+	return b, car, car.striped
+}
+
 // A further stream the listener refuses (a Stripe that names no carrier
 // it holds) leaves the carrier without harm: its sender stops, nothing
 // went out on it, and the flow goes on, every byte checked.
 func TestStripeRefusedLeavesTheFlowAlone(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := newDualBed(t, Config{PathPolicy: PathAggregate})
-		roundTrip(t, b.c, b.sc, "hello")
-		b.waitPaths(t, 2)
-		time.Sleep(time.Second)
-		b.c.mu.Lock()
-		car := b.c.car
-		b.c.mu.Unlock()
-		st := car.striped
-		require.NotNil(t, st)
+		b, car, st := aggregatedFlow(t)
 		st.mu.Lock()
-		require.Len(t, st.subs, 2, "a stream on each path")
 		further := st.subs[1]
 		// Set the joined stream aside, so that a second one may try
 		// the same connection.
@@ -123,16 +132,8 @@ func TestStripeRefusedLeavesTheFlowAlone(t *testing.T) {
 // failed the listener's reads (a CI soak caught it).
 func TestStripeRacingJoinWritesNothing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := newDualBed(t, Config{PathPolicy: PathAggregate})
-		roundTrip(t, b.c, b.sc, "hello")
-		b.waitPaths(t, 2)
-		time.Sleep(time.Second)
-		b.c.mu.Lock()
-		car := b.c.car
-		b.c.mu.Unlock()
-		st := car.striped
+		b, car, st := aggregatedFlow(t)
 		st.mu.Lock()
-		require.Len(t, st.subs, 2, "a stream on each path")
 		p := st.subs[1].peer
 		st.mu.Unlock()
 
