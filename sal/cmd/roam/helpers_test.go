@@ -256,3 +256,20 @@ func startProcess(t *testing.T, cmd *exec.Cmd) *resolvetest.LogBuffer {
 	})
 	return out
 }
+
+// libraryHost is a Host of the test's own, a program that imports roam,
+// resolving through the registry at url; closed when the test ends.
+func libraryHost(t *testing.T, url string) *sal.Host {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := resolve.Open(ctx, url)
+	require.NoError(t, err)
+	h, err := sal.NewHost(sal.Config{Resolver: r, ListenAddr: "127.0.0.1:0"})
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		h.Close()
+		r.(io.Closer).Close()
+	})
+	return h
+}
