@@ -1,7 +1,8 @@
 package sal
 
 // A flow's state lives in its Conn, guarded by Conn.mu. The state machine
-// (flowState), its transitions and the lock order are in flow.go.
+// (flowState), its transitions and the lock order are in flow.go; the
+// states of its two directions are in halves.go.
 
 import (
 	"context"
@@ -46,49 +47,27 @@ type Conn struct {
 	ctx      context.Context // done at Close or loss
 	cancel   context.CancelCauseFunc
 	finished chan struct{} // closed when the flow is over and its state released
-	rdl, wdl *deadline
-
-	rmu      sync.Mutex    // serializes reading from a carrier with accounting for it
 	resumeMu sync.Mutex    // listener: serializes resumes of the flow
-	wlock    chan struct{} // serializes Writes, flushes and the FIN; a channel so waiting honours deadlines
 
-	mu         sync.Mutex
-	changed    chan struct{} // closed and replaced on every change that may unblock Read or Write
-	state      flowState
-	lostErr    error
-	car        *carrier // the stream carrying the flow; nil while suspended
-	remote     Addr
-	closed     bool  // Close was called
-	readClosed bool  // Close or CloseRead: data from the peer is unwanted
-	readAbort  error // the peer reset its side: reads fail for good
-	writeAbort error // the peer stopped reading: writes fail for good
-	finWanted  bool  // CloseWrite or Close: FIN follows the data
-	finSent    bool  // FIN handed to the current carrier
-	flushing   bool  // a background flush runs
-	reflush    bool  // kicked while a background flush ran: it must look again
-	// flusherOwnsDeadline: the background flush cleared the stream's write
-	// deadline to deliver data already accepted; SetWriteDeadline records
-	// the user's deadline for after it.
-	flusherOwnsDeadline bool
-	buf                 sendBuffer
-	share               *share    // the budget share of the connection carrying the flow (see budget)
-	charged             int       // memory taken from share for buf: its capacity, once settled
-	ackedAt             time.Time // when the peer last acknowledged new data (see stall)
-	ackedFin            bool      // the peer acknowledged our FIN
-	readOff             uint64    // data bytes Read delivered
-	gotFin              bool      // Read delivered io.EOF
-	ackSent             uint64    // the read offset last acknowledged to the peer
-	ackTimer            *time.Timer
-	ackArmed            bool   // ackTimer runs for reads already made
-	gen                 uint64 // dialer: next resume generation; listener: lowest it accepts
-	readDL              time.Time
-	writeDL             time.Time
-	resuming            bool               // dialer: a resume loop runs
-	moveTo              []resolve.Endpoint // dialer: where a watch said the service went; tried first
-	suspended           time.Time          // when the flow last lost its carrier
-	resumeBy            time.Time          // while suspended: lost unless resumed by then
-	stats               FlowStats
-	counted             bool // in acct's open flows (see countOpen)
+	send sendHalf // the outgoing direction (halves.go)
+	recv recvHalf // the incoming direction
+
+	mu        sync.Mutex
+	changed   chan struct{} // closed and replaced on every change that may unblock Read or Write
+	state     flowState
+	lostErr   error
+	car       *carrier // the stream carrying the flow; nil while suspended
+	remote    Addr
+	closed    bool               // Close was called: the user's handle is done, whatever the directions' states
+	share     *share             // the budget share of the connection carrying the flow (see budget)
+	charged   int                // memory taken from share for send.buf: its capacity, once settled
+	gen       uint64             // dialer: next resume generation; listener: lowest it accepts
+	resuming  bool               // dialer: a resume loop runs
+	moveTo    []resolve.Endpoint // dialer: where a watch said the service went; tried first
+	suspended time.Time          // when the flow last lost its carrier
+	resumeBy  time.Time          // while suspended: lost unless resumed by then
+	stats     FlowStats
+	counted   bool // in acct's open flows (see countOpen)
 
 	acct *serviceCounters // the service's counters in the Host; set before the flow is shared
 	// queuedOn is the connection whose slot in its Listener's accept queue
@@ -105,16 +84,17 @@ type carrier struct {
 	striped *striped     // nil for a plain stream
 	// id names a striped carrier in a Stripe: 0 for an Open's, gen+1 for
 	// the Resume's of generation gen.
-	id     uint64
-	base   uint64 // the flow offset of the carrier's first byte out
-	qc     *quic.Conn
-	ctl    *control
-	peer   *peer  // dialer: the reference on the connection, given back when the carrier is dropped
-	sent   uint64 // flow offset handed to s; guarded by the Conn's wlock
-	skip   uint64 // bytes the peer resent that Read must discard; guarded by rmu
-	replay uint64 // bytes to send again when installed (fixed at install)
-	ready  chan struct{}
-	err    error // why ready was closed without the stream becoming usable
+	id      uint64
+	base    uint64 // the flow offset of the carrier's first byte out
+	qc      *quic.Conn
+	ctl     *control
+	peer    *peer  // dialer: the reference on the connection, given back when the carrier is dropped
+	sent    uint64 // flow offset handed to s; guarded by the Conn's send.lock
+	finSent bool   // the FIN was handed to s; guarded by the Conn's mu
+	skip    uint64 // bytes the peer resent that Read must discard; guarded by the Conn's recv.mu
+	replay  uint64 // bytes to send again when installed (fixed at install)
+	ready   chan struct{}
+	err     error // why ready was closed without the stream becoming usable
 }
 
 // FlowStats describes a flow. RTT figures are those of the QUIC connection
@@ -145,9 +125,8 @@ func (h *Host) newConn(dialer bool, service ServiceID, flowID uint64, peerKey re
 		local:    local,
 		remote:   remote,
 		finished: make(chan struct{}),
-		rdl:      newDeadline(),
-		wdl:      newDeadline(),
-		wlock:    make(chan struct{}, 1),
+		send:     sendHalf{lock: make(chan struct{}, 1), dl: newDeadline()},
+		recv:     recvHalf{dl: newDeadline()},
 		changed:  make(chan struct{}),
 		state:    flowSuspended, // until install
 		acct:     h.counters(service),
@@ -179,7 +158,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 		}
 		if car == nil || !car.isReady() {
 			// No carrier, or one whose Reply is not in yet: wait, without
-			// holding rmu, so that a resume can take it.
+			// holding recv.mu, so that a resume can take it.
 			var ready <-chan struct{}
 			if car != nil {
 				ready = car.ready
@@ -187,7 +166,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 			select {
 			case <-changed:
 			case <-ready:
-			case <-c.rdl.wait():
+			case <-c.recv.dl.wait():
 				return 0, c.opError("read", os.ErrDeadlineExceeded)
 			}
 			continue
@@ -200,14 +179,14 @@ func (c *Conn) Read(b []byte) (int, error) {
 	}
 }
 
-// readFrom reads from car under rmu, so that a resume that needs the read
+// readFrom reads from car under recv.mu, so that a resume that needs the read
 // offset waits until the bytes read are accounted for. retry says the
 // carrier failed and Read should wait for the next one.
 func (c *Conn) readFrom(car *carrier, b []byte) (n int, err error, retry bool) {
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
+	c.recv.mu.Lock()
+	defer c.recv.mu.Unlock()
 	if !c.current(car) {
-		return 0, nil, true // a resume replaced it while we waited for rmu
+		return 0, nil, true // a resume replaced it while we waited for recv.mu
 	}
 	if car.skip > 0 {
 		if err := c.discard(car); err != nil {
@@ -250,13 +229,13 @@ func (c *Conn) readableLocked() (car *carrier, changed <-chan struct{}, err erro
 	switch {
 	case c.closed:
 		return nil, nil, net.ErrClosed
-	case c.gotFin:
+	case c.recv.state == recvFinRead:
 		return nil, nil, io.EOF
-	case c.readAbort != nil:
-		return nil, nil, c.readAbort
+	case c.recv.state == recvReset:
+		return nil, nil, c.recv.err
 	case c.state == flowLost:
 		return nil, nil, c.lostErr
-	case c.readClosed:
+	case c.recv.state == recvStopped:
 		return nil, nil, net.ErrClosed
 	}
 	if c.state == flowActive {
@@ -301,9 +280,9 @@ func (c *Conn) Close() error {
 		return c.opError("close", net.ErrClosed)
 	}
 	c.closed = true
-	c.readClosed = true
-	if c.writeAbort == nil && c.state != flowLost {
-		c.finWanted = true
+	c.recv.stop()
+	if c.state != flowLost {
+		c.send.queueFin()
 	}
 	car := c.car
 	c.broadcastLocked()
@@ -313,7 +292,7 @@ func (c *Conn) Close() error {
 	if car != nil {
 		car.s.CancelRead(streamClosed)
 		c.mu.Lock()
-		if !c.flusherOwnsDeadline {
+		if !c.send.flusherOwnsDeadline {
 			car.s.SetWriteDeadline(aLongTimeAgo) // unblock a Write; the background flush clears it
 		}
 		c.mu.Unlock()
@@ -328,11 +307,10 @@ func (c *Conn) Close() error {
 // written so far, while this end can still read.
 func (c *Conn) CloseWrite() error {
 	c.mu.Lock()
-	if c.finWanted || c.writeAbort != nil || c.state == flowLost {
+	if c.state == flowLost || !c.send.queueFin() {
 		c.mu.Unlock()
 		return nil
 	}
-	c.finWanted = true
 	c.mu.Unlock()
 	c.kick()
 	return nil
@@ -341,7 +319,7 @@ func (c *Conn) CloseWrite() error {
 // CloseRead tells the peer this end will read no more: its writes fail.
 func (c *Conn) CloseRead() error {
 	c.mu.Lock()
-	c.readClosed = true
+	c.recv.stop()
 	car := c.car
 	c.broadcastLocked()
 	c.mu.Unlock()
@@ -386,8 +364,8 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 		c.mu.Unlock()
 		return c.opError("set deadline", net.ErrClosed)
 	}
-	c.readDL = t
-	c.rdl.set(t)
+	c.recv.deadline = t
+	c.recv.dl.set(t)
 	if c.car != nil && (c.car.ready == nil || isClosedChan(c.car.ready)) {
 		c.car.s.SetReadDeadline(t)
 	}
@@ -402,9 +380,9 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 		c.mu.Unlock()
 		return c.opError("set deadline", net.ErrClosed)
 	}
-	c.writeDL = t
-	c.wdl.set(t)
-	if c.car != nil && !c.flusherOwnsDeadline {
+	c.send.deadline = t
+	c.send.dl.set(t)
+	if c.car != nil && !c.send.flusherOwnsDeadline {
 		c.car.s.SetWriteDeadline(t)
 	}
 	c.mu.Unlock()

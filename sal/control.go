@@ -285,7 +285,7 @@ func (ctl *control) awaitsPeer() bool {
 	ctl.mu.Unlock()
 	for _, c := range flows {
 		c.mu.Lock()
-		owed := c.buf.buffered() > 0
+		owed := c.send.buf.buffered() > 0
 		c.mu.Unlock()
 		if owed {
 			return true

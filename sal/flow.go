@@ -16,10 +16,21 @@ package sal
 //   - maybeFinish: both directions are over.
 //
 // flowDone and flowLost are final: release gives back all the flow holds.
-// Half-closes (finWanted, gotFin, readClosed...) are not states: they say
-// which direction is over, and maybeFinish moves to flowDone once both are.
 //
-// Lock order: Conn.wlock (a channel: one writer), Conn.rmu and
+// Each direction has its own state (sendHalf and recvHalf, halves.go),
+// changed only by the methods beside them:
+//
+//	sendOpen --CloseWrite, Close--> sendFinQueued --the peer reads the FIN--> sendFinAcked
+//	sendOpen, sendFinQueued --the peer stops reading--> sendStopped
+//
+//	recvOpen --CloseRead, Close--> recvStopped
+//	recvOpen, recvStopped --Read returns io.EOF--> recvFinRead
+//	recvOpen --the peer resets its side--> recvReset
+//
+// A direction is done in every state but sendOpen, sendFinQueued and
+// recvOpen; maybeFinish moves the flow to flowDone once both are.
+//
+// Lock order: Conn.send.lock (a channel: one writer), Conn.recv.mu and
 // Conn.resumeMu, then Conn.mu, then Host.mu, then the budget's mu. A
 // control's mu and Conn.mu are never held together; limiter.mu comes
 // before a control's mu (see leastUsed); striped.mu comes last, after
@@ -98,10 +109,9 @@ func (c *Conn) install(car *carrier) bool {
 	}
 	wasSuspended := c.state == flowSuspended && !c.suspended.IsZero()
 	c.state = flowActive
-	c.finSent = false
 	c.remote.Endpoint = car.remoteAddr()
 	if wasSuspended {
-		car.replay = c.buf.end - min(car.sent, c.buf.end)
+		car.replay = c.send.buf.end - min(car.sent, c.send.buf.end)
 		if car.ready == nil {
 			c.resumedLocked(car)
 		} // else a dialer's resume: it counts once the Reply is in (resumeAt)
@@ -109,12 +119,12 @@ func (c *Conn) install(car *carrier) bool {
 	if car.ready == nil {
 		// A carrier with a Reply to come gets the read deadline after it,
 		// so that no deadline can cut a Reply in half (see replyIn).
-		car.s.SetReadDeadline(c.readDL)
+		car.s.SetReadDeadline(c.recv.deadline)
 	}
-	car.s.SetWriteDeadline(c.writeDL)
-	readClosed := c.readClosed || c.gotFin
-	if c.readClosed {
-		c.ackSent = 0 // tell the peer again, on this carrier, that we read no more
+	car.s.SetWriteDeadline(c.send.deadline)
+	readClosed := c.recv.ended()
+	if readClosed {
+		c.recv.ackSent = 0 // tell the peer again, on this carrier, how far we read
 	}
 	c.broadcastLocked()
 	c.mu.Unlock()
@@ -141,7 +151,7 @@ func (c *Conn) replyIn(car *carrier) {
 	c.mu.Lock()
 	// Under mu, so that SetReadDeadline sees either a pending Reply (and
 	// leaves the stream alone) or this deadline applied.
-	car.s.SetReadDeadline(c.readDL)
+	car.s.SetReadDeadline(c.recv.deadline)
 	close(car.ready)
 	c.mu.Unlock()
 	if car.striped != nil {
@@ -156,7 +166,7 @@ func (c *Conn) replyIn(car *carrier) {
 // no more from it, if so.
 func (c *Conn) readDone(car *carrier) {
 	c.mu.Lock()
-	done := c.readClosed || c.gotFin
+	done := c.recv.ended()
 	c.mu.Unlock()
 	if done {
 		car.s.CancelRead(streamClosed)
@@ -229,10 +239,10 @@ func (c *Conn) carrierError(car *carrier, err error, writing bool) bool {
 		c.mu.Lock()
 		if c.car == car {
 			if writing {
-				c.writeAbort = fmt.Errorf("%w: %w", ErrPeerClosed, err)
-				c.buf.ack(c.buf.end) // keep the offsets: a resume still needs them
+				c.send.stop(fmt.Errorf("%w: %w", ErrPeerClosed, err))
+				c.send.buf.ack(c.send.buf.end) // keep the offsets: a resume still needs them
 			} else {
-				c.readAbort = err
+				c.recv.reset(err)
 			}
 			c.broadcastLocked()
 		}
@@ -292,11 +302,11 @@ func (c *Conn) readErr(err error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
-	case c.readAbort != nil:
-		return c.readAbort
+	case c.recv.state == recvReset:
+		return c.recv.err
 	case c.state == flowLost:
 		return c.lostErr
-	case c.readClosed:
+	case c.recv.state == recvStopped:
 		return net.ErrClosed
 	}
 	return err
@@ -306,8 +316,8 @@ func (c *Conn) writeErr(err error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch {
-	case c.writeAbort != nil:
-		return c.writeAbort
+	case c.send.state == sendStopped:
+		return c.send.err
 	case c.state == flowLost:
 		return c.lostErr
 	}
@@ -443,9 +453,7 @@ func (c *Conn) lose(cause error) {
 // stopped reading).
 func (c *Conn) maybeFinish() {
 	c.mu.Lock()
-	writeDone := c.writeAbort != nil || c.finWanted && c.ackedFin
-	readDone := c.gotFin || c.readAbort != nil || c.readClosed
-	if !writeDone || !readDone || c.state == flowLost || c.state == flowDone {
+	if !c.send.done() || !c.recv.done() || c.state == flowLost || c.state == flowDone {
 		c.mu.Unlock()
 		return
 	}
@@ -463,10 +471,10 @@ func (c *Conn) release() {
 		c.remote.Endpoint = car.remoteAddr() // keep the last address seen
 	}
 	c.car = nil
-	c.buf.release()
+	c.send.buf.release()
 	sh, freed := c.freedLocked()
-	if c.ackTimer != nil {
-		c.ackTimer.Stop()
+	if c.recv.ackTimer != nil {
+		c.recv.ackTimer.Stop()
 	}
 	c.broadcastLocked()
 	c.mu.Unlock()
@@ -513,21 +521,21 @@ func (c *Conn) ackEvery() uint64 { return uint64(max(c.h.cfg.flowBuffer()/8, 16<
 // enough have accumulated.
 func (c *Conn) delivered(n int) {
 	c.mu.Lock()
-	c.readOff += uint64(n)
+	c.recv.off += uint64(n)
 	c.stats.BytesRead += uint64(n)
 	c.acct.received.Add(uint64(n))
-	due := c.readOff-c.ackSent >= c.ackEvery()
+	due := c.recv.off-c.recv.ackSent >= c.ackEvery()
 	// The timer runs from the first read it covers, not the last: pushed
 	// back by every read, a steady stream would be acknowledged only each
 	// ackEvery bytes, and a resume would replay up to that much that the
 	// peer had already read (a 1 MiB replay stalled a 20 Mbit/s flow for
 	// up to 0.4 s after a server move).
-	if !due && !c.ackArmed {
-		c.ackArmed = true
-		if c.ackTimer == nil {
-			c.ackTimer = time.AfterFunc(ackDelay, c.sendAck)
+	if !due && !c.recv.ackArmed {
+		c.recv.ackArmed = true
+		if c.recv.ackTimer == nil {
+			c.recv.ackTimer = time.AfterFunc(ackDelay, c.sendAck)
 		} else {
-			c.ackTimer.Reset(ackDelay)
+			c.recv.ackTimer.Reset(ackDelay)
 		}
 	}
 	c.mu.Unlock()
@@ -539,7 +547,7 @@ func (c *Conn) delivered(n int) {
 // deliveredFin accounts for the io.EOF Read returned.
 func (c *Conn) deliveredFin() {
 	c.mu.Lock()
-	c.gotFin = true
+	c.recv.finRead()
 	c.broadcastLocked()
 	c.mu.Unlock()
 	c.sendAck()
@@ -554,20 +562,20 @@ const readerGone = ^uint64(0)
 // byte, so it can free what it keeps for replay.
 func (c *Conn) sendAck() {
 	c.mu.Lock()
-	c.ackArmed = false
-	off := c.readOff
-	if c.gotFin {
+	c.recv.ackArmed = false
+	off := c.recv.off
+	switch c.recv.state {
+	case recvFinRead:
 		off++
-	}
-	if c.readClosed && !c.gotFin && c.readAbort == nil {
+	case recvStopped:
 		off = readerGone
 	}
 	car := c.car
-	if off == c.ackSent || car == nil {
+	if off == c.recv.ackSent || car == nil {
 		c.mu.Unlock()
 		return
 	}
-	c.ackSent = off
+	c.recv.ackSent = off
 	c.mu.Unlock()
 	car.ctl.ack(c.flowID, off)
 }
@@ -576,10 +584,8 @@ func (c *Conn) sendAck() {
 func (c *Conn) acked(off uint64) {
 	c.mu.Lock()
 	if off == readerGone {
-		if c.writeAbort == nil {
-			c.writeAbort = ErrPeerClosed
-		}
-		c.buf.ack(c.buf.end) // free it all, but keep the offsets a resume checks
+		c.send.stop(ErrPeerClosed)
+		c.send.buf.ack(c.send.buf.end) // free it all, but keep the offsets a resume checks
 		sh, freed := c.freedLocked()
 		c.broadcastLocked()
 		c.mu.Unlock()
@@ -587,20 +593,20 @@ func (c *Conn) acked(off uint64) {
 		c.maybeFinish()
 		return
 	}
-	if off > c.buf.end+1 {
-		off = c.buf.end + 1 // a peer cannot have read more than we sent
+	if off > c.send.buf.end+1 {
+		off = c.send.buf.end + 1 // a peer cannot have read more than we sent
 	}
-	progress := c.buf.ack(off)
+	progress := c.send.buf.ack(off)
 	if progress > 0 {
-		c.ackedAt = time.Now()
+		c.send.ackedAt = time.Now()
 	}
 	if car := c.car; car != nil && car.striped != nil && off > car.base {
 		car.striped.ackedTo(off - car.base) // the stripes window moves on
 	}
-	if off > c.buf.end && c.finWanted {
-		c.ackedFin = true
+	if off > c.send.buf.end {
+		c.send.finAcked()
 	}
-	if progress > 0 || c.ackedFin {
+	if progress > 0 || c.send.state == sendFinAcked {
 		c.broadcastLocked()
 	}
 	sh, freed := c.freedLocked()
@@ -612,7 +618,7 @@ func (c *Conn) acked(off uint64) {
 // freedLocked returns the memory the flow's replay buffer gave up since it
 // was last charged, and the share to give it back to once c.mu is released.
 func (c *Conn) freedLocked() (*share, int) {
-	n := c.charged - c.buf.capacity()
+	n := c.charged - c.send.buf.capacity()
 	c.charged -= n
 	return c.share, n
 }

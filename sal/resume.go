@@ -223,22 +223,22 @@ func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) err
 
 	// A Read still inside the old stream must account for what it took
 	// before the offset goes out.
-	c.rmu.Lock()
+	c.recv.mu.Lock()
 	c.mu.Lock()
-	c.rmu.Unlock()
+	c.recv.mu.Unlock()
 	gen := c.gen
 	c.gen++
 	req := wire.Resume{
 		FlowID:   c.flowID,
 		Gen:      gen,
 		Tag:      resumeTag(c.secret, c.flowID, gen),
-		ReadOff:  c.readOff,
-		SendFrom: c.buf.acked,
+		ReadOff:  c.recv.off,
+		SendFrom: c.send.buf.acked,
 	}
-	if c.gotFin {
+	if c.recv.state == recvFinRead {
 		req.ReadOff++ // the FIN counts as a byte
 	}
-	c.ackSent = req.ReadOff
+	c.recv.ackSent = req.ReadOff
 	c.mu.Unlock()
 	striping := c.h.cfg.PathPolicy == PathAggregate
 	if striping {
@@ -368,11 +368,11 @@ func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey 
 		c.mu.Unlock()
 		refuse("flow over")
 		return
-	case rs.ReadOff < c.buf.acked || rs.ReadOff > c.buf.end+1 || rs.ReadOff == c.buf.end+1 && !c.finWanted:
+	case rs.ReadOff < c.send.buf.acked || rs.ReadOff > c.send.buf.end+1 || rs.ReadOff == c.send.buf.end+1 && !c.send.finQueued():
 		c.mu.Unlock()
 		refuse("read offset out of range")
 		return
-	case rs.SendFrom > c.readOff:
+	case rs.SendFrom > c.recv.off:
 		c.mu.Unlock()
 		refuse("send offset beyond what was read")
 		return
@@ -390,12 +390,12 @@ func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey 
 	if old != nil {
 		c.dropDetached(old, errResumedElsewhere)
 	}
-	c.rmu.Lock()
+	c.recv.mu.Lock()
 	c.mu.Lock()
-	c.rmu.Unlock()
-	dataRead := c.readOff
+	c.recv.mu.Unlock()
+	dataRead := c.recv.off
 	readOff := dataRead // as acknowledged: the FIN counts as a byte
-	if c.gotFin {
+	if c.recv.state == recvFinRead {
 		readOff++
 	}
 	c.mu.Unlock()
@@ -434,7 +434,7 @@ func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey 
 func (c *Conn) bufEnd() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.buf.end
+	return c.send.buf.end
 }
 
 func mustTLV(typ byte, v []byte) []byte {

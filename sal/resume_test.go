@@ -269,7 +269,7 @@ func TestResumeRefusals(t *testing.T) {
 	roundTrip(t, c, sc, "after a genuine resume")
 	c.mu.Lock()
 	usedGen, secret, flowID := c.gen-1, c.secret, c.flowID
-	readOff := c.readOff
+	readOff := c.recv.off
 	c.mu.Unlock()
 
 	valid := func(gen uint64) wire.Resume {

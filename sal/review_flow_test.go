@@ -102,7 +102,7 @@ func TestReview_ResumeRefusedAfterReaderGone(t *testing.T) {
 	require.Eventually(t, func() bool {
 		sc.mu.Lock()
 		defer sc.mu.Unlock()
-		return sc.writeAbort != nil
+		return sc.send.state == sendStopped
 	}, 5*time.Second, time.Millisecond, "readerGone never arrived")
 
 	// The listener has not read "bye" nor the FIN; the connection fails, so
@@ -141,7 +141,7 @@ func TestReview_WriteDeadlineIgnoredAfterResume(t *testing.T) {
 	require.Eventually(t, func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		return !c.flushing
+		return c.send.flush == flushIdle
 	}, 5*time.Second, time.Millisecond, "replay flush did not finish")
 
 	done := make(chan error, 1)
@@ -251,7 +251,7 @@ func rvLogger(name string) *slog.Logger {
 }
 
 // TestReview_ServeResumeDuplicatesBytes: serveResume snapshots the
-// listener's read offset (serveResume: dataRead := c.readOff) while the old carrier is still
+// listener's read offset (serveResume: dataRead := c.recv.off) while the old carrier is still
 // installed and readable; it detaches it only after writing the Reply
 // (serveResume: old := c.car). A Read meanwhile delivers more bytes from the old
 // stream, and then the new carrier delivers them again (skip was computed
@@ -345,8 +345,8 @@ func TestReview_RejectedQueuedFlowUntypedError(t *testing.T) {
 
 // TestReview_LostKickDropsFin: kick (write.go) starts no flusher while
 // one runs, but a running backgroundFlush that has already found nothing
-// pending (backgroundFlush) clears c.flushing only when it returns: a
-// CloseWrite or Close in between sets finWanted, sees flushing == true,
+// pending (backgroundFlush) goes back to flushIdle only when it returns: a
+// CloseWrite or Close in between queues the FIN, sees a flush running,
 // and its FIN is never sent. Every install kicks a flusher, which then
 // waits for the write lock behind the application's first Write; "Dial,
 // Write, CloseWrite" races with it. The peer never reads io.EOF and the
@@ -367,8 +367,12 @@ func TestReview_LostKickDropsFin(t *testing.T) {
 		got, err := io.ReadAll(sc)
 		if err != nil || string(got) != "x" {
 			c.mu.Lock()
-			t.Errorf("flow %d: read %q, %v; dialer: finWanted=%v finSent=%v flushing=%v state=%d",
-				i, got, err, c.finWanted, c.finSent, c.flushing, c.state)
+			var finSent bool
+			if c.car != nil {
+				finSent = c.car.finSent
+			}
+			t.Errorf("flow %d: read %q, %v; dialer: send=%v finSent=%v flush=%d state=%d",
+				i, got, err, c.send.state, finSent, c.send.flush, c.state)
 			c.mu.Unlock()
 		}
 		c.Close()

@@ -17,7 +17,7 @@ import (
 // none of it for StallTimeout ends the wait with ErrStalled. Bytes Write
 // reports as written are delivered unless the flow is lost.
 func (c *Conn) Write(b []byte) (int, error) {
-	if err := c.lockWrite(c.wdl.wait()); err != nil {
+	if err := c.lockWrite(c.send.dl.wait()); err != nil {
 		return 0, c.opError("write", err)
 	}
 	defer c.unlockWrite()
@@ -32,21 +32,21 @@ func (c *Conn) Write(b []byte) (int, error) {
 			c.mu.Unlock()
 			return total, c.opError("write", err)
 		}
-		callStart := c.buf.end
+		callStart := c.send.buf.end
 		var budgetWait <-chan struct{}
-		if n := min(len(b), c.h.cfg.flowBuffer()-c.buf.buffered()); n > 0 {
-			if need := c.buf.need(n); need > 0 {
+		if n := min(len(b), c.h.cfg.flowBuffer()-c.send.buf.buffered()); n > 0 {
+			if need := c.send.buf.need(n); need > 0 {
 				got, wait := c.h.budget.take(c.share, need)
 				c.charged += got
-				if n = min(n, c.buf.fits(got)); n == 0 {
+				if n = min(n, c.send.buf.fits(got)); n == 0 {
 					budgetWait = wait
 					c.h.limits.bufferWaits.Add(1)
 				}
 			}
-			if c.buf.buffered() == 0 {
-				c.ackedAt = time.Now() // the stall clock starts with the first byte owed
+			if c.send.buf.buffered() == 0 {
+				c.send.ackedAt = time.Now() // the stall clock starts with the first byte owed
 			}
-			c.buf.append(b[:n])
+			c.send.buf.append(b[:n])
 			b, total = b[n:], total+n
 			c.stats.BytesWritten += uint64(n)
 			c.acct.sent.Add(uint64(n))
@@ -56,7 +56,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 			car = c.car
 		}
 		changed := c.changed
-		stallAt := c.ackedAt.Add(c.h.cfg.stallTimeout())
+		stallAt := c.send.ackedAt.Add(c.h.cfg.stallTimeout())
 		c.mu.Unlock()
 
 		if car != nil {
@@ -67,7 +67,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 				// Take back what never reached the stream, so that what
 				// Write reports is exactly what will be delivered.
 				c.mu.Lock()
-				dropped := c.buf.truncate(max(car.sent, callStart))
+				dropped := c.send.buf.truncate(max(car.sent, callStart))
 				c.stats.BytesWritten -= uint64(dropped)
 				c.acct.sent.Add(-uint64(dropped))
 				sh, freed := c.freedLocked()
@@ -104,7 +104,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 		case <-budgetWait:
 		case <-stall:
 			c.checkStall(car, watchedPackets)
-		case <-c.wdl.wait():
+		case <-c.send.dl.wait():
 			stopTimer(stallTimer)
 			return total, c.opError("write", os.ErrDeadlineExceeded)
 		}
@@ -128,8 +128,8 @@ func stopTimer(t *time.Timer) {
 // The caller holds the write lock, which guards car.sent.
 func (c *Conn) checkStall(car *carrier, packetsBefore uint64) {
 	c.mu.Lock()
-	stalled := c.car == car && c.state == flowActive && c.buf.buffered() > 0 &&
-		car.sent == c.buf.end && time.Since(c.ackedAt) >= c.h.cfg.stallTimeout()
+	stalled := c.car == car && c.state == flowActive && c.send.buf.buffered() > 0 &&
+		car.sent == c.send.buf.end && time.Since(c.send.ackedAt) >= c.h.cfg.stallTimeout()
 	c.mu.Unlock()
 	if !stalled || car.qc.Context().Err() != nil || car.qc.ConnectionStats().PacketsReceived == packetsBefore {
 		return
@@ -144,11 +144,11 @@ func (c *Conn) writableLocked() error {
 	switch {
 	case c.closed:
 		return net.ErrClosed
-	case c.writeAbort != nil:
-		return c.writeAbort
+	case c.send.state == sendStopped:
+		return c.send.err
 	case c.state == flowLost:
 		return c.lostErr
-	case c.finWanted:
+	case c.send.state != sendOpen:
 		return net.ErrClosed // after CloseWrite
 	}
 	return nil
@@ -158,12 +158,12 @@ func (c *Conn) writableLocked() error {
 // ends.
 func (c *Conn) lockWrite(expire <-chan struct{}) error {
 	select {
-	case c.wlock <- struct{}{}:
+	case c.send.lock <- struct{}{}:
 		return nil
 	default:
 	}
 	select {
-	case c.wlock <- struct{}{}:
+	case c.send.lock <- struct{}{}:
 		return nil
 	case <-expire:
 		return os.ErrDeadlineExceeded
@@ -172,7 +172,7 @@ func (c *Conn) lockWrite(expire <-chan struct{}) error {
 	}
 }
 
-func (c *Conn) unlockWrite() { <-c.wlock }
+func (c *Conn) unlockWrite() { <-c.send.lock }
 
 // errSuperseded: the carrier a flush wrote to was replaced meanwhile.
 var errSuperseded = errors.New("sal: carrier superseded")
@@ -186,19 +186,19 @@ func (c *Conn) flush(car *carrier) error {
 			c.mu.Unlock()
 			return errSuperseded
 		}
-		p := c.buf.slice(car.sent)
-		if car.sent < c.buf.acked {
+		p := c.send.buf.slice(car.sent)
+		if car.sent < c.send.buf.acked {
 			// A resume promised the listener the bytes from car.sent on,
 			// and it will discard those it already has; an Ack for them
 			// arrived meanwhile and freed them here. Any bytes will do.
-			p = zeros[:min(uint64(len(zeros)), c.buf.acked-car.sent)]
+			p = zeros[:min(uint64(len(zeros)), c.send.buf.acked-car.sent)]
 		}
-		sendFin := p == nil && c.finWanted && !c.finSent && c.writeAbort == nil
+		sendFin := p == nil && c.send.finQueued() && !car.finSent
 		if sendFin {
-			c.finSent = true
+			car.finSent = true
 		}
 		if p != nil {
-			c.buf.hold(car.sent)
+			c.send.buf.hold(car.sent)
 		}
 		c.mu.Unlock()
 		if p == nil {
@@ -218,7 +218,7 @@ func (c *Conn) flush(car *carrier) error {
 		car.ctl.wrote.Add(1)
 		n, err := car.s.Write(p)
 		c.mu.Lock()
-		c.buf.unhold()
+		c.send.buf.unhold()
 		sh, freed := c.freedLocked()
 		c.mu.Unlock()
 		c.h.budget.give(sh, freed)
@@ -240,16 +240,16 @@ func (c *Conn) kick() {
 		c.mu.Unlock()
 		return
 	}
-	if c.flushing {
-		c.reflush = true // the running flush may have looked already
+	if c.send.flush != flushIdle {
+		c.send.flush = flushAgain // the running flush may have looked already
 		c.mu.Unlock()
 		return
 	}
-	c.flushing = true
+	c.send.flush = flushRunning
 	c.mu.Unlock()
 	if !c.h.spawn(c.backgroundFlush) { // a closing Host ends the flow itself
 		c.mu.Lock()
-		c.flushing = false
+		c.send.flush = flushIdle
 		c.mu.Unlock()
 	}
 }
@@ -258,18 +258,18 @@ func (c *Conn) backgroundFlush() {
 	for {
 		if c.lockWrite(nil) != nil {
 			c.mu.Lock()
-			c.flushing = false
+			c.send.flush = flushIdle
 			c.mu.Unlock()
 			return
 		}
 		c.mu.Lock()
-		c.reflush = false
+		c.send.flush = flushRunning
 		car := c.car
-		pending := c.state == flowActive && (car.sent < c.buf.end || c.finWanted && !c.finSent)
+		pending := c.state == flowActive && (car.sent < c.send.buf.end || c.send.finQueued() && !car.finSent)
 		if pending {
 			// Bytes Write accepted must go out whatever the user's write
 			// deadline; it applies again afterwards.
-			c.flusherOwnsDeadline = true
+			c.send.flusherOwnsDeadline = true
 			car.s.SetWriteDeadline(time.Time{})
 		}
 		c.mu.Unlock()
@@ -277,12 +277,12 @@ func (c *Conn) backgroundFlush() {
 		if pending {
 			err = c.flush(car)
 			c.mu.Lock()
-			c.flusherOwnsDeadline = false
+			c.send.flusherOwnsDeadline = false
 			if c.car == car {
 				if c.closed {
 					car.s.SetWriteDeadline(aLongTimeAgo)
 				} else {
-					car.s.SetWriteDeadline(c.writeDL)
+					car.s.SetWriteDeadline(c.send.deadline)
 				}
 			}
 			c.mu.Unlock()
@@ -292,11 +292,11 @@ func (c *Conn) backgroundFlush() {
 			c.carrierError(car, err, true)
 		}
 		c.mu.Lock()
-		if c.reflush && c.state == flowActive {
+		if c.send.flush == flushAgain && c.state == flowActive {
 			c.mu.Unlock()
 			continue
 		}
-		c.flushing = false
+		c.send.flush = flushIdle
 		c.mu.Unlock()
 		return
 	}
