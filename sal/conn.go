@@ -73,7 +73,7 @@ type Conn struct {
 	// queuedOn is the connection whose slot in its Listener's accept queue
 	// the flow takes until accepted (see Listener.reserve); set before it
 	// is queued.
-	queuedOn *control
+	queuedOn *session
 }
 
 // carrier is one stream carrying a flow, or, striped, one stream on each
@@ -86,8 +86,7 @@ type carrier struct {
 	// the Resume's of generation gen.
 	id      uint64
 	base    uint64 // the flow offset of the carrier's first byte out
-	qc      *quic.Conn
-	ctl     *control
+	sess    *session
 	peer    *peer  // dialer: the reference on the connection, given back when the carrier is dropped
 	sent    uint64 // flow offset handed to s; guarded by the Conn's send.lock
 	finSent bool   // the FIN was handed to s; guarded by the Conn's mu
@@ -421,7 +420,7 @@ func (c *Conn) Stats() FlowStats {
 	}
 	c.mu.Unlock()
 	if car != nil {
-		cs := car.qc.ConnectionStats()
+		cs := car.sess.qc.ConnectionStats()
 		s.SmoothedRTT, s.MinRTT = cs.SmoothedRTT, cs.MinRTT
 	}
 	return s
@@ -467,7 +466,7 @@ func (car *carrier) remoteAddr() netip.AddrPort {
 	if car.peer != nil {
 		return car.peer.addr
 	}
-	return netipAddrPortOf(car.qc.RemoteAddr())
+	return netipAddrPortOf(car.sess.qc.RemoteAddr())
 }
 
 // isReady reports whether the carrier's stream now carries only data.

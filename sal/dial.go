@@ -158,7 +158,7 @@ func closedForRedial(err error) bool {
 // bounded by ctx. Unless optimistic, it also waits for the Reply; an
 // optimistic flow takes its Reply in the background (see Conn.awaitReply).
 func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, optimistic bool) (*Conn, error) {
-	s, err := p.conn.OpenStreamSync(ctx)
+	s, err := p.sess.qc.OpenStreamSync(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, contextErr(ctx)
@@ -226,7 +226,7 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 		s.CancelRead(streamRejected)
 		return nil, net.ErrClosed
 	}
-	car, ok := h.newCarrier(s, p.conn, p.ctl, 0, 0, striping, peerWin, !optimistic)
+	car, ok := h.newCarrier(s, p.sess, 0, 0, striping, peerWin, !optimistic)
 	if !ok {
 		s.CancelWrite(streamLost)
 		s.CancelRead(streamLost)

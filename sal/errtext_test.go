@@ -149,7 +149,7 @@ func TestResumeTimeoutErrorSaysEachThingOnce(t *testing.T) {
 				b.path.Blackout(time.Hour)
 				if tc.cut {
 					b.c.mu.Lock()
-					qc := b.c.car.qc
+					qc := b.c.car.sess.qc
 					b.c.mu.Unlock()
 					qc.CloseWithError(0, "cut")
 				}

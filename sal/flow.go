@@ -32,8 +32,8 @@ package sal
 //
 // Lock order: Conn.send.lock (a channel: one writer), Conn.recv.mu and
 // Conn.resumeMu, then Conn.mu, then Host.mu, then the budget's mu. A
-// control's mu and Conn.mu are never held together; limiter.mu comes
-// before a control's mu (see leastUsed); striped.mu comes last, after
+// session's mu and Conn.mu are never held together; limiter.mu comes
+// before a session's mu (see leastUsed); striped.mu comes last, after
 // Conn.mu (stripe.go). No lock is held across network I/O: writes to a
 // stream happen with the write lock alone, and a resolver's Watch opens
 // outside Host.mu (follow.go).
@@ -100,12 +100,12 @@ func (c *Conn) install(car *carrier) bool {
 	if car.striped != nil {
 		car.striped.flow = c // before any further stream can join (see leave)
 	}
-	if c.share != car.ctl.share {
+	if c.share != car.sess.share {
 		// The flow's memory is now the new connection's to account for.
 		if c.share != nil {
-			c.h.budget.move(c.share, car.ctl.share, c.charged)
+			c.h.budget.move(c.share, car.sess.share, c.charged)
 		}
-		c.share = car.ctl.share
+		c.share = car.sess.share
 	}
 	wasSuspended := c.state == flowSuspended && !c.suspended.IsZero()
 	c.state = flowActive
@@ -137,7 +137,7 @@ func (c *Conn) install(car *carrier) bool {
 		// see readDone.)
 		car.s.CancelRead(streamClosed)
 	}
-	car.ctl.attach(c)
+	car.sess.attach(c)
 	if readClosed && car.ready == nil {
 		c.sendAck()
 	}
@@ -210,7 +210,7 @@ func (c *Conn) quicConn() *quic.Conn {
 	if c.car == nil {
 		return nil
 	}
-	return c.car.qc
+	return c.car.sess.qc
 }
 
 // carrierError decides what an error from car's stream means: a failed
@@ -348,7 +348,7 @@ func (c *Conn) suspend(car *carrier, cause error) {
 		return
 	}
 	now := time.Now()
-	heard := car.ctl.lastHeard(cause, now) // before mu: it asks quic-go
+	heard := car.sess.lastHeard(cause, now) // before mu: it asks quic-go
 	c.mu.Lock()
 	if c.car != car || c.state != flowActive {
 		c.mu.Unlock()
@@ -480,10 +480,10 @@ func (c *Conn) release() {
 	c.mu.Unlock()
 	c.h.budget.give(sh, freed)
 	if car != nil {
-		car.ctl.detach(c)
+		car.sess.detach(c)
 		if car.striped != nil {
-			for _, ctl := range car.striped.controls() {
-				ctl.detach(c)
+			for _, sess := range car.striped.sessions() {
+				sess.detach(c)
 			}
 		}
 		if c.state == flowLost {
@@ -577,7 +577,7 @@ func (c *Conn) sendAck() {
 	}
 	c.recv.ackSent = off
 	c.mu.Unlock()
-	car.ctl.ack(c.flowID, off)
+	car.sess.ack(c.flowID, off)
 }
 
 // acked handles the peer's acknowledgement that it read up to off.

@@ -238,13 +238,13 @@ func (h *Host) Close() error {
 	}
 	var conns []*quic.Conn
 	for _, p := range h.peers {
-		if p.conn != nil {
-			conns = append(conns, p.conn)
+		if p.sess != nil {
+			conns = append(conns, p.sess.qc)
 		}
 	}
 	for _, p := range h.pathPeers {
-		if p.conn != nil {
-			conns = append(conns, p.conn)
+		if p.sess != nil {
+			conns = append(conns, p.sess.qc)
 		}
 	}
 	h.peers, h.pathPeers = nil, nil

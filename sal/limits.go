@@ -23,7 +23,7 @@ import (
 // refused with a typed error the peer can read (a LimitError) and counted
 // in the Host's LimitStats, never silently.
 //
-// Lock order: limiter.mu, then a control's mu (leastUsed looks at each
+// Lock order: limiter.mu, then a session's mu (leastUsed looks at each
 // connection's use); neither is held with Host.mu. Nothing here does
 // network I/O under a lock.
 
@@ -169,10 +169,10 @@ func (h *Host) newQUICTransport(pc net.PacketConn) *quic.Transport {
 	}
 }
 
-// admitConn counts ctl, a connection a peer dialed, against
+// admitConn counts sess, a connection a peer dialed, against
 // MaxConnsPerKey and MaxConnsPerAddr. It returns the connections to close
 // to make room, and a LimitError if there is none to close, in which case
-// ctl is not counted and must be closed with it.
+// sess is not counted and must be closed with it.
 //
 // A key over its limit loses its least used connection: the same peer
 // holds them all, and one that moved (the server's address changed under
@@ -181,7 +181,7 @@ func (h *Host) newQUICTransport(pc net.PacketConn) *quic.Transport {
 // address over its limit loses a connection that carries no flow, the one
 // idle longest; when every one carries flows, the new one is refused, as
 // the others may belong to other peers behind the same NAT.
-func (h *Host) admitConn(ctl *control, addr netip.Addr) (evict []*control, refused *LimitError) {
+func (h *Host) admitConn(sess *session, addr netip.Addr) (evict []*session, refused *LimitError) {
 	l := &h.limits
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -199,45 +199,45 @@ func (h *Host) admitConn(ctl *control, addr netip.Addr) (evict []*control, refus
 		l.forgetLocked(victim)
 		evict = append(evict, victim)
 	}
-	if max := h.cfg.maxConnsPerKey(); len(l.byKey[ctl.peerKey]) >= max {
-		victim := leastUsed(l.byKey[ctl.peerKey], true)
+	if max := h.cfg.maxConnsPerKey(); len(l.byKey[sess.peerKey]) >= max {
+		victim := leastUsed(l.byKey[sess.peerKey], true)
 		l.connsEvicted.Add(1)
 		l.forgetLocked(victim)
 		evict = append(evict, victim)
 	}
-	ctl.addr = addr
-	l.byKey.add(ctl.peerKey, ctl)
-	l.byAddr.add(addr, ctl)
+	sess.addr = addr
+	l.byKey.add(sess.peerKey, sess)
+	l.byAddr.add(addr, sess)
 	return evict, nil
 }
 
 // leaveConn uncounts a connection admitConn counted, once it has ended.
-func (h *Host) leaveConn(ctl *control) {
+func (h *Host) leaveConn(sess *session) {
 	h.limits.mu.Lock()
-	h.limits.forgetLocked(ctl)
+	h.limits.forgetLocked(sess)
 	h.limits.mu.Unlock()
 }
 
-func (l *limiter) forgetLocked(ctl *control) {
-	l.byKey.remove(ctl.peerKey, ctl)
-	l.byAddr.remove(ctl.addr, ctl)
+func (l *limiter) forgetLocked(sess *session) {
+	l.byKey.remove(sess.peerKey, sess)
+	l.byAddr.remove(sess.addr, sess)
 }
 
 // connSet holds the connections of one key or address.
-type connSet = map[*control]struct{}
+type connSet = map[*session]struct{}
 
 type connIndex[K comparable] map[K]connSet
 
-func (x connIndex[K]) add(k K, ctl *control) {
+func (x connIndex[K]) add(k K, sess *session) {
 	if x[k] == nil {
 		x[k] = make(connSet)
 	}
-	x[k][ctl] = struct{}{}
+	x[k][sess] = struct{}{}
 }
 
-func (x connIndex[K]) remove(k K, ctl *control) {
+func (x connIndex[K]) remove(k K, sess *session) {
 	if set := x[k]; set != nil {
-		delete(set, ctl)
+		delete(set, sess)
 		if len(set) == 0 {
 			delete(x, k)
 		}
@@ -246,17 +246,17 @@ func (x connIndex[K]) remove(k K, ctl *control) {
 
 // leastUsed picks the connection to give up: one carrying nothing, idle
 // longest; failing that, if busyToo, the one that carries fewest flows.
-func leastUsed(set connSet, busyToo bool) *control {
-	var best *control
+func leastUsed(set connSet, busyToo bool) *session {
+	var best *session
 	var bestIdle time.Time
 	bestLoad := -1
-	for ctl := range set {
-		load, idleSince := ctl.usage()
+	for sess := range set {
+		load, idleSince := sess.usage()
 		switch {
 		case load == 0 && (best == nil || bestLoad > 0 || idleSince.Before(bestIdle)):
-			best, bestLoad, bestIdle = ctl, 0, idleSince
+			best, bestLoad, bestIdle = sess, 0, idleSince
 		case load > 0 && busyToo && (best == nil || bestLoad > load):
-			best, bestLoad = ctl, load
+			best, bestLoad = sess, load
 		}
 	}
 	return best

@@ -97,15 +97,15 @@ func (hc *heardClock) since(packets uint64, now time.Time) (at time.Time, ok boo
 	return hc.at, true
 }
 
-// lastHeard tells when the peer was last heard on ctl's connection, which
+// lastHeard tells when the peer was last heard on sess's connection, which
 // died (or whose stream failed) of cause at now. It errs late, never early:
 // a flow's ResumeTimeout may run a little long, but never cuts a flow
 // short that its peer still keeps.
-func (ctl *control) lastHeard(cause error, now time.Time) time.Time {
+func (sess *session) lastHeard(cause error, now time.Time) time.Time {
 	if peerSpoke(cause) {
 		return now // the peer's own close or reset is a packet heard
 	}
-	if at, ok := ctl.heard.since(ctl.qc.ConnectionStats().PacketsReceived, now); ok {
+	if at, ok := sess.heard.since(sess.qc.ConnectionStats().PacketsReceived, now); ok {
 		return at
 	}
 	var idle *quic.IdleTimeoutError
@@ -117,7 +117,7 @@ func (ctl *control) lastHeard(cause error, now time.Time) time.Time {
 		// shorter, and then gives up on the flow earlier than this end
 		// anyway, so counting back our own timeout never ends a flow the
 		// peer still resumes.
-		return now.Add(-ctl.h.quicConf.MaxIdleTimeout)
+		return now.Add(-sess.h.quicConf.MaxIdleTimeout)
 	}
 	return now
 }
@@ -169,11 +169,11 @@ func pto(st quic.ConnectionStats) time.Duration {
 // watchSilence runs while the connection of p, a peer this Host dialed,
 // lives.
 func (h *Host) watchSilence(p *peer) {
-	qc := p.conn
+	qc := p.sess.qc
 	ctx := qc.Context()
 	look := h.silenceLook(qc.ConnectionStats())
 	s := silence{heard: qc.ConnectionStats().PacketsReceived, lastLook: time.Now()}
-	p.ctl.heard.observe(s.heard, s.lastLook)
+	p.sess.heard.observe(s.heard, s.lastLook)
 	var backoff time.Duration // after a check that found the old connection still needed
 	timer := time.NewTimer(look)
 	defer timer.Stop()
@@ -185,7 +185,7 @@ func (h *Host) watchSilence(p *peer) {
 		}
 		st := qc.ConnectionStats()
 		now := time.Now()
-		p.ctl.heard.observe(st.PacketsReceived, now)
+		p.sess.heard.observe(st.PacketsReceived, now)
 		unanswered := s.observe(st, now, look)
 		look = h.silenceLook(st)
 		next := look
@@ -221,7 +221,7 @@ func minTime(a, b time.Time) time.Time {
 // silentPastResume reports whether p's peer has gone unheard for
 // Config.ResumeTimeout.
 func (h *Host) silentPastResume(p *peer, now time.Time) bool {
-	at, _ := p.ctl.heard.since(p.conn.ConnectionStats().PacketsReceived, now)
+	at, _ := p.sess.heard.since(p.sess.qc.ConnectionStats().PacketsReceived, now)
 	return now.Sub(at) >= h.cfg.resumeTimeout()
 }
 
@@ -234,11 +234,11 @@ func (h *Host) silentPastResume(p *peer, now time.Time) bool {
 // service is, rather than waiting out the idle timeout. It reports whether
 // p's connection was closed.
 func (h *Host) replaceSilent(ctx context.Context, p *peer, unanswered time.Duration) bool {
-	heard := p.conn.ConnectionStats().PacketsReceived
+	heard := p.sess.qc.ConnectionStats().PacketsReceived
 	// The check must not outlast the flows' ResumeTimeout: when it fails,
 	// the watcher ends the connection at once if that has passed.
 	deadline := time.Now().Add(h.cfg.endpointTimeout())
-	if at, ok := p.ctl.heard.since(heard, time.Now()); ok {
+	if at, ok := p.sess.heard.since(heard, time.Now()); ok {
 		deadline = minTime(deadline, at.Add(h.cfg.resumeTimeout()))
 	}
 	dctx, cancel := context.WithDeadline(ctx, deadline)
@@ -250,7 +250,7 @@ func (h *Host) replaceSilent(ctx context.Context, p *peer, unanswered time.Durat
 		h.log.Debug("silent connection: peer unreachable too", "peer", p.addr, "err", np.err)
 		return false
 	}
-	cameBack := p.conn.ConnectionStats().PacketsReceived != heard
+	cameBack := p.sess.qc.ConnectionStats().PacketsReceived != heard
 	h.mu.Lock()
 	still := !cameBack && !h.closed && !p.gone && h.peers[p.addr] == p &&
 		np.transports[0] == h.cur // else a Rebind ran meanwhile and migrated p
@@ -262,18 +262,18 @@ func (h *Host) replaceSilent(ctx context.Context, p *peer, unanswered time.Durat
 	}
 	h.mu.Unlock()
 	if !replace && np.err == nil {
-		np.conn.CloseWithError(codeIdle, "not needed")
+		np.sess.qc.CloseWithError(codeIdle, "not needed")
 	}
 	switch {
 	case replace:
 		h.releasePeer(np) // the flows take it up as they resume; until then it idles
 		h.log.Debug("silent connection replaced", "peer", p.addr, "unanswered", unanswered)
 		h.emit(Event{Kind: EventReplaced, To: p.addr, Stall: unanswered})
-		p.conn.CloseWithError(codeMoved, "peer silent; replaced")
+		p.sess.qc.CloseWithError(codeMoved, "peer silent; replaced")
 		return true
 	case still && left:
 		h.log.Debug("silent connection: the peer left its address", "peer", p.addr, "refused", refused)
-		p.conn.CloseWithError(codeMoved, "peer silent; another host answers")
+		p.sess.qc.CloseWithError(codeMoved, "peer silent; another host answers")
 		return true
 	}
 	return false

@@ -190,7 +190,7 @@ func (h *Host) addPath(ctx context.Context, localAddr string, auto bool) error {
 	h.paths = append(h.paths, pt)
 	var peers []*peer
 	for _, p := range h.peers {
-		if p.conn != nil && !p.gone {
+		if p.sess != nil && !p.gone {
 			peers = append(peers, p)
 		}
 	}
@@ -272,8 +272,8 @@ func (h *Host) RemovePath(localAddr string) error {
 		h.evacuate(p, errPathRemoved)
 	}
 	for _, p := range peers {
-		if p.conn != nil {
-			p.conn.CloseWithError(codeMoved, "path removed")
+		if p.sess != nil {
+			p.sess.qc.CloseWithError(codeMoved, "path removed")
 		}
 	}
 	if !h.spawn(func() { pt.t.close() }) { // may wait for quic-go's teardown
@@ -300,12 +300,12 @@ func (h *Host) Paths() []PathInfo {
 	primaryLocal := h.cur.local
 	var conns []conn
 	for _, p := range h.peers {
-		if p.conn != nil && !p.gone {
+		if p.sess != nil && !p.gone {
 			conns = append(conns, conn{nil, p})
 		}
 	}
 	for k, p := range h.pathPeers {
-		if p.conn != nil && !p.gone {
+		if p.sess != nil && !p.gone {
 			conns = append(conns, conn{k.path, p})
 		}
 	}
@@ -331,14 +331,14 @@ func (h *Host) Paths() []PathInfo {
 			if c.pt != pt {
 				continue
 			}
-			st := c.p.conn.ConnectionStats()
+			st := c.p.sess.qc.ConnectionStats()
 			info.Conns++
 			info.BytesSent += st.BytesSent
 			info.BytesReceived += st.BytesReceived
 			if info.SmoothedRTT == 0 || st.SmoothedRTT < info.SmoothedRTT {
 				info.SmoothedRTT = st.SmoothedRTT
 			}
-			info.Flows += c.p.ctl.flowCount()
+			info.Flows += c.p.sess.flowCount()
 			if failing[c.p] {
 				down++
 			} else {
@@ -361,7 +361,7 @@ type byteCounter struct{ sent, recv atomic.Uint64 }
 // closedConn adds the bytes of p's connection, which has closed, to its
 // path's count.
 func (h *Host) closedConn(p *peer) {
-	st := p.conn.ConnectionStats()
+	st := p.sess.qc.ConnectionStats()
 	if p.path == nil {
 		h.primaryClosed.sent.Add(st.BytesSent)
 		h.primaryClosed.recv.Add(st.BytesReceived)
@@ -376,7 +376,7 @@ func (h *Host) closedConn(p *peer) {
 func (h *Host) candidatesLocked(addr netip.AddrPort) []*peer {
 	var out []*peer
 	usable := func(p *peer) bool {
-		return p != nil && !p.gone && p.conn != nil && p.conn.Context().Err() == nil
+		return p != nil && !p.gone && p.sess != nil && p.sess.qc.Context().Err() == nil
 	}
 	if p := h.peers[addr]; usable(p) {
 		out = append(out, p)
@@ -416,7 +416,7 @@ func (h *Host) pickPath(addr netip.AddrPort, avoid *peer) *peer {
 		// subflow with the least RTT first: outside h.mu, as quic-go
 		// takes its own lock.
 		cost := func(p *peer) time.Duration {
-			return p.conn.ConnectionStats().SmoothedRTT * time.Duration(1+p.ctl.flowCount())
+			return p.sess.qc.ConnectionStats().SmoothedRTT * time.Duration(1+p.sess.flowCount())
 		}
 		bestCost := cost(best)
 		for _, p := range ok[1:] {
@@ -517,10 +517,10 @@ func (h *Host) siblingsBusyLocked(addr netip.AddrPort) bool {
 // sending what the peer has not acknowledged. It reports whether some
 // flow was left for want of such a path.
 func (h *Host) evacuate(p *peer, cause error) (stranded bool) {
-	if p.ctl == nil {
+	if p.sess == nil {
 		return false
 	}
-	flows := p.ctl.flowList()
+	flows := p.sess.flowList()
 	if len(flows) == 0 {
 		return false
 	}
@@ -533,7 +533,7 @@ func (h *Host) evacuate(p *peer, cause error) (stranded bool) {
 	for _, c := range flows {
 		c.mu.Lock()
 		car := c.car
-		move := car != nil && car.uses(p.ctl) && c.state == flowActive && c.dialer
+		move := car != nil && car.uses(p.sess) && c.state == flowActive && c.dialer
 		if move {
 			// The same peer, on the path pickPath gives: no lookup.
 			c.moveTo = []resolve.Endpoint{{Addr: p.addr, Key: c.peerKey}}

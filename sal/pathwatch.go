@@ -100,7 +100,7 @@ func (pc *pathClock) asked(now time.Time) {
 func (h *Host) watchPathOf(p *peer) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if p.watched || h.closed || p.conn == nil || p.conn.Context().Err() != nil {
+	if p.watched || h.closed || p.sess == nil || p.sess.qc.Context().Err() != nil {
 		return
 	}
 	p.watched = true
@@ -112,12 +112,12 @@ func (h *Host) watchPathOf(p *peer) {
 // it, and keeps a connection on every path while there are flows.
 func (h *Host) watchPath(p *peer) {
 	h.restripe(p) // a new connection on a path: striped flows join it
-	qc := p.conn
+	qc := p.sess.qc
 	ctx := qc.Context()
 	now := time.Now()
 	clock := newPathClock(qc.ConnectionStats(), now)
-	wroteMark := p.ctl.wrote.Load() // flow writes as of the last packet heard
-	refusedMark := ^uint64(0)       // sends the socket refused, as of the last look; none taken yet
+	wroteMark := p.sess.wrote.Load() // flow writes as of the last packet heard
+	refusedMark := ^uint64(0)        // sends the socket refused, as of the last look; none taken yet
 	lastBeat := now
 	var failingSince time.Time
 	timer := time.NewTimer(minPathLook)
@@ -134,7 +134,7 @@ func (h *Host) watchPath(p *peer) {
 			// ListenAddr's connections keep it in watchSilence; a further
 			// path's has only this watcher to tell a flow's ResumeTimeout
 			// when the peer was last heard (see lastHeard).
-			p.ctl.heard.observe(st.PacketsReceived, now)
+			p.sess.heard.observe(st.PacketsReceived, now)
 		}
 
 		h.mu.Lock()
@@ -149,7 +149,7 @@ func (h *Host) watchPath(p *peer) {
 		if carrying {
 			interval = min(max(st.SmoothedRTT/8, minPathLook), maxPathLook)
 		}
-		wrote := p.ctl.wrote.Load()
+		wrote := p.sess.wrote.Load()
 		heard, silent := clock.look(st, now, interval, carrying && wrote != wroteMark)
 		if heard {
 			wroteMark = wrote
@@ -195,7 +195,7 @@ func (h *Host) watchPath(p *peer) {
 		quiet := now.Sub(clock.lastHeard)
 		if carrying && quiet >= interval && now.Sub(lastBeat) >= interval ||
 			(standby || carrying) && now.Sub(lastBeat) >= standbyBeat {
-			p.ctl.heartbeat()
+			p.sess.heartbeat()
 			lastBeat = now
 			clock.asked(now)
 		}

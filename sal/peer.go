@@ -13,8 +13,9 @@ import (
 	"github.com/roamnet/roam/resolve"
 )
 
-// peer is a QUIC connection this Host dialed, shared by every flow to the
-// same endpoint.
+// peer is the entry for a QUIC connection this Host dialed: its session,
+// shared by every flow to the same endpoint, and what dialing and sharing
+// it needs (the path it is on, a reference count, an idle timer).
 type peer struct {
 	host  *Host
 	addr  netip.AddrPort
@@ -22,9 +23,9 @@ type peer struct {
 	sni   string        // the service the connection was dialed for
 	ready chan struct{} // closed when the dial has finished; then conn or err is set
 
-	// Set before ready is closed, read-only after.
-	conn *quic.Conn
-	ctl  *control
+	// Set before ready is closed, read-only after. sess is nil when the
+	// dial failed; sess.qc is the connection.
+	sess *session
 	key  resolve.Fingerprint
 	err  error
 
@@ -78,7 +79,7 @@ func (h *Host) getPeer(ctx context.Context, addr netip.AddrPort, service Service
 			h.releasePeer(p)
 			return nil, false, contextErr(ctx)
 		}
-		if p.err == nil && p.conn.Context().Err() == nil {
+		if p.err == nil && p.sess.qc.Context().Err() == nil {
 			return p, false, nil
 		}
 		h.releasePeer(p)
@@ -131,8 +132,7 @@ func (h *Host) dialPeer(ctx context.Context, p *peer) {
 		h.dropPeer(p)
 		return
 	}
-	p.conn = conn
-	p.ctl = h.newControl(conn, true, p.key)
+	p.sess = h.newSession(conn, true, p.key)
 	if h.cfg.silenceTimeout() > 0 && p.path == nil {
 		// (A further path's connection is watched by watchPath alone.)
 		h.wg.Go(func() { h.watchSilence(p) })
@@ -166,7 +166,7 @@ func (h *Host) releasePeer(p *peer) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	p.flows--
-	if p.flows > 0 || p.gone || p.conn == nil {
+	if p.flows > 0 || p.gone || p.sess == nil {
 		return
 	}
 	h.idleLocked(p)
@@ -188,7 +188,7 @@ func (h *Host) idleLocked(p *peer) {
 		}
 		h.removePeerLocked(p)
 		h.mu.Unlock()
-		p.conn.CloseWithError(codeIdle, "idle")
+		p.sess.qc.CloseWithError(codeIdle, "idle")
 	})
 }
 

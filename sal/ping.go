@@ -80,7 +80,7 @@ func (h *Host) ping(ctx context.Context, id ServiceID, ep resolve.Endpoint) (tim
 	}
 
 	start := time.Now()
-	s, err := p.conn.OpenStreamSync(ctx)
+	s, err := p.sess.qc.OpenStreamSync(ctx)
 	if err != nil {
 		return 0, pingErr(ctx, p, err)
 	}
@@ -129,7 +129,7 @@ func (h *Host) dropUnanswered(p *peer) {
 	}
 	h.mu.Unlock()
 	if unused {
-		p.conn.CloseWithError(codeIdle, "ping unanswered")
+		p.sess.qc.CloseWithError(codeIdle, "ping unanswered")
 	}
 }
 

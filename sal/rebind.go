@@ -95,7 +95,7 @@ func (h *Host) Rebind(ctx context.Context, localAddr string) error {
 	h.retired = append(h.retired, old)
 	var peers []*peer
 	for _, p := range h.peers {
-		if p.conn != nil {
+		if p.sess != nil {
 			peers = append(peers, p)
 		}
 	}
@@ -172,16 +172,16 @@ func (h *Host) migrate(ctx context.Context, p *peer, t *transport, from netip.Ad
 	defer cancel()
 	began := time.Now()
 	var fresh *freshDial
-	if p.ctl.awaitsPeer() {
+	if p.sess.awaitsPeer() {
 		fresh = h.dialFresh(ctx, p)
 		defer fresh.drop() // unless adopted
 	}
-	path, err := p.conn.AddPath(t.tr)
+	path, err := p.sess.qc.AddPath(t.tr)
 	if err == nil {
 		h.mu.Lock()
 		p.transports = append(p.transports, t) // registered from the first probe on
 		h.mu.Unlock()
-		if err = h.probe(ctx, p.conn, path, fresh); err == nil {
+		if err = h.probe(ctx, p.sess.qc, path, fresh); err == nil {
 			err = path.Switch()
 		}
 		if err != nil {
@@ -193,11 +193,11 @@ func (h *Host) migrate(ctx context.Context, p *peer, t *transport, from netip.Ad
 			return
 		}
 		h.log.Debug("migration failed; flows will resume", "peer", p.addr, "err", err)
-		p.conn.CloseWithError(codeMoved, "migration failed")
+		p.sess.qc.CloseWithError(codeMoved, "migration failed")
 		return
 	}
-	p.ctl.migrated()
-	stats := p.conn.ConnectionStats()
+	p.sess.migrated()
+	stats := p.sess.qc.ConnectionStats()
 	h.emit(Event{Kind: EventMigrated, From: from, To: t.local, RTT: stats.SmoothedRTT})
 }
 
@@ -295,7 +295,7 @@ func (f *freshDial) drop() {
 	f.cancel()
 	<-f.np.ready
 	if !f.adopted && f.np.err == nil {
-		f.np.conn.CloseWithError(codeIdle, "not needed")
+		f.np.sess.qc.CloseWithError(codeIdle, "not needed")
 	}
 }
 
@@ -324,14 +324,14 @@ func (h *Host) takeOver(p *peer, fresh *freshDial, stall time.Duration) bool {
 			return false // p is gone already, or the Host closed: nothing to take over
 		}
 		h.log.Debug("migration: another host answers at the peer's address", "peer", p.addr)
-		p.conn.CloseWithError(codeMoved, "migration failed; another host answers")
+		p.sess.qc.CloseWithError(codeMoved, "migration failed; another host answers")
 		return true
 	}
 	fresh.adopted = true
 	h.releasePeer(np) // the flows take it up as they resume; until then it idles
 	h.log.Debug("migration: a fresh connection beat the path probe", "peer", p.addr, "after", stall)
 	h.emit(Event{Kind: EventReplaced, To: p.addr, Stall: stall})
-	p.conn.CloseWithError(codeMoved, "migration probe stuck; replaced")
+	p.sess.qc.CloseWithError(codeMoved, "migration probe stuck; replaced")
 	return true
 }
 

@@ -215,7 +215,7 @@ func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) err
 		c.h.releasePeer(p)
 		return fmt.Errorf("%w: %s holds %s, the flow's peer is %s", ErrKeyMismatch, addr, p.key, c.peerKey)
 	}
-	s, err := p.conn.OpenStreamSync(ctx)
+	s, err := p.sess.qc.OpenStreamSync(ctx)
 	if err != nil {
 		c.h.releasePeer(p)
 		return err
@@ -250,7 +250,7 @@ func (c *Conn) resumeAt(ctx context.Context, addr netip.AddrPort, last bool) err
 		c.h.releasePeer(p)
 		return err
 	}
-	car, ok := c.h.newCarrier(s, p.conn, p.ctl, req.SendFrom, gen+1, striping, minStripeWindow, false)
+	car, ok := c.h.newCarrier(s, p.sess, req.SendFrom, gen+1, striping, minStripeWindow, false)
 	if !ok {
 		s.CancelRead(streamLost)
 		s.CancelWrite(streamLost)
@@ -336,7 +336,8 @@ var errResumedElsewhere = errors.New("sal: the dialer resumed the flow on anothe
 // offsets fit what this end holds, and only then moves the flow onto s.
 // Anything wrong leaves the flow as it was. Resumes of one flow are
 // handled one at a time, in the order they arrive.
-func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey resolve.Fingerprint, rs *wire.Resume) {
+func (h *Host) serveResume(sess *session, s *quic.Stream, rs *wire.Resume) {
+	peerKey := sess.peerKey
 	refuse := func(why string) {
 		h.log.Debug("resume refused", "flow", rs.FlowID, "why", why)
 		h.answerAndEnd(s, wire.StatusNoFlow, streamRejected)
@@ -419,7 +420,7 @@ func (h *Host) serveResume(qc *quic.Conn, ctl *control, s *quic.Stream, peerKey 
 	s.SetWriteDeadline(time.Time{})
 	c.acked(rs.ReadOff)
 	sent := min(rs.ReadOff, c.bufEnd())
-	car, ok := h.newCarrier(s, qc, ctl, sent, rs.Gen+1, stripes, peerWin, true)
+	car, ok := h.newCarrier(s, sess, sent, rs.Gen+1, stripes, peerWin, true)
 	if !ok {
 		s.CancelRead(streamLost)
 		s.CancelWrite(streamLost)

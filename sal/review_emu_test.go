@@ -76,7 +76,7 @@ func TestReview_ReadDeadlineKillsOptimisticReply(t *testing.T) {
 // TestReview_DialDuringRebindFails: dialPeer picks h.cur before the
 // handshake (dialPeer: t := h.cur) but records the transport in p.transports only
 // after it (p.transports = ...), and Rebind migrates only peers whose conn is set
-// (Rebind: p.conn != nil, read under h.mu while dialPeer writes p.conn without it:
+// (Rebind: p.sess != nil, read under h.mu while dialPeer writes p.sess.qc without it:
 // a data race). A Rebind during a handshake therefore neither migrates the
 // new connection nor keeps its socket: closeUnusedLocked closes the old
 // transport under the handshake, and the Dial fails.

@@ -122,15 +122,15 @@ func (c *Conn) countEndLocked() {
 	}
 }
 
-// migrated counts a path switch of ctl's connection for every service
+// migrated counts a path switch of sess's connection for every service
 // with a flow on it.
-func (ctl *control) migrated() {
-	ctl.mu.Lock()
-	flows := make([]*Conn, 0, len(ctl.flows))
-	for c := range ctl.flows {
+func (sess *session) migrated() {
+	sess.mu.Lock()
+	flows := make([]*Conn, 0, len(sess.flows))
+	for c := range sess.flows {
 		flows = append(flows, c)
 	}
-	ctl.mu.Unlock()
+	sess.mu.Unlock()
 	seen := make(map[*serviceCounters]bool)
 	for _, c := range flows {
 		if !seen[c.acct] {

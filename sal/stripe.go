@@ -109,7 +109,7 @@ func peerStripes(ext []byte) (window uint64, present bool, err error) {
 // substream is one stream of a striped carrier.
 type substream struct {
 	s    *quic.Stream
-	ctl  *control
+	sess *session
 	peer *peer // a dialer's further stream: the reference it holds on its connection
 	// joined: chunks may go out on it. A dialer's further stream joins
 	// once the listener's Reply says yes; guarded by striped.mu.
@@ -149,10 +149,10 @@ type striped struct {
 }
 
 // newStriped makes a striped carrier over anchor, the stream whose
-// headers set it up, on ctl's connection. peerWin is the peer's window
+// headers set it up, on sess's connection. peerWin is the peer's window
 // (minStripeWindow until a dialer has the Reply). The anchor's receiver
 // starts at once if reading, else at startReading, once the Reply is in.
-func (h *Host) newStriped(anchor *quic.Stream, ctl *control, peerWin uint64, reading bool) (*striped, bool) {
+func (h *Host) newStriped(anchor *quic.Stream, sess *session, peerWin uint64, reading bool) (*striped, bool) {
 	st := &striped{
 		h:       h,
 		window:  uint64(h.stripeWindow()),
@@ -163,7 +163,7 @@ func (h *Host) newStriped(anchor *quic.Stream, ctl *control, peerWin uint64, rea
 		chunks:  make(map[uint64][]byte),
 	}
 	st.ctx, st.cancel = context.WithCancelCause(context.Background())
-	sub := &substream{s: anchor, ctl: ctl, joined: true}
+	sub := &substream{s: anchor, sess: sess, joined: true}
 	st.subs = []*substream{sub}
 	if !st.start(sub, true, reading) {
 		st.cancel(net.ErrClosed)
@@ -209,25 +209,25 @@ func (st *striped) setPeerWindow(w uint64) {
 	st.mu.Unlock()
 }
 
-// uses reports whether one of the carrier's streams is on ctl's connection.
-func (st *striped) uses(ctl *control) bool {
+// uses reports whether one of the carrier's streams is on sess's connection.
+func (st *striped) uses(sess *session) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	for _, sub := range st.subs {
-		if sub.ctl == ctl {
+		if sub.sess == sess {
 			return true
 		}
 	}
 	return false
 }
 
-// controls returns the connections the carrier's further streams use.
-func (st *striped) controls() []*control {
+// sessions returns the connections the carrier's further streams use.
+func (st *striped) sessions() []*session {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	out := make([]*control, 0, len(st.subs)-1)
+	out := make([]*session, 0, len(st.subs)-1)
 	for _, sub := range st.subs[1:] {
-		out = append(out, sub.ctl)
+		out = append(out, sub.sess)
 	}
 	return out
 }
@@ -239,7 +239,7 @@ func (st *striped) join(sub *substream, awaitReply bool) bool {
 	st.mu.Lock()
 	ok := st.writeErr == nil && st.readErr == nil && len(st.subs) < maxStripes
 	for _, s := range st.subs {
-		ok = ok && s.ctl != sub.ctl
+		ok = ok && s.sess != sub.sess
 	}
 	if ok {
 		sub.joined = !awaitReply
@@ -277,7 +277,7 @@ func (st *striped) leave(sub *substream) {
 	st.mu.Unlock()
 	sub.s.CancelRead(streamClosed)
 	sub.s.CancelWrite(streamClosed)
-	sub.ctl.detachCarrier(st.flow, st.car)
+	sub.sess.detachCarrier(st.flow, st.car)
 	if p != nil {
 		p.host.releasePeer(p)
 	}
@@ -389,7 +389,7 @@ func (st *striped) sendLoop(sub *substream, first bool) {
 		st.sendOff += uint64(k)
 		st.broadcastLocked()
 		st.mu.Unlock()
-		sub.ctl.wrote.Add(1)
+		sub.sess.wrote.Add(1)
 		if _, err := sub.s.Write(buf); err != nil {
 			st.fail(sub, err, true)
 			return

@@ -110,12 +110,12 @@ func TestStripeRefusedLeavesTheFlowAlone(t *testing.T) {
 		wrong := *car
 		wrong.id = car.id + 100 // no such carrier at the listener
 		require.True(t, b.c.openStripe(&wrong, p))
-		require.Eventually(t, func() bool { return !st.uses(p.ctl) }, time.Second, 10*time.Millisecond,
+		require.Eventually(t, func() bool { return !st.uses(p.sess) }, time.Second, 10*time.Millisecond,
 			"the refused stream left")
 		st.mu.Lock()
 		st.subs = append(st.subs, further)
 		st.mu.Unlock()
-		p.ctl.attach(b.c)
+		p.sess.attach(b.c)
 
 		transfer(t, b.c, b.sc, 2<<20, nil)
 		require.Zero(t, b.clientLog.count(EventLost))

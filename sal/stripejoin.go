@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
-	"github.com/roamnet/roam/resolve"
 	"github.com/roamnet/roam/sal/internal/wire"
 )
 
@@ -19,10 +18,10 @@ import (
 // for. sent is the flow offset of its first byte out, id its name in a
 // Stripe. A striped carrier's anchor reads chunks at once if reading,
 // else once the Reply is in (replyIn). False if the Host is closed.
-func (h *Host) newCarrier(s *quic.Stream, qc *quic.Conn, ctl *control, sent, id uint64, stripes bool, peerWin uint64, reading bool) (*carrier, bool) {
-	car := &carrier{s: s, head: s, qc: qc, ctl: ctl, sent: sent, base: sent, id: id}
+func (h *Host) newCarrier(s *quic.Stream, sess *session, sent, id uint64, stripes bool, peerWin uint64, reading bool) (*carrier, bool) {
+	car := &carrier{s: s, head: s, sess: sess, sent: sent, base: sent, id: id}
 	if stripes {
-		st, ok := h.newStriped(s, ctl, peerWin, reading)
+		st, ok := h.newStriped(s, sess, peerWin, reading)
 		if !ok {
 			return nil, false
 		}
@@ -55,14 +54,14 @@ func (c *Conn) addStripes(car *carrier) {
 	h.mu.Lock()
 	var ps []*peer
 	for _, p := range h.candidatesLocked(car.peer.addr) {
-		if p != car.peer && !p.failing && p.key == c.peerKey && p.ctl != nil {
+		if p != car.peer && !p.failing && p.key == c.peerKey && p.sess != nil {
 			p.holdLocked()
 			ps = append(ps, p)
 		}
 	}
 	h.mu.Unlock()
 	for _, p := range ps {
-		if car.striped.uses(p.ctl) || !c.openStripe(car, p) {
+		if car.striped.uses(p.sess) || !c.openStripe(car, p) {
 			h.releasePeer(p)
 		}
 	}
@@ -71,7 +70,7 @@ func (c *Conn) addStripes(car *carrier) {
 // openStripe opens a stream on p's connection and joins it to car. The
 // stream holds the reference on p the caller took, if it joins.
 func (c *Conn) openStripe(car *carrier, p *peer) bool {
-	s, err := p.conn.OpenStream() // no waiting: at the peer's stream limit, the path goes without
+	s, err := p.sess.qc.OpenStream() // no waiting: at the peer's stream limit, the path goes without
 	if err != nil {
 		return false
 	}
@@ -80,12 +79,12 @@ func (c *Conn) openStripe(car *carrier, p *peer) bool {
 	// stream that lost a race to another on the same connection, or to
 	// the carrier's end, was reset while the listener held it, and the
 	// listener's reads failed with that reset.)
-	sub := &substream{s: s, ctl: p.ctl, peer: p}
-	p.ctl.attach(c)
+	sub := &substream{s: s, sess: p.sess, peer: p}
+	p.sess.attach(c)
 	if !car.striped.join(sub, true) {
 		s.CancelRead(streamClosed) // nothing was written: the listener never joins it
 		s.CancelWrite(streamClosed)
-		p.ctl.detachCarrier(c, car)
+		p.sess.detachCarrier(c, car)
 		return false
 	}
 	hdr := wire.AppendStripe(nil, wire.Stripe{FlowID: c.flowID, Carrier: car.id, Tag: stripeTag(c.secret, c.flowID, car.id)})
@@ -125,7 +124,8 @@ func (h *Host) restripe(p *peer) {
 // serveStripe joins a stream the dialer opened with a Stripe to the
 // flow's striped carrier, if the Stripe proves the flow's secret and
 // names its current carrier.
-func (h *Host) serveStripe(ctl *control, s *quic.Stream, peerKey resolve.Fingerprint, sp *wire.Stripe) {
+func (h *Host) serveStripe(sess *session, s *quic.Stream, sp *wire.Stripe) {
+	peerKey := sess.peerKey
 	refuse := func(why string) {
 		h.log.Debug("stripe refused", "flow", sp.FlowID, "why", why)
 		h.answerAndEnd(s, wire.StatusNoFlow, streamRejected)
@@ -153,12 +153,12 @@ func (h *Host) serveStripe(ctl *control, s *quic.Stream, peerKey resolve.Fingerp
 		return
 	}
 	s.SetWriteDeadline(time.Time{})
-	ctl.attach(c)
-	if !car.striped.join(&substream{s: s, ctl: ctl}, false) {
+	sess.attach(c)
+	if !car.striped.join(&substream{s: s, sess: sess}, false) {
 		// The carrier is over, or has a stream there: the dialer sees
 		// this one reset and resumes, or already has.
 		s.CancelRead(streamMoved)
 		s.CancelWrite(streamMoved)
-		ctl.detachCarrier(c, car)
+		sess.detachCarrier(c, car)
 	}
 }

@@ -92,7 +92,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 		var stallTimer *time.Timer
 		if car != nil && c.h.cfg.stallTimeout() > 0 {
 			if watched != car {
-				watched, watchedPackets = car, car.qc.ConnectionStats().PacketsReceived
+				watched, watchedPackets = car, car.sess.qc.ConnectionStats().PacketsReceived
 			}
 			// At least a little after the watch began, so that the peer
 			// has had the time to be heard.
@@ -131,7 +131,7 @@ func (c *Conn) checkStall(car *carrier, packetsBefore uint64) {
 	stalled := c.car == car && c.state == flowActive && c.send.buf.buffered() > 0 &&
 		car.sent == c.send.buf.end && time.Since(c.send.ackedAt) >= c.h.cfg.stallTimeout()
 	c.mu.Unlock()
-	if !stalled || car.qc.Context().Err() != nil || car.qc.ConnectionStats().PacketsReceived == packetsBefore {
+	if !stalled || car.sess.qc.Context().Err() != nil || car.sess.qc.ConnectionStats().PacketsReceived == packetsBefore {
 		return
 	}
 	c.h.limits.flowsStalled.Add(1)
@@ -215,7 +215,7 @@ func (c *Conn) flush(car *carrier) error {
 			}
 			return nil
 		}
-		car.ctl.wrote.Add(1)
+		car.sess.wrote.Add(1)
 		n, err := car.s.Write(p)
 		c.mu.Lock()
 		c.send.buf.unhold()

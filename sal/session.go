@@ -13,12 +13,17 @@ import (
 	"github.com/roamnet/roam/sal/internal/wire"
 )
 
-// control is a connection's side channel: each end opens one
-// unidirectional stream on which it sends Acks for the flows the
-// connection carries. Acks are cumulative, so only the newest per flow
-// matters: they are coalesced until the writer gets to them, and a
-// reader never blocks on a slow control stream.
-type control struct {
+// session is one QUIC connection as the SAL sees it, whichever end
+// dialed it: the flows it carries, its liveness clock, its part of the
+// replay budget and, for a connection a peer dialed, its place in the
+// connection limits. A dialed session also has a peer (peer.go), the entry
+// that lets flows to the same endpoint share it.
+//
+// Each end of a session opens one unidirectional control stream, on which
+// it sends Acks for the flows the connection carries. Acks are cumulative,
+// so only the newest per flow matters: they are coalesced until the writer
+// gets to them, and a reader never blocks on a slow control stream.
+type session struct {
 	h       *Host
 	qc      *quic.Conn
 	dialer  bool                // this Host dialed qc
@@ -50,10 +55,10 @@ type control struct {
 	share *share
 }
 
-// newControl starts the control channel of a connection; it ends with the
+// newSession starts the control stream of a connection; it ends with the
 // connection.
-func (h *Host) newControl(qc *quic.Conn, dialer bool, peerKey resolve.Fingerprint) *control {
-	ctl := &control{
+func (h *Host) newSession(qc *quic.Conn, dialer bool, peerKey resolve.Fingerprint) *session {
+	sess := &session{
 		h:       h,
 		qc:      qc,
 		dialer:  dialer,
@@ -66,52 +71,52 @@ func (h *Host) newControl(qc *quic.Conn, dialer bool, peerKey resolve.Fingerprin
 		// new connection is no older than any other.
 		idleSince: time.Now(),
 	}
-	h.wg.Go(ctl.writeLoop)
-	h.wg.Go(ctl.readLoop)
+	h.wg.Go(sess.writeLoop)
+	h.wg.Go(sess.readLoop)
 	// When the connection dies, every flow it carries suspends at once,
 	// also those that are not reading or writing just now.
-	context.AfterFunc(qc.Context(), ctl.died)
-	return ctl
+	context.AfterFunc(qc.Context(), sess.died)
+	return sess
 }
 
-func (ctl *control) attach(c *Conn) {
-	ctl.mu.Lock()
-	dead := ctl.dead
+func (sess *session) attach(c *Conn) {
+	sess.mu.Lock()
+	dead := sess.dead
 	if !dead {
-		ctl.flows[c] = struct{}{}
-		ctl.busyLocked()
+		sess.flows[c] = struct{}{}
+		sess.busyLocked()
 	}
-	ctl.mu.Unlock()
+	sess.mu.Unlock()
 	if dead {
 		c.mu.Lock()
 		car := c.car
 		c.mu.Unlock()
-		if car != nil && car.uses(ctl) {
-			c.suspend(car, context.Cause(ctl.qc.Context()))
+		if car != nil && car.uses(sess) {
+			c.suspend(car, context.Cause(sess.qc.Context()))
 		}
 	}
 }
 
-func (ctl *control) detach(c *Conn) {
-	ctl.mu.Lock()
-	delete(ctl.flows, c)
-	ctl.maybeIdleLocked()
-	ctl.mu.Unlock()
+func (sess *session) detach(c *Conn) {
+	sess.mu.Lock()
+	delete(sess.flows, c)
+	sess.maybeIdleLocked()
+	sess.mu.Unlock()
 }
 
 // flowCount returns how many flows the connection carries.
-func (ctl *control) flowCount() int {
-	ctl.mu.Lock()
-	defer ctl.mu.Unlock()
-	return len(ctl.flows)
+func (sess *session) flowCount() int {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return len(sess.flows)
 }
 
 // flowList returns the flows the connection carries.
-func (ctl *control) flowList() []*Conn {
-	ctl.mu.Lock()
-	defer ctl.mu.Unlock()
-	flows := make([]*Conn, 0, len(ctl.flows))
-	for c := range ctl.flows {
+func (sess *session) flowList() []*Conn {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	flows := make([]*Conn, 0, len(sess.flows))
+	for c := range sess.flows {
 		flows = append(flows, c)
 	}
 	return flows
@@ -121,35 +126,35 @@ func (ctl *control) flowList() []*Conn {
 // has, so the peer only acknowledges the packet (see watchPath). On a
 // connection the peer dialed, it also says the connection stands by for
 // flows on another path, which keeps it from idling out (heartbeatIn).
-func (ctl *control) heartbeat() { ctl.ack(heartbeatFlow, 0) }
+func (sess *session) heartbeat() { sess.ack(heartbeatFlow, 0) }
 
 // heartbeatFlow is the flow ID of a heartbeat: dialers never pick 0.
 const heartbeatFlow = 0
 
 // heartbeatIn takes a heartbeat from the peer: the connection is in use,
 // standing by, so its idle clock starts again.
-func (ctl *control) heartbeatIn() {
-	ctl.mu.Lock()
-	defer ctl.mu.Unlock()
-	ctl.used = true
-	if len(ctl.flows)+ctl.streams > 0 || ctl.dead {
+func (sess *session) heartbeatIn() {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	sess.used = true
+	if len(sess.flows)+sess.streams > 0 || sess.dead {
 		return
 	}
-	ctl.busyLocked()
-	ctl.maybeIdleLocked()
+	sess.busyLocked()
+	sess.maybeIdleLocked()
 }
 
 // admitStream counts a stream the peer opened, unless the connection
 // carries max flows and streams already.
-func (ctl *control) admitStream(max int) bool {
-	ctl.mu.Lock()
-	defer ctl.mu.Unlock()
-	if len(ctl.flows)+ctl.streams >= max {
+func (sess *session) admitStream(max int) bool {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if len(sess.flows)+sess.streams >= max {
 		return false
 	}
-	ctl.streams++
-	ctl.used = true
-	ctl.busyLocked()
+	sess.streams++
+	sess.used = true
+	sess.busyLocked()
 	return true
 }
 
@@ -158,112 +163,112 @@ func (ctl *control) admitStream(max int) bool {
 const unusedConnTimeout = 5 * time.Second
 
 // streamDone uncounts a stream admitStream counted.
-func (ctl *control) streamDone() {
-	ctl.mu.Lock()
-	ctl.streams--
-	ctl.maybeIdleLocked()
-	ctl.mu.Unlock()
+func (sess *session) streamDone() {
+	sess.mu.Lock()
+	sess.streams--
+	sess.maybeIdleLocked()
+	sess.mu.Unlock()
 }
 
 // startIdle makes this Host close the connection, which the peer dialed,
 // once it has carried no flow for after: the peer may hold connections,
 // but not ones it does not use.
-func (ctl *control) startIdle(after time.Duration) {
-	ctl.mu.Lock()
-	ctl.idleAfter = after
-	ctl.maybeIdleLocked()
-	ctl.mu.Unlock()
+func (sess *session) startIdle(after time.Duration) {
+	sess.mu.Lock()
+	sess.idleAfter = after
+	sess.maybeIdleLocked()
+	sess.mu.Unlock()
 }
 
-func (ctl *control) busyLocked() {
-	if ctl.idle != nil {
-		ctl.idle.Stop()
-		ctl.idle = nil
+func (sess *session) busyLocked() {
+	if sess.idle != nil {
+		sess.idle.Stop()
+		sess.idle = nil
 	}
 }
 
 // usage returns how many flows and streams the connection carries, and
 // since when it carries none.
-func (ctl *control) usage() (load int, idleSince time.Time) {
-	ctl.mu.Lock()
-	defer ctl.mu.Unlock()
-	return len(ctl.flows) + ctl.streams, ctl.idleSince
+func (sess *session) usage() (load int, idleSince time.Time) {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return len(sess.flows) + sess.streams, sess.idleSince
 }
 
-func (ctl *control) maybeIdleLocked() {
-	if len(ctl.flows)+ctl.streams > 0 {
+func (sess *session) maybeIdleLocked() {
+	if len(sess.flows)+sess.streams > 0 {
 		return
 	}
-	ctl.idleSince = time.Now()
-	if ctl.idleAfter <= 0 || ctl.dead || ctl.idle != nil {
+	sess.idleSince = time.Now()
+	if sess.idleAfter <= 0 || sess.dead || sess.idle != nil {
 		return
 	}
-	after := ctl.idleAfter
-	if !ctl.used {
+	after := sess.idleAfter
+	if !sess.used {
 		// A dialer opens its first stream right after the handshake; a
 		// connection that carried none soon after is of no use to anyone.
 		after = min(after, unusedConnTimeout)
 	}
 	var t *time.Timer
 	t = time.AfterFunc(after, func() {
-		ctl.mu.Lock()
-		still := ctl.idle == t && !ctl.dead
-		ctl.mu.Unlock()
+		sess.mu.Lock()
+		still := sess.idle == t && !sess.dead
+		sess.mu.Unlock()
 		if still {
-			ctl.h.limits.connsIdleClosed.Add(1)
-			ctl.qc.CloseWithError(codeIdle, "no flows")
+			sess.h.limits.connsIdleClosed.Add(1)
+			sess.qc.CloseWithError(codeIdle, "no flows")
 		}
 	})
-	ctl.idle = t
+	sess.idle = t
 }
 
 // detachCarrier detaches c unless it has meanwhile been attached again
 // through a newer carrier on the same connection, or its carrier (car,
 // still) has another stream there.
-func (ctl *control) detachCarrier(c *Conn, car *carrier) {
+func (sess *session) detachCarrier(c *Conn, car *carrier) {
 	c.mu.Lock()
 	current := c.car
 	c.mu.Unlock()
-	if current != nil && current.uses(ctl) {
+	if current != nil && current.uses(sess) {
 		return
 	}
-	ctl.detach(c)
+	sess.detach(c)
 }
 
 // detachCarrier takes c off every connection car uses (see
-// control.detachCarrier).
+// session.detachCarrier).
 func (c *Conn) detachCarrier(car *carrier) {
-	car.ctl.detachCarrier(c, car)
+	car.sess.detachCarrier(c, car)
 	if car.striped != nil {
-		for _, ctl := range car.striped.controls() {
-			ctl.detachCarrier(c, car)
+		for _, sess := range car.striped.sessions() {
+			sess.detachCarrier(c, car)
 		}
 	}
 }
 
-// uses reports whether car has a stream on ctl's connection.
-func (car *carrier) uses(ctl *control) bool {
-	return car.ctl == ctl || car.striped != nil && car.striped.uses(ctl)
+// uses reports whether car has a stream on sess's connection.
+func (car *carrier) uses(sess *session) bool {
+	return car.sess == sess || car.striped != nil && car.striped.uses(sess)
 }
 
-func (ctl *control) died() {
-	ctl.mu.Lock()
-	ctl.dead = true
-	ctl.busyLocked()
-	flows := make([]*Conn, 0, len(ctl.flows))
-	for c := range ctl.flows {
+func (sess *session) died() {
+	sess.mu.Lock()
+	sess.dead = true
+	sess.busyLocked()
+	flows := make([]*Conn, 0, len(sess.flows))
+	for c := range sess.flows {
 		flows = append(flows, c)
 	}
-	ctl.mu.Unlock()
-	cause := context.Cause(ctl.qc.Context())
+	sess.mu.Unlock()
+	cause := context.Cause(sess.qc.Context())
 	for _, c := range flows {
 		c.mu.Lock()
 		car := c.car
 		c.mu.Unlock()
-		if car == nil || !car.uses(ctl) {
+		if car == nil || !car.uses(sess) {
 			continue
 		}
-		if car.ctl == ctl && classify(cause, ctl.h, ctl.dialer) == errFlow {
+		if car.sess == sess && classify(cause, sess.h, sess.dialer) == errFlow {
 			// (A further stream of a striped carrier only suspends it:
 			// the flow goes on over the paths that work.)
 			c.lose(cause)
@@ -276,13 +281,13 @@ func (ctl *control) died() {
 // awaitsPeer reports whether a flow on the connection holds bytes the peer
 // has not acknowledged reading: then the peer owes an answer, and a
 // connection that hears nothing is broken, not merely idle.
-func (ctl *control) awaitsPeer() bool {
-	ctl.mu.Lock()
-	flows := make([]*Conn, 0, len(ctl.flows))
-	for c := range ctl.flows {
+func (sess *session) awaitsPeer() bool {
+	sess.mu.Lock()
+	flows := make([]*Conn, 0, len(sess.flows))
+	for c := range sess.flows {
 		flows = append(flows, c)
 	}
-	ctl.mu.Unlock()
+	sess.mu.Unlock()
 	for _, c := range flows {
 		c.mu.Lock()
 		owed := c.send.buf.buffered() > 0
@@ -295,38 +300,38 @@ func (ctl *control) awaitsPeer() bool {
 }
 
 // ack queues an acknowledgement for the peer.
-func (ctl *control) ack(flowID, off uint64) {
-	ctl.mu.Lock()
-	if prev, ok := ctl.pending[flowID]; !ok || off > prev {
-		ctl.pending[flowID] = off
+func (sess *session) ack(flowID, off uint64) {
+	sess.mu.Lock()
+	if prev, ok := sess.pending[flowID]; !ok || off > prev {
+		sess.pending[flowID] = off
 	}
-	ctl.mu.Unlock()
+	sess.mu.Unlock()
 	select {
-	case ctl.wake <- struct{}{}:
+	case sess.wake <- struct{}{}:
 	default:
 	}
 }
 
-func (ctl *control) writeLoop() {
+func (sess *session) writeLoop() {
 	var s *quic.SendStream
 	var buf []byte
-	ctx := ctl.qc.Context()
+	ctx := sess.qc.Context()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-ctl.wake:
+		case <-sess.wake:
 		}
-		ctl.mu.Lock()
+		sess.mu.Lock()
 		buf = buf[:0]
-		for id, off := range ctl.pending {
+		for id, off := range sess.pending {
 			buf = wire.AppendAck(buf, wire.Ack{FlowID: id, ReadOff: off})
 		}
-		clear(ctl.pending)
-		ctl.mu.Unlock()
+		clear(sess.pending)
+		sess.mu.Unlock()
 		if s == nil {
 			var err error
-			if s, err = ctl.qc.OpenUniStreamSync(ctx); err != nil {
+			if s, err = sess.qc.OpenUniStreamSync(ctx); err != nil {
 				return
 			}
 		}
@@ -338,14 +343,14 @@ func (ctl *control) writeLoop() {
 
 // readLoop reads the peer's control streams. A peer may open more than one
 // (after a restart of its writer, say); each is read to its end.
-func (ctl *control) readLoop() {
-	ctx := ctl.qc.Context()
+func (sess *session) readLoop() {
+	ctx := sess.qc.Context()
 	for {
-		s, err := ctl.qc.AcceptUniStream(ctx)
+		s, err := sess.qc.AcceptUniStream(ctx)
 		if err != nil {
 			return
 		}
-		ctl.h.wg.Go(func() { // (counted: readLoop is, so the Add is safe)
+		sess.h.wg.Go(func() { // (counted: readLoop is, so the Add is safe)
 			for {
 				a, err := wire.ReadAck(s)
 				if err != nil {
@@ -354,7 +359,7 @@ func (ctl *control) readLoop() {
 					}
 					return
 				}
-				ctl.h.onAck(ctl, a)
+				sess.h.onAck(sess, a)
 			}
 		})
 	}
@@ -362,17 +367,17 @@ func (ctl *control) readLoop() {
 
 // onAck routes an Ack to its flow. A flow is found only among those this
 // Host shares with the Ack's sender, so no peer can touch another's flows.
-func (h *Host) onAck(ctl *control, a wire.Ack) {
+func (h *Host) onAck(sess *session, a wire.Ack) {
 	if a.FlowID == heartbeatFlow {
-		ctl.heartbeatIn()
+		sess.heartbeatIn()
 		return
 	}
 	key := flowKey{id: a.FlowID}
-	if !ctl.dialer {
-		key.listener, key.peer = true, ctl.peerKey
+	if !sess.dialer {
+		key.listener, key.peer = true, sess.peerKey
 	}
 	c := h.flow(key)
-	if c == nil || c.peerKey != ctl.peerKey {
+	if c == nil || c.peerKey != sess.peerKey {
 		return
 	}
 	c.acked(a.ReadOff)
