@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/registry"
 	"github.com/roamnet/roam/sal"
 )
 
@@ -52,7 +53,7 @@ func runRegistry(c *cli, ctx context.Context, args []string) error {
 	answerAllDown := set.Bool("answer-all-down", false, "answer every endpoint of a service whose endpoints all fail their probes, rather than none")
 	debug := set.String("debug", "", "serve expvar counters over HTTP at this `address` (e.g. 127.0.0.1:7701)")
 	verbose := set.Bool("v", false, "log registrations, refusals and health changes")
-	var cfg resolve.RegistryConfig
+	var cfg registry.Config
 	for _, l := range []struct {
 		v         *int
 		name, use string
@@ -98,7 +99,7 @@ func runRegistry(c *cli, ctx context.Context, args []string) error {
 		cfg.Prober = prober
 		cfg.Health = resolve.HealthConfig{Interval: *interval, AnswerWhenAllDown: *answerAllDown, Logger: log}
 	}
-	reg, err := resolve.ListenRegistry(*listen, cfg)
+	reg, err := registry.Listen(*listen, cfg)
 	if err != nil {
 		return err
 	}
