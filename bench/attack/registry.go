@@ -214,7 +214,7 @@ func (v *registryVictim) client(local string, signer ed25519.PrivateKey) (*regis
 
 // honest registers, looks up and watches, on a fresh connection from
 // 127.0.0.1, as a provider that starts would, then withdraws. Like every
-// RegistryClient in a process, it presents the address-validation token
+// registry.Client in a process, it presents the address-validation token
 // of an earlier connection, if it has one, unless -first-contact.
 func (v *registryVictim) honest(ctx context.Context) error {
 	cfg := registry.ClientConfig{Key: v.pin, Signer: v.honestKey, LocalAddr: "127.0.0.1:0"}

@@ -171,7 +171,7 @@ func registryConns(ctx context.Context, v victim, o *options) (outcome, error) {
 }
 
 // limitOf turns the registry's close of a raw QUIC connection into the
-// LimitError a RegistryClient would make of it.
+// LimitError a registry.Client would make of it.
 func limitOf(err error) error {
 	var ae *quic.ApplicationError
 	if errors.As(err, &ae) && ae.Remote && ae.ErrorCode == 3 {

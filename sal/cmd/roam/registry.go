@@ -17,10 +17,10 @@ package main
 // -answer-all-down it resolves to all of them instead.
 //
 // It bounds what clients may make it hold (the -max-* flags; 0 keeps the
-// resolve package's default, see resolve.RegistryConfig), and refuses the
+// registry package's default, see registry.Config), and refuses the
 // excess with a typed error the client reads (resolve.LimitError). With
 // -debug it serves, over HTTP, expvar's /debug/vars: "registry" holds
-// resolve.RegistryStats, with a counter per kind of refusal, and
+// registry.Stats, with a counter per kind of refusal, and
 // "process" the goroutines, the live heap (as of the last collection) and
 // the resident memory; /debug/gc collects first and answers "process" as
 // it then is, for measurements such as bench/attack's.
