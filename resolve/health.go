@@ -134,10 +134,10 @@ type Health struct {
 	servicesPeak  int // for shrink.Delete
 	sched         scheduler
 	closed        bool
-	// chargeTo, when set (by a registry, through
-	// internal/healthhook), names the address that
-	// registered an endpoint, whose probes are then charged to it rather
-	// than to the endpoint's key. It is called with h.mu held.
+	// chargeTo, when set (by a registry, through internal/healthhook),
+	// names the address that registered an endpoint, whose probes are
+	// then charged to it rather than to the endpoint's key. It is called
+	// with h.mu held.
 	chargeTo func(service string, addr netip.AddrPort) (netip.Addr, bool)
 }
 

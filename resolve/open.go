@@ -89,7 +89,8 @@ func BadURL(rawURL, reason string) error {
 //	                             (once; an empty or all-zero one is refused)
 //	dns://[SERVER:PORT]/         DNS, package github.com/roamnet/roam/resolve/dns;
 //	                             an empty server means the system's resolvers
-//	etcd://HOST:PORT[,...]/PREFIX  etcd, package github.com/roamnet/roam/resolve/etcd
+//	etcd://HOST:PORT[,...]/PREFIX
+//	                             etcd, package github.com/roamnet/roam/resolve/etcd
 //
 // Package sal links registry and dns, so a program that uses a sal.Host
 // has them; one that uses resolve alone imports those it needs, even as _,

@@ -44,12 +44,12 @@ type Config struct {
 // for services published at internet scale. It is also a
 // resolve.Watcher, and is safe for concurrent use.
 //
-// Service NAME is the SRV record set at "_roam._udp.NAME." (RFC 2782):
-// each record's target and port, with the target's A and AAAA addresses,
-// taken from the SRV reply's additional section when it has some for the
-// target and asked for otherwise. A TXT record at the same name holding
-// "key=<fingerprint>" (the text form of a resolve.Fingerprint) pins that key on
-// every endpoint of the answer. A pin that does not parse, or a TXT query
+// Service NAME is the SRV record set at "_roam._udp.NAME." (RFC 2782): each
+// record's target and port, with the target's A and AAAA addresses, taken
+// from the SRV reply's additional section when it has some for the target
+// and asked for otherwise. A TXT record at the same name holding
+// "key=<fingerprint>" (the text form of a resolve.Fingerprint) pins that key
+// on every endpoint of the answer. A pin that does not parse, or a TXT query
 // that fails, fails the lookup: a pin is never silently dropped.
 //
 // Endpoints come ordered as RFC 2782 says to try them: by priority, and

@@ -22,8 +22,8 @@ const srvPrefix = "_roam._udp."
 // maxHostQueries bounds the A and AAAA queries one lookup runs at once.
 const maxHostQueries = 8
 
-// dnsQueryName returns the SRV name of a case-folded service ID, or an
-// error wrapping resolve.ErrInvalid if the result would not be a DNS name that we
+// dnsQueryName returns the SRV name of a case-folded service ID, or an error
+// wrapping resolve.ErrInvalid if the result would not be a DNS name that we
 // dare send: labels of 1 to 63 letters, digits, '-' or '_', at most 253
 // bytes in all. Service IDs are checked more strictly by package sal; this
 // is a last guard, so that no garbage reaches the wire.
@@ -262,10 +262,10 @@ func firstErr(errs ...error) error {
 	return nil
 }
 
-// lookup asks DNS for the endpoints of the service whose SRV name is
-// qname, and how long they may be kept. Not found is an error wrapping
-// resolve.ErrNotFound; other failures wrap ErrFailure, resolve.ErrInvalidFingerprint
-// or the context's cause.
+// lookup asks DNS for the endpoints of the service whose SRV name is qname,
+// and how long they may be kept. Not found is an error wrapping
+// resolve.ErrNotFound; other failures wrap ErrFailure,
+// resolve.ErrInvalidFingerprint or the context's cause.
 func (d *Resolver) lookup(ctx context.Context, qname string) ([]resolve.Endpoint, time.Duration, error) {
 	// Ask for the TXT record alongside the SRV: both are needed, and this
 	// saves a round trip. If the SRV answer ends the lookup early, the TXT

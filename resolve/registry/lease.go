@@ -311,8 +311,8 @@ func checkServiceName(s string) error {
 	return nil
 }
 
-// ownerRefusal says, beside resolve.CheckOwner's refusal, who holds the name and
-// for how long, and what fixes it: a provider restarted with a fresh key
+// ownerRefusal says, beside resolve.CheckOwner's refusal, who holds the name
+// and for how long, and what fixes it: a provider restarted with a fresh key
 // is refused its own name until the binding lapses, which is a day by
 // default, so the error must lead to the key file rather than a wait.
 func ownerRefusal(err error, b *binding) error {

@@ -29,10 +29,9 @@ import (
 // registryConn.mu and watchPusher.mu, then peerLimits.mu. No network I/O
 // happens under any of them.
 
-// limitReason is how the registry names a limit on the wire, in a
-// CodeLimit answer's message and in the reason of a connection it closes:
-// "limit 256 leases per key". Clients that predate resolve.LimitError show it as
-// it is.
+// limitReason is how the registry names a limit on the wire, in a CodeLimit
+// answer's message and in the reason of a connection it closes: "limit 256
+// leases per key". Clients that predate resolve.LimitError show it as it is.
 func limitReason(e *resolve.LimitError) string { return fmt.Sprintf("limit %d %s", e.Max, e.Limit) }
 
 // parseLimitReason reads limitReason's text back; ok is false for any
@@ -261,8 +260,8 @@ func (r *Server) leaveConn(scope netip.Addr) {
 	}
 }
 
-// limitFromClose turns a connection that the registry closed or refused
-// over a limit back into the resolve.LimitError, wrapping the QUIC error; other
+// limitFromClose turns a connection that the registry closed or refused over
+// a limit back into the resolve.LimitError, wrapping the QUIC error; other
 // errors pass unchanged.
 func limitFromClose(err error) error {
 	var ae *quic.ApplicationError

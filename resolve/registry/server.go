@@ -41,8 +41,8 @@ type Config struct {
 	// registration ends, so that a provider that restarts keeps its name
 	// and nobody can take it meanwhile. If zero, 24h.
 	BindingTTL time.Duration
-	// Prober, when set, probes every registered endpoint (a sal.Host is
-	// a resolve.Prober), and answers and watches leave out endpoints that fail
+	// Prober, when set, probes every registered endpoint (a sal.Host is a
+	// resolve.Prober), and answers and watches leave out endpoints that fail
 	// repeatedly, long before their lease runs out; a service whose
 	// endpoints all fail resolves to resolve.ErrAllDown (unless
 	// Health.AnswerWhenAllDown). Health configures it.
@@ -50,18 +50,19 @@ type Config struct {
 	Health resolve.HealthConfig
 	// Limits on what clients may make the registry hold, so that no peer,
 	// and no flood, can stall it or exhaust its memory. What would go over
-	// one is refused with a *resolve.LimitError (errors.Is(err, resolve.ErrLimit)) at the
-	// client and counted in Stats.Limits. The defaults hold on a
-	// 2-core machine under the floods measured in the README ("Limits and
-	// abuse"); raise them for a larger fleet. "One address" is an IPv4
-	// address or an IPv6 /64.
+	// one is refused with a *resolve.LimitError (errors.Is(err,
+	// resolve.ErrLimit)) at the client and counted in Stats.Limits. The
+	// defaults hold on a 2-core machine under the floods measured in the
+	// README ("Limits and abuse"); raise them for a larger fleet. "One
+	// address" is an IPv4 address or an IPv6 /64.
 	//
 	// MaxConns bounds the client connections (if zero, 4096) and
-	// MaxConnsPerAddr those from one address, counting the handshakes of
-	// an address a QUIC Retry proved (if zero, 32). An address at its
-	// limit must prove itself with a Retry, and is then refused before its
-	// handshake (CONNECTION_REFUSED, which a client reads as LimitHandshakes);
-	// a connection over either limit that got through is closed at once.
+	// MaxConnsPerAddr those from one address, counting the handshakes of an
+	// address a QUIC Retry proved (if zero, 32). An address at its limit
+	// must prove itself with a Retry, and is then refused before its
+	// handshake (CONNECTION_REFUSED, which a client reads as
+	// LimitHandshakes); a connection over either limit that got through is
+	// closed at once.
 	MaxConns, MaxConnsPerAddr int
 	// MaxHandshakes bounds the QUIC handshakes in progress (if zero, 512).
 	// Once RetryThreshold are in progress (if zero, 32; if negative,
@@ -150,8 +151,9 @@ type Server struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the registry starts
 
-	// Lock order: mu, then Memory's, then Health's, then a connection's
-	// and its pushers', then peers.mu and registrar.mu (limits.go).
+	// Lock order: mu, then resolve.Memory's, then resolve.Health's, then a
+	// connection's and its pushers', then peers.mu and registrar.mu
+	// (limits.go).
 	mu        sync.Mutex
 	leases    map[uint64]*lease
 	byAddr    map[leaseKey]*lease
@@ -342,8 +344,8 @@ func (r *Server) Addr() net.Addr {
 func (r *Server) Key() resolve.Fingerprint { return r.fp }
 
 // URL returns the registry:// URL that reaches this registry with its key
-// pinned, for Open and ROAM_RESOLVER. An unspecified listening address is
-// given as loopback.
+// pinned, for resolve.Open and ROAM_RESOLVER. An unspecified listening
+// address is given as loopback.
 func (r *Server) URL() string {
 	a, _ := r.Addr().(*net.UDPAddr)
 	if a == nil {
@@ -471,9 +473,9 @@ func (r *Server) refuse(id uint64, e *resolve.LimitError) *regwire.Frame {
 	return errorFrame(id, regwire.CodeLimit, limitReason(e))
 }
 
-// registrants remembers who registered each lease, for Health to charge
-// its probes to. Its lock comes after resolve.Health's, which holds it while it
-// looks.
+// registrants remembers who registered each lease, for resolve.Health to
+// charge its probes to. Its lock comes after resolve.Health's, which holds
+// it while it looks.
 type registrants struct {
 	mu   sync.Mutex
 	from map[leaseKey]netip.Addr

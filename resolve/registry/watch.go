@@ -9,14 +9,14 @@ import (
 )
 
 // A watch at the registry costs a few small records and no goroutine: the
-// view (Memory, or a Health over it) calls a function with each new set,
-// under its lock, and that function only notes the set for the stream's
-// watchPusher, which writes it. 40,960 watches once left 41k goroutines
-// behind for a minute after their clients left; now a stream's watches
-// end with it, one after another from its own goroutine, and leave
-// nothing running (ending each through a context.AfterFunc would start
-// one goroutine per watch: thousands at once, whose records the runtime
-// keeps for good).
+// view (a resolve.Memory, or a resolve.Health over it) calls a function with
+// each new set, under its lock, and that function only notes the set for the
+// stream's watchPusher, which writes it. 40,960 watches once left 41k
+// goroutines behind for a minute after their clients left; now a stream's
+// watches end with it, one after another from its own goroutine, and leave
+// nothing running (ending each through a context.AfterFunc would start one
+// goroutine per watch: thousands at once, whose records the runtime keeps
+// for good).
 
 func (c *registryConn) watch(ctx context.Context, f *regwire.Frame, pushes *watchPusher) *regwire.Frame {
 	r := c.r
