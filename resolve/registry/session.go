@@ -207,7 +207,7 @@ func (c *Client) Register(ctx context.Context, service string, ep resolve.Endpoi
 	if c.cfg.Signer == nil {
 		key, _ := resolve.ServiceKey("register", service)
 		return nil, &resolve.Error{Op: "register", Service: key, Err: fmt.Errorf(
-			"%w: the registry needs proof of the service's key: set ClientConfig.Signer or use RegisterSigned", resolve.ErrUnsigned)}
+			"%w: the registry needs proof of the service's key: set registry.ClientConfig.Signer or use RegisterSigned", resolve.ErrUnsigned)}
 	}
 	return c.RegisterSigned(ctx, service, ep, c.cfg.Signer)
 }
