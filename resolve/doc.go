@@ -13,25 +13,31 @@
 //
 // Open picks a backend by URL (memory:, static:, registry://, dns://,
 // etcd://); a sal.Host given no resolver opens the URL in $ROAM_RESOLVER.
+// Memory and Static are in this package. The registry and DNS are the
+// sub-packages registry and dns, which sal links by default; a program
+// using resolve without sal imports them, as database/sql drivers, and
+// Open names the import a URL needs when it is missing.
 //
 //   - Memory (NewMemory) is an in-process registry for Hosts in one process,
 //     tests and examples. It resolves, accepts registrations and pushes
 //     changes to watchers.
 //   - Static (NewStatic, ParseStatic) is a fixed table, such as
 //     "web=10.0.0.1:443,10.0.0.2:443;db=[fd00::5]:5432" from a flag.
-//   - Registry (ListenRegistry, and the `roam registry` command) is roam's
+//   - The registry (package github.com/roamnet/roam/resolve/registry:
+//     registry.Listen, and the `roam registry` command) is roam's
 //     embedded registry, the zero-setup default beyond one process;
-//     RegistryClient (or Open with registry://host:port?key=FP) speaks to it
-//     over QUIC. Registrations are leases the client renews, each proved by
-//     a signature of the service's key bound to the TLS session; watches
-//     are pushed; with a Prober the registry leaves unhealthy endpoints out.
-//     A restarted registry is rebuilt from its clients' renewals. It bounds
-//     what clients may make it hold (handshakes, connections, leases,
-//     watches, names), refusing the excess with a LimitError and counting
-//     it in RegistryStats.Limits.
-//   - DNS (NewDNS, or Open with dns://[server:port]/) reads SRV, A/AAAA and
-//     TXT key pins, honours TTLs and serves stale answers while the
-//     nameservers fail; its Watch polls at the TTL.
+//     registry.Client (or Open with registry://host:port?key=FP) speaks to
+//     it over QUIC. Registrations are leases the client renews, each
+//     proved by a signature of the service's key bound to the TLS session;
+//     watches are pushed; with a Prober the registry leaves unhealthy
+//     endpoints out. A restarted registry is rebuilt from its clients'
+//     renewals. It bounds what clients may make it hold (handshakes,
+//     connections, leases, watches, names), refusing the excess with a
+//     LimitError and counting it in registry.Stats.Limits.
+//   - DNS (package github.com/roamnet/roam/resolve/dns: dns.New, or Open
+//     with dns://[server:port]/) reads SRV, A/AAAA and TXT key pins,
+//     honours TTLs and serves stale answers while the nameservers fail;
+//     its Watch polls at the TTL.
 //   - etcd (package github.com/roamnet/roam/resolve/etcd, a module of its
 //     own, so that only programs that import it link the etcd client,
 //     gRPC and protobuf) is for fleets on many machines; importing it
@@ -81,7 +87,10 @@
 //
 // A wrapper such as Cache exposes its backend through Unwrap() Resolver;
 // look there for a Registrar. A wrapper that passes Watch through but whose
-// backend cannot watch returns an error wrapping ErrUnsupported.
+// backend cannot watch returns an error wrapping ErrUnsupported. Memory and
+// Health are also FuncWatchers: WatchFunc calls a function with each new
+// set, so that a server holding thousands of watches (the registry) spends
+// no goroutine on each.
 //
 // # Errors
 //
@@ -97,28 +106,33 @@
 //   - ErrInvalid: an empty service name, an Endpoint without a usable
 //     address, or a malformed static table (ParseStatic's errors wrap it
 //     too, without an *Error).
-//   - ErrUnsupported: the backend lacks the asked-for ability.
+//   - ErrUnsupported: the backend lacks the asked-for ability; or Open was
+//     given a URL whose backend the program does not link (the error
+//     names the import to add).
 //   - ErrUnavailable: a remote backend could not be reached or stopped
 //     answering.
 //   - ErrLimit: a registry refused a registration, a watch or the
 //     connection itself, which would have gone over one of its limits
-//     (RegistryConfig's Max fields). The error is then a *LimitError that
+//     (registry.Config's Max fields). The error is then a *LimitError that
 //     names the limit and its value; use errors.As. A connection refused
-//     over a limit matches ErrUnavailable too.
+//     over a limit matches ErrUnavailable too. ErrLimit and LimitError
+//     are declared here, not in package registry, so that telling errors
+//     apart needs no import of the registry.
 //   - ErrUnsigned: a backend that takes only signed registrations got
 //     none, or a proof that does not verify (ErrUnauthenticated is its
 //     deprecated name). ErrNotOwner: the service is bound to another key.
-//   - ErrDNSFailure: a DNS lookup got no usable answer (every *DNSError is
-//     one); unlike ErrNotFound it says nothing about the service.
 //   - context.Canceled, context.DeadlineExceeded or the context's own
 //     cause (context.Cause): the caller's context ended, or a Cache lookup
 //     exceeded CacheConfig.LookupTimeout.
 //
-// All of them are declared in errors.go. ErrInvalidFingerprint comes from ParseFingerprint, and from Open for a
-// bad key= in a registry:// URL; ErrZeroFingerprint, which wraps it, when
-// the fingerprint is all zero: a pin that is given is always checked, so
-// the zero one, which would pin nothing, is refused. ErrRegistryKey means
-// the registry proved another key than the pinned one.
+// All of them are declared in errors.go. ErrInvalidFingerprint comes from
+// ParseFingerprint, and from Open for a bad key= in a registry:// URL;
+// ErrZeroFingerprint, which wraps it, when the fingerprint is all zero: a
+// pin that is given is always checked, so the zero one, which would pin
+// nothing, is refused. The backends in packages of their own declare their
+// own errors beside these: a registry's proven key that is not the pinned
+// one (registry.ErrKeyMismatch), a DNS lookup that got no usable answer
+// (dns.ErrFailure).
 //
 // # Testing a backend
 //

@@ -33,14 +33,6 @@ var (
 	// ErrLimit means a registry refused a request, or a connection, that
 	// would have gone over one of its limits; a *LimitError says which.
 	ErrLimit = errors.New("resolve: over the registry's limit")
-	// ErrRegistryKey means the registry proved a key other than the
-	// pinned one.
-	ErrRegistryKey = errors.New("resolve: registry key does not match the pin")
-	// ErrDNSFailure means a DNS lookup got no usable answer: every server
-	// timed out, failed (SERVFAIL, REFUSED...) or sent a malformed reply.
-	// Unlike ErrNotFound it says nothing about the service. Every
-	// *DNSError is one.
-	ErrDNSFailure = errors.New("resolve: dns lookup failed")
 	// ErrUnsupported means the backend lacks the asked-for ability, such as
 	// a Cache asked to Watch a backend that is not a Watcher.
 	ErrUnsupported = errors.New("resolve: not supported by this backend")

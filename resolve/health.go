@@ -7,6 +7,9 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/roamnet/roam/resolve/internal/healthhook"
+	"github.com/roamnet/roam/resolve/internal/shrink"
 )
 
 // Prober checks that an endpoint still serves a service. A sal.Host is one:
@@ -112,7 +115,7 @@ type EndpointHealth struct {
 type Health struct {
 	r             Resolver
 	watcher       Watcher     // r as a Watcher, or nil
-	funcs         funcWatcher // r's watch functions, or nil
+	funcs         FuncWatcher // r's watch functions, or nil
 	p             Prober
 	interval      time.Duration
 	timeout       time.Duration
@@ -128,26 +131,33 @@ type Health struct {
 	wg            sync.WaitGroup
 	mu            sync.Mutex
 	services      map[string]*hservice
-	servicesPeak  int // for deleteShrink
+	servicesPeak  int // for shrink.Delete
 	sched         scheduler
 	closed        bool
-	// chargeTo, when set (by a Registry), names the address that
-	// registered an endpoint, whose probes are then charged to it rather
-	// than to the endpoint's key. It is called with h.mu held.
+	// chargeTo, when set (by a registry, through internal/healthhook),
+	// names the address that registered an endpoint, whose probes are
+	// then charged to it rather than to the endpoint's key. It is called
+	// with h.mu held.
 	chargeTo func(service string, addr netip.AddrPort) (netip.Addr, bool)
 }
 
-// funcWatcher is a resolver that can call a function with each new set
-// instead of sending it on a channel (Memory, Health), so that a watch
-// costs no goroutine, neither while it runs nor when it ends: fn gets the
-// current set first, and (nil, false) when the watch ends, at stop (which
-// the caller must call without holding a lock that fn takes) or when the
-// resolver closes. fn runs under the resolver's lock: it must not block
-// nor call back into the resolver. ctx bounds only the wait for the
-// first set: ending a context with a context.AfterFunc would cost a
-// goroutine per watch, thousands at once when a connection ends.
-type funcWatcher interface {
-	watchFunc(ctx context.Context, service string, fn func(eps []Endpoint, ok bool)) (stop func(), _ error)
+// FuncWatcher is a resolver that can call a function with each new set of
+// a service's endpoints instead of sending it on a channel (Memory,
+// Health), so that a watch costs no goroutine, neither while it runs nor
+// when it ends: a server that holds thousands of watches for its clients,
+// such as the registry, uses it.
+//
+// WatchFunc calls fn with the current set before it returns, then with
+// every new set, and with (nil, false) when the watch ends: at stop
+// (which the caller must call without holding a lock that fn takes) or
+// when the resolver closes; fn is not called after that. fn runs under
+// the resolver's lock: it must not block nor call back into the
+// resolver. ctx bounds only the wait for the first set: ending a context
+// with a context.AfterFunc would cost a goroutine per watch, thousands at
+// once when a connection ends. As with Watch, the sets are shared: never
+// modify them.
+type FuncWatcher interface {
+	WatchFunc(ctx context.Context, service string, fn func(eps []Endpoint, ok bool)) (stop func(), err error)
 }
 
 // hservice is one service being probed. Its fields are guarded by
@@ -159,7 +169,7 @@ type hservice struct {
 	tracked  bool
 	asked    time.Time            // last Resolve, or end of the last watch
 	subs     map[*hwatch]struct{} // watchers
-	subsPeak int                  // for deleteShrink
+	subsPeak int                  // for shrink.Delete
 	loaded   chan struct{}        // closed once base is known, or the service stopped
 	unwatch  func()               // ends the wrapped resolver's watch function; nil without one
 	loadErr  error                // why the first load failed, until one succeeds
@@ -173,13 +183,19 @@ type hwatch struct {
 	started bool                          // has had its first set
 }
 
+func init() {
+	healthhook.ChargeTo = func(h any, registrant func(string, netip.AddrPort) (netip.Addr, bool)) {
+		h.(*Health).chargeTo = registrant
+	}
+}
+
 var (
 	_ Resolver        = (*Health)(nil)
 	_ Watcher         = (*Health)(nil)
 	_ Registrar       = (*Health)(nil)
 	_ SignedRegistrar = (*Health)(nil)
-	_ funcWatcher     = (*Health)(nil)
-	_ funcWatcher     = (*Memory)(nil)
+	_ FuncWatcher     = (*Health)(nil)
+	_ FuncWatcher     = (*Memory)(nil)
 )
 
 // NewHealth returns a Health that answers from r and probes with p. Neither
@@ -199,7 +215,7 @@ func NewHealth(r Resolver, p Prober, cfg HealthConfig) *Health {
 	h.sched.wake = make(chan struct{}, 1)
 	h.sched.perKey = make(map[fairKey]int)
 	h.watcher, _ = r.(Watcher)
-	h.funcs, _ = r.(funcWatcher)
+	h.funcs, _ = r.(FuncWatcher)
 	if h.failures <= 0 {
 		h.failures = 3
 	}
@@ -270,7 +286,7 @@ func (h *Health) filter(key string, eps []Endpoint, err error) (out []Endpoint, 
 // set.
 func (h *Health) Watch(ctx context.Context, service string) (<-chan []Endpoint, error) {
 	ch := make(chan []Endpoint, 1)
-	stop, err := h.watchFunc(ctx, service, latestOnly(ch))
+	stop, err := h.WatchFunc(ctx, service, latestOnly(ch))
 	if err != nil {
 		return nil, err
 	}
@@ -278,10 +294,12 @@ func (h *Health) Watch(ctx context.Context, service string) (<-chan []Endpoint, 
 	return ch, nil
 }
 
-// watchFunc is Watch without a channel, nor a goroutine (see
-// funcWatcher): fn runs under h.mu. It returns once fn has had the first
-// set, which needs the wrapped resolver's first answer.
-func (h *Health) watchFunc(ctx context.Context, service string, fn func([]Endpoint, bool)) (stop func(), _ error) {
+// WatchFunc implements FuncWatcher: it is Watch without a channel, nor a
+// goroutine. fn gets the healthy endpoints as Watch sends them, and runs
+// under the Health's lock: it must not block, nor call the Health.
+// WatchFunc returns once fn has had the first set, which needs the
+// wrapped resolver's first answer.
+func (h *Health) WatchFunc(ctx context.Context, service string, fn func(eps []Endpoint, ok bool)) (stop func(), _ error) {
 	key, err := serviceKey("watch", service)
 	if err != nil {
 		return nil, err
@@ -320,7 +338,7 @@ func (h *Health) watchFunc(ctx context.Context, service string, fn func([]Endpoi
 	case !live || h.closed:
 		return nil, &Error{Op: "watch", Service: key, Err: ErrClosed}
 	case ctx.Err() != nil || s.loadErr != nil:
-		deleteShrink(&s.subs, w, &s.subsPeak)
+		shrink.Delete(&s.subs, w, &s.subsPeak)
 		s.asked = time.Now()
 		err := s.loadErr
 		if ctx.Err() != nil {
@@ -340,7 +358,7 @@ func (h *Health) endWatch(s *hservice, w *hwatch) {
 	if _, ok := s.subs[w]; !ok {
 		return // Close got there first
 	}
-	deleteShrink(&s.subs, w, &s.subsPeak)
+	shrink.Delete(&s.subs, w, &s.subsPeak)
 	w.fn(nil, false)
 	s.asked = time.Now()
 	h.dropIfUnusedLocked(s)

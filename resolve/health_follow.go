@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/roamnet/roam/resolve/internal/shrink"
 )
 
 // How a Health follows a service's endpoints: the wrapped resolver's
@@ -48,7 +50,7 @@ func (h *Health) subscribe(s *hservice) {
 	if h.funcs == nil {
 		return
 	}
-	unwatch, err := h.funcs.watchFunc(s.ctx, s.key, func(eps []Endpoint, ok bool) {
+	unwatch, err := h.funcs.WatchFunc(s.ctx, s.key, func(eps []Endpoint, ok bool) {
 		if ok {
 			h.setBase(s, eps)
 		} else {
@@ -89,7 +91,7 @@ func (h *Health) lost(s *hservice, err error) {
 // stopLocked stops probing s and ends its watches. h.mu must be held.
 func (h *Health) stopLocked(key string, s *hservice) {
 	if h.services[key] == s {
-		deleteShrink(&h.services, key, &h.servicesPeak)
+		shrink.Delete(&h.services, key, &h.servicesPeak)
 	}
 	s.cancel()
 	if s.unwatch != nil {

@@ -6,6 +6,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"time"
+
+	"github.com/roamnet/roam/resolve/internal/shrink"
 )
 
 // Probe scheduling. One goroutine per Health starts every probe, at most
@@ -303,7 +305,7 @@ func (d *dueHeap) Pop() any {
 	e := old[len(old)-1]
 	old[len(old)-1] = nil
 	*d = old[:len(old)-1]
-	if cap(old) >= minShrinkPeak && len(*d) <= cap(old)/8 {
+	if cap(old) >= shrink.MinPeak && len(*d) <= cap(old)/8 {
 		*d = append(dueHeap(nil), *d...) // give a flood's memory back
 	}
 	e.heapIdx = -1
@@ -315,7 +317,7 @@ func (d *dueHeap) Pop() any {
 type fairQueue struct {
 	turns     []fairKey                // keys with endpoints waiting, in turn order
 	lines     map[fairKey][]*hendpoint // each key's endpoints, oldest first
-	linesPeak int                      // for deleteShrink
+	linesPeak int                      // for shrink.Delete
 }
 
 func (q *fairQueue) push(e *hendpoint) {
@@ -342,7 +344,7 @@ func (q *fairQueue) pop(may func(fairKey) bool) *hendpoint {
 			line = line[1:]
 		}
 		if len(line) == 0 {
-			deleteShrink(&q.lines, k, &q.linesPeak)
+			shrink.Delete(&q.lines, k, &q.linesPeak)
 			continue
 		}
 		if !may(k) {
@@ -353,7 +355,7 @@ func (q *fairQueue) pop(may func(fairKey) bool) *hendpoint {
 		e := line[0]
 		line[0] = nil
 		if line = line[1:]; len(line) == 0 {
-			deleteShrink(&q.lines, k, &q.linesPeak)
+			shrink.Delete(&q.lines, k, &q.linesPeak)
 		} else {
 			q.lines[k] = line
 			q.turns = append(q.turns, k)

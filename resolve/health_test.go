@@ -391,7 +391,8 @@ func TestHealthWithdrawAndConcurrency(t *testing.T) {
 // 5 s, beside 3,000 dead endpoints of 3,000 keys. Before the probes were
 // scheduled by class, it stayed for more than 87 s. (A provider that
 // registers after the flood is probed at once only when a registry says
-// who registered what: TestRegistryDeadRegistrationsDoNotStarveProbes.)
+// who registered what: TestRegistryDeadRegistrationsDoNotStarveProbes, in
+// package registry.)
 func TestHealthDeadEndpointsDoNotStarveLive(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mem := resolve.NewMemory()

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+
+	"github.com/roamnet/roam/resolve/internal/shrink"
 )
 
 // Memory is an in-process Resolver, Registrar and Watcher: the backend for
@@ -23,14 +25,14 @@ import (
 type Memory struct {
 	mu       sync.RWMutex
 	services map[string]*memService // nil once closed
-	peak     int                    // for deleteShrink
+	peak     int                    // for shrink.Delete
 }
 
 type memService struct {
 	regs         []*memReg // live registrations, one per address, oldest first
 	eps          []Endpoint
 	watchers     map[*memWatch]struct{}
-	watchersPeak int // for deleteShrink
+	watchersPeak int // for shrink.Delete
 }
 
 type memReg struct {
@@ -41,7 +43,7 @@ type memReg struct {
 }
 
 type memWatch struct {
-	fn func(eps []Endpoint, ok bool) // called under m.mu; see watchFunc
+	fn func(eps []Endpoint, ok bool) // called under m.mu; see WatchFunc
 }
 
 var (
@@ -132,7 +134,7 @@ func (r *memReg) Close() error {
 // not taken yet, so a slow reader never blocks a registrar.
 func (m *Memory) Watch(ctx context.Context, service string) (<-chan []Endpoint, error) {
 	ch := make(chan []Endpoint, 1)
-	stop, err := m.watchFunc(ctx, service, latestOnly(ch))
+	stop, err := m.WatchFunc(ctx, service, latestOnly(ch))
 	if err != nil {
 		return nil, err
 	}
@@ -159,11 +161,12 @@ func latestOnly(ch chan []Endpoint) func([]Endpoint, bool) {
 	}
 }
 
-// watchFunc is Watch without a channel, nor a goroutine (see
-// funcWatcher): fn gets the current set at once, then every new one, and
+// WatchFunc implements FuncWatcher: it is Watch without a channel, nor a
+// goroutine. fn gets the current set at once, then every new one, and
 // fn(nil, false) when the watch ends, at stop or Close, after which it is
-// not called again. fn runs with m.mu held. ctx is only checked here.
-func (m *Memory) watchFunc(ctx context.Context, service string, fn func(eps []Endpoint, ok bool)) (stop func(), _ error) {
+// not called again. fn runs with the Memory's lock held: it must not
+// block, nor call the Memory. ctx is only checked here.
+func (m *Memory) WatchFunc(ctx context.Context, service string, fn func(eps []Endpoint, ok bool)) (stop func(), _ error) {
 	key, err := serviceKey("watch", service)
 	if err != nil {
 		return nil, err
@@ -193,7 +196,7 @@ func (m *Memory) endWatch(key string, w *memWatch) {
 	if _, ok := s.watchers[w]; !ok {
 		return
 	}
-	deleteShrink(&s.watchers, w, &s.watchersPeak)
+	shrink.Delete(&s.watchers, w, &s.watchersPeak)
 	w.fn(nil, false)
 	m.forget(key, s)
 }
@@ -230,12 +233,12 @@ func (m *Memory) service(key string) *memService {
 // many names does not grow the map for ever. m.mu must be held.
 func (m *Memory) forget(key string, s *memService) {
 	if len(s.regs) == 0 && len(s.watchers) == 0 {
-		deleteShrink(&m.services, key, &m.peak)
+		shrink.Delete(&m.services, key, &m.peak)
 	}
 }
 
 // changed rebuilds the snapshot and hands it to every watcher. The caller
-// holds m.mu, as watchFunc promises its functions.
+// holds m.mu, as WatchFunc promises its functions.
 func (s *memService) changed() {
 	var eps []Endpoint
 	if len(s.regs) > 0 {

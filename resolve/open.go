@@ -14,8 +14,7 @@ const EnvResolver = "ROAM_RESOLVER"
 
 // builtinForms lists the URL forms Open always accepts, for its error
 // messages; each registered scheme adds its own.
-const builtinForms = `memory:[name], static:name=ip:port,ip:port;name2=ip:port, ` +
-	`registry://host:port[?key=fingerprint], dns://[server:port]/`
+const builtinForms = `memory:[name], static:name=ip:port,ip:port;name2=ip:port`
 
 // Opener makes a Resolver from a URL of the scheme it was registered for.
 type Opener func(ctx context.Context, u *url.URL) (Resolver, error)
@@ -31,8 +30,12 @@ var schemes struct {
 
 // pluginPaths names the packages of the backends this module ships as
 // plug-ins, for the error that tells a program which import it lacks.
+// Package sal links registry and dns; a program that uses resolve without
+// sal imports the ones it wants.
 var pluginPaths = map[string]string{
-	"etcd": "github.com/roamnet/roam/resolve/etcd",
+	"dns":      "github.com/roamnet/roam/resolve/dns",
+	"etcd":     "github.com/roamnet/roam/resolve/etcd",
+	"registry": "github.com/roamnet/roam/resolve/registry",
 }
 
 // RegisterScheme makes Open hand URLs of scheme (lower case, as in
@@ -49,7 +52,7 @@ func RegisterScheme(scheme, form string, open Opener) {
 	}
 	schemes.Lock()
 	defer schemes.Unlock()
-	if _, dup := schemes.open[scheme]; dup || scheme == "memory" || scheme == "static" || scheme == "dns" || scheme == "registry" {
+	if _, dup := schemes.open[scheme]; dup || scheme == "memory" || scheme == "static" {
 		panic("resolve: RegisterScheme: scheme " + scheme + " registered twice")
 	}
 	if schemes.open == nil {
@@ -77,14 +80,21 @@ func BadURL(rawURL, reason string) error {
 //	memory:                      the process's shared in-memory registry
 //	memory:NAME                  a named one (Hosts that open the same name meet)
 //	static:NAME=IP:PORT,...;...  a fixed table (see ParseStatic)
-//	registry://HOST:PORT         the embedded registry (see Registry); add
+//
+// and the schemes of the backends the program links (RegisterScheme):
+//
+//	registry://HOST:PORT         the embedded registry, package
+//	                             github.com/roamnet/roam/resolve/registry; add
 //	                             ?key=FINGERPRINT to pin the registry's key
 //	                             (once; an empty or all-zero one is refused)
-//	dns://[SERVER:PORT]/         DNS; an empty server means the system's resolvers
+//	dns://[SERVER:PORT]/         DNS, package github.com/roamnet/roam/resolve/dns;
+//	                             an empty server means the system's resolvers
+//	etcd://HOST:PORT[,...]/PREFIX
+//	                             etcd, package github.com/roamnet/roam/resolve/etcd
 //
-// and the schemes of the backends the program links (RegisterScheme), such
-// as etcd://HOST:PORT[,...]/PREFIX once it imports
-// github.com/roamnet/roam/resolve/etcd. A scheme this module ships as a
+// Package sal links registry and dns, so a program that uses a sal.Host
+// has them; one that uses resolve alone imports those it needs, even as _,
+// as it would a database/sql driver. A scheme this module ships as a
 // plug-in that the program does not link fails with ErrUnsupported, and
 // the error names the import that adds it.
 //
@@ -118,12 +128,6 @@ func Open(ctx context.Context, rawURL string) (Resolver, error) {
 	}
 	if u.User != nil || u.Fragment != "" {
 		return nil, openError(rawURL, "user info and fragments are not allowed")
-	}
-	switch u.Scheme {
-	case "dns":
-		return openDNS(u)
-	case "registry":
-		return openRegistry(ctx, u)
 	}
 	schemes.RLock()
 	open := schemes.open[u.Scheme]
@@ -169,22 +173,4 @@ func sharedMemory(name string) SharedMemory {
 		memories.m[name] = m
 	}
 	return SharedMemory{m}
-}
-
-func openDNS(u *url.URL) (Resolver, error) {
-	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Opaque != "" {
-		return nil, openError(u.String(), "dns takes only a server, as in dns://127.0.0.1:53/")
-	}
-	var cfg DNSConfig
-	if u.Host != "" {
-		if u.Port() == "" {
-			u.Host += ":53"
-		}
-		cfg.Servers = []string{u.Host}
-	}
-	d, err := NewDNS(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("resolve: open %q: %w", u.String(), err)
-	}
-	return d, nil
 }

@@ -3,6 +3,7 @@ package resolve_test
 import (
 	"context"
 	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -11,13 +12,25 @@ import (
 )
 
 // A scheme this module ships as a plug-in, asked for by a program that
-// does not link it, fails with ErrUnsupported and names the import.
+// does not link it, fails with ErrUnsupported and names the import. These
+// tests link registry and dns (through sal), so they are hidden here, as
+// in a program that uses resolve without sal.
 func TestOpenNamesTheMissingPlugin(t *testing.T) {
-	_, err := resolve.Open(context.Background(), "etcd://127.0.0.1:2379/roam/")
-	require.ErrorIs(t, err, resolve.ErrUnsupported)
-	require.Contains(t, err.Error(), `import _ "github.com/roamnet/roam/resolve/etcd"`)
+	for _, tc := range []struct{ url, pkg string }{
+		{"etcd://127.0.0.1:2379/roam/", "etcd"},
+		{"registry://127.0.0.1:7700", "registry"},
+		{"registry://127.0.0.1:7700?key=" + strings.Repeat("b", resolve.FingerprintLen), "registry"},
+		{"dns://127.0.0.1:53/", "dns"},
+		{"dns:///", "dns"},
+	} {
+		restore := resolve.HideScheme(tc.pkg)
+		_, err := resolve.Open(context.Background(), tc.url)
+		restore()
+		require.ErrorIs(t, err, resolve.ErrUnsupported, tc.url)
+		require.Contains(t, err.Error(), `import _ "github.com/roamnet/roam/resolve/`+tc.pkg+`"`, tc.url)
+	}
 
-	_, err = resolve.Open(context.Background(), "nosuch://x")
+	_, err := resolve.Open(context.Background(), "nosuch://x")
 	require.ErrorIs(t, err, resolve.ErrInvalid)
 	require.Contains(t, err.Error(), `unknown scheme "nosuch"`)
 	require.Contains(t, err.Error(), "accepted forms: memory:")
@@ -45,7 +58,7 @@ func TestRegisterScheme(t *testing.T) {
 		resolve.RegisterScheme("testscheme", "", func(context.Context, *url.URL) (resolve.Resolver, error) { return nil, nil })
 	})
 	require.Panics(t, func() {
-		resolve.RegisterScheme("registry", "", func(context.Context, *url.URL) (resolve.Resolver, error) { return nil, nil })
+		resolve.RegisterScheme("memory", "", func(context.Context, *url.URL) (resolve.Resolver, error) { return nil, nil })
 	})
 	require.Panics(t, func() {
 		resolve.RegisterScheme("Upper", "", func(context.Context, *url.URL) (resolve.Resolver, error) { return nil, nil })

@@ -68,7 +68,9 @@
 //
 // With no Config.Resolver, NewHost opens the URL in the environment
 // variable ROAM_RESOLVER (resolve.Open: memory:, static:, dns://,
-// registry://, etcd://) and closes it with the Host. Listen registers the
+// registry://, etcd://) and closes it with the Host. sal links the dns://
+// and registry:// backends (packages resolve/dns and resolve/registry);
+// etcd:// takes an import of resolve/etcd. Listen registers the
 // Host's endpoint with the first registrar down the resolver's Unwrap
 // chain, signed with the Host's key when it is a resolve.SignedRegistrar;
 // a refusal fails Listen with the backend's error (resolve.ErrNotOwner,

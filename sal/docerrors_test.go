@@ -19,7 +19,7 @@ import (
 // declared in the package's errors.go, so that a reader finds them all in
 // two places and not scattered through the files.
 func TestErrorsAreDocumented(t *testing.T) {
-	for _, dir := range []string{".", "../resolve", "../mobility"} {
+	for _, dir := range []string{".", "../resolve", "../resolve/registry", "../resolve/dns", "../mobility"} {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			fset := token.NewFileSet()
 			entries, err := os.ReadDir(dir)

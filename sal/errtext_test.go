@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/registry"
 )
 
 // requireSaysEachThingOnce fails if err's text repeats itself: a word twice
@@ -73,7 +74,7 @@ func TestErrorTextsSayEachThingOnce(t *testing.T) {
 	})
 
 	t.Run("unknown service, through the registry", func(t *testing.T) {
-		reg, err := resolve.ListenRegistry("127.0.0.1:0", resolve.RegistryConfig{})
+		reg, err := registry.Listen("127.0.0.1:0", registry.Config{})
 		require.NoError(t, err)
 		defer reg.Close()
 		r, err := resolve.Open(ctx, reg.URL())

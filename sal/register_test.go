@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/registry"
 	"github.com/stretchr/testify/require"
 )
 
@@ -32,7 +33,7 @@ func TestNewHostFromEnvironment(t *testing.T) {
 // it with proof of its key, and closes it (the leak check at the end of
 // the run sees to the client's goroutines).
 func TestNewHostFromEnvironmentRegistry(t *testing.T) {
-	reg, err := resolve.ListenRegistry("127.0.0.1:0", resolve.RegistryConfig{})
+	reg, err := registry.Listen("127.0.0.1:0", registry.Config{})
 	require.NoError(t, err)
 	defer reg.Close()
 	t.Setenv(resolve.EnvResolver, reg.URL())

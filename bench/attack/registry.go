@@ -22,6 +22,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/registry"
 	"github.com/roamnet/roam/sal"
 )
 
@@ -96,7 +97,7 @@ type registryVictim struct {
 
 	honestHost *sal.Host // answers the registry's probes for the honest services
 	honestKey  ed25519.PrivateKey
-	provider   *resolve.RegistryClient // keeps honestService registered
+	provider   *registry.Client // keeps honestService registered
 }
 
 func (t *registryTarget) start(ctx context.Context, o *options) (victim, error) {
@@ -203,24 +204,24 @@ func (v *registryVictim) close() error {
 }
 
 // client opens a registry client from local ("127.0.0.2:0"; "" for any).
-func (v *registryVictim) client(local string, signer ed25519.PrivateKey) (*resolve.RegistryClient, error) {
-	cfg := resolve.RegistryClientConfig{Key: v.pin, LocalAddr: local}
+func (v *registryVictim) client(local string, signer ed25519.PrivateKey) (*registry.Client, error) {
+	cfg := registry.ClientConfig{Key: v.pin, LocalAddr: local}
 	if signer != nil {
 		cfg.Signer = signer
 	}
-	return resolve.NewRegistryClient(v.addr, cfg)
+	return registry.NewClient(v.addr, cfg)
 }
 
 // honest registers, looks up and watches, on a fresh connection from
 // 127.0.0.1, as a provider that starts would, then withdraws. Like every
-// RegistryClient in a process, it presents the address-validation token
+// registry.Client in a process, it presents the address-validation token
 // of an earlier connection, if it has one, unless -first-contact.
 func (v *registryVictim) honest(ctx context.Context) error {
-	cfg := resolve.RegistryClientConfig{Key: v.pin, Signer: v.honestKey, LocalAddr: "127.0.0.1:0"}
+	cfg := registry.ClientConfig{Key: v.pin, Signer: v.honestKey, LocalAddr: "127.0.0.1:0"}
 	if *firstContact {
 		cfg.QUIC = &quic.Config{MaxIdleTimeout: 6 * time.Second, KeepAlivePeriod: 2 * time.Second, TokenStore: noTokens{}}
 	}
-	c, err := resolve.NewRegistryClient(v.addr, cfg)
+	c, err := registry.NewClient(v.addr, cfg)
 	if err != nil {
 		return err
 	}
@@ -263,7 +264,7 @@ func (noTokens) Pop(string) *quic.ClientToken  { return nil }
 
 // debugVars is what `roam registry -debug` serves.
 type debugVars struct {
-	Registry resolve.RegistryStats `json:"registry"`
+	Registry registry.Stats `json:"registry"`
 	Process  struct {
 		Goroutines int    `json:"goroutines"`
 		HeapLive   uint64 `json:"heap_live_bytes"`

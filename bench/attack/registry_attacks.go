@@ -19,6 +19,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/registry"
 	"github.com/roamnet/roam/sal"
 )
 
@@ -170,7 +171,7 @@ func registryConns(ctx context.Context, v victim, o *options) (outcome, error) {
 }
 
 // limitOf turns the registry's close of a raw QUIC connection into the
-// LimitError a RegistryClient would make of it.
+// LimitError a registry.Client would make of it.
 func limitOf(err error) error {
 	var ae *quic.ApplicationError
 	if errors.As(err, &ae) && ae.Remote && ae.ErrorCode == 3 {
@@ -231,13 +232,13 @@ func (s *sinks) close() {
 // client used until the registry refuses it more leases. It returns the
 // clients that hold the leases, which the caller closes (withdrawing).
 func flood(ctx context.Context, rv *registryVictim, o *options, n, workers int, name func(i int, fp resolve.Fingerprint) string,
-	at func(i int) netip.AddrPort, refused *refusedCounts) (made int, clients []*resolve.RegistryClient) {
+	at func(i int) netip.AddrPort, refused *refusedCounts) (made int, clients []*registry.Client) {
 	var mu sync.Mutex
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Go(func() {
-			var c *resolve.RegistryClient
+			var c *registry.Client
 			for ctx.Err() == nil {
 				i := int(next.Add(1)) - 1
 				if i >= n {
@@ -294,7 +295,7 @@ func flood(ctx context.Context, rv *registryVictim, o *options, n, workers int, 
 // client whose withdrawal outlasts its 1 s timeout gives up the rest,
 // which then stay until their leases run out (15 s), as those of an
 // attacker that just leaves would.
-func closeAll(clients []*resolve.RegistryClient) {
+func closeAll(clients []*registry.Client) {
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, 8)
 	for _, c := range clients {
@@ -368,11 +369,11 @@ func registryWatches(ctx context.Context, v victim, o *options) (outcome, error)
 	var refused refusedCounts
 	var made, next atomic.Int64
 	var mu sync.Mutex
-	var clients []*resolve.RegistryClient
+	var clients []*registry.Client
 	var wg sync.WaitGroup
 	for w := range 8 {
 		wg.Go(func() {
-			var c *resolve.RegistryClient
+			var c *registry.Client
 			for ctx.Err() == nil {
 				i := next.Add(1) - 1
 				if i >= int64(n) {

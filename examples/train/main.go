@@ -4,7 +4,7 @@
 //	go run ./examples/train                 # 30 s of the hsr-300 trace
 //	go run ./examples/train -duration 2m -json
 //
-// In one process it starts an embedded registry (resolve.ListenRegistry),
+// In one process it starts an embedded registry (registry.Listen),
 // a provider Host that registers telemetry.train there, and a client Host
 // on the train that dials telemetry.train by name. The flow between them
 // crosses mobility/emu's UDP relay, driven in real time by a trace (the

@@ -12,6 +12,7 @@ import (
 	"github.com/roamnet/roam/mobility/emu"
 	"github.com/roamnet/roam/mobility/trace"
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/registry"
 	"github.com/roamnet/roam/sal"
 )
 
@@ -151,7 +152,7 @@ func run(ctx context.Context, cfg config) (*summary, error) {
 }
 
 func (r *ride) setup(ctx context.Context) error {
-	reg, err := resolve.ListenRegistry("127.0.0.1:0", resolve.RegistryConfig{Logger: r.log})
+	reg, err := registry.Listen("127.0.0.1:0", registry.Config{Logger: r.log})
 	if err != nil {
 		return err
 	}

@@ -76,7 +76,7 @@ const (
 	CodeInternal     Code = 7
 	// CodeAllDown: the service has endpoints, but all failed their health
 	// probes. A client that predates it reads an unknown code, which
-	// RegistryClient before this code mapped to resolve.ErrUnavailable.
+	// registry.Client before this code mapped to resolve.ErrUnavailable.
 	CodeAllDown Code = 8
 )
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/registry"
 	"github.com/roamnet/roam/resolve/resolvetest"
 	"github.com/roamnet/roam/sal"
 	"github.com/stretchr/testify/require"
@@ -23,7 +24,7 @@ import (
 // testRegistry starts an embedded registry for the test and returns its URL.
 func testRegistry(t testing.TB) string {
 	t.Helper()
-	r, err := resolve.ListenRegistry("127.0.0.1:0", resolve.RegistryConfig{})
+	r, err := registry.Listen("127.0.0.1:0", registry.Config{})
 	require.NoError(t, err)
 	t.Cleanup(func() { r.Close() })
 	return r.URL()

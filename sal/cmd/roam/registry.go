@@ -17,10 +17,10 @@ package main
 // -answer-all-down it resolves to all of them instead.
 //
 // It bounds what clients may make it hold (the -max-* flags; 0 keeps the
-// resolve package's default, see resolve.RegistryConfig), and refuses the
+// registry package's default, see registry.Config), and refuses the
 // excess with a typed error the client reads (resolve.LimitError). With
 // -debug it serves, over HTTP, expvar's /debug/vars: "registry" holds
-// resolve.RegistryStats, with a counter per kind of refusal, and
+// registry.Stats, with a counter per kind of refusal, and
 // "process" the goroutines, the live heap (as of the last collection) and
 // the resident memory; /debug/gc collects first and answers "process" as
 // it then is, for measurements such as bench/attack's.
@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/registry"
 	"github.com/roamnet/roam/sal"
 )
 
@@ -52,7 +53,7 @@ func runRegistry(c *cli, ctx context.Context, args []string) error {
 	answerAllDown := set.Bool("answer-all-down", false, "answer every endpoint of a service whose endpoints all fail their probes, rather than none")
 	debug := set.String("debug", "", "serve expvar counters over HTTP at this `address` (e.g. 127.0.0.1:7701)")
 	verbose := set.Bool("v", false, "log registrations, refusals and health changes")
-	var cfg resolve.RegistryConfig
+	var cfg registry.Config
 	for _, l := range []struct {
 		v         *int
 		name, use string
@@ -98,7 +99,7 @@ func runRegistry(c *cli, ctx context.Context, args []string) error {
 		cfg.Prober = prober
 		cfg.Health = resolve.HealthConfig{Interval: *interval, AnswerWhenAllDown: *answerAllDown, Logger: log}
 	}
-	reg, err := resolve.ListenRegistry(*listen, cfg)
+	reg, err := registry.Listen(*listen, cfg)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/registry"
 	"github.com/roamnet/roam/resolve/resolvetest"
 	"github.com/roamnet/roam/sal"
 	"github.com/stretchr/testify/require"
@@ -286,7 +287,7 @@ func TestLimitsAndDebugVars(t *testing.T) {
 	require.Equal(t, resolve.LimitHandshakes, le.Limit)
 
 	var got struct {
-		Registry resolve.RegistryStats `json:"registry"`
+		Registry registry.Stats `json:"registry"`
 		Process  struct {
 			Goroutines int    `json:"goroutines"`
 			HeapLive   uint64 `json:"heap_live_bytes"`
