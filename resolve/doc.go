@@ -129,10 +129,11 @@
 // ParseFingerprint, and from Open for a bad key= in a registry:// URL;
 // ErrZeroFingerprint, which wraps it, when the fingerprint is all zero: a
 // pin that is given is always checked, so the zero one, which would pin
-// nothing, is refused. The backends in packages of their own declare their
-// own errors beside these: a registry's proven key that is not the pinned
-// one (registry.ErrKeyMismatch), a DNS lookup that got no usable answer
-// (dns.ErrFailure).
+// nothing, is refused. Two belong to the backends in packages of their
+// own, which also give them their own names, so that code telling errors
+// apart needs import neither: ErrRegistryKey, a registry's proven key that
+// is not the pinned one (registry.ErrKeyMismatch), and ErrDNSFailure, a DNS
+// lookup that got no usable answer (dns.ErrFailure).
 //
 // # Testing a backend
 //

@@ -42,6 +42,16 @@ var (
 	// ErrUnavailable means a remote backend (a registry, an etcd cluster)
 	// could not be reached or stopped answering.
 	ErrUnavailable = errors.New("resolve: backend unavailable")
+	// ErrRegistryKey means a registry proved a key other than the pinned
+	// one. Package registry returns it, under the name
+	// registry.ErrKeyMismatch too (one value, as fs.ErrNotExist is
+	// os.ErrNotExist), so code that tells errors apart needs no import of
+	// the registry.
+	ErrRegistryKey = errors.New("resolve: registry key does not match the pin")
+	// ErrDNSFailure means a DNS lookup got no usable answer: every server
+	// timed out, failed or sent a malformed reply. Package dns returns it,
+	// under the name dns.ErrFailure too.
+	ErrDNSFailure = errors.New("resolve: dns lookup failed")
 )
 
 // ErrAllDown means the service has endpoints, but every one of them failed
