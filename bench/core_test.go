@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,25 +77,30 @@ type quicPair struct {
 	clientTr *quic.Transport
 	tlsConf  *tls.Config
 	addr     net.Addr
+	close    func() // closes everything; also done at the test's cleanup
 }
 
-func newQUICPair(tb testing.TB, mutual bool) *quicPair {
+func newQUICPair(tb testing.TB, mutual bool) *quicPair { return newQUICPairConf(tb, mutual, nil) }
+
+// newQUICPairConf is newQUICPair with conf for the server's connections.
+func newQUICPairConf(tb testing.TB, mutual bool, conf *quic.Config) *quicPair {
 	serverTLS, clientTLS := benchTLS(tb, mutual)
 	sc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(tb, err)
 	cc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(tb, err)
 	p := &quicPair{serverTr: &quic.Transport{Conn: sc}, clientTr: &quic.Transport{Conn: cc}, tlsConf: clientTLS}
-	p.ln, err = p.serverTr.Listen(serverTLS, nil)
+	p.ln, err = p.serverTr.Listen(serverTLS, conf)
 	require.NoError(tb, err)
 	p.addr = sc.LocalAddr()
-	tb.Cleanup(func() {
+	p.close = sync.OnceFunc(func() {
 		p.ln.Close()
 		p.clientTr.Close()
 		p.serverTr.Close()
 		sc.Close()
 		cc.Close()
 	})
+	tb.Cleanup(p.close)
 	return p
 }
 

@@ -34,39 +34,40 @@ import (
 // wrap net.ErrClosed. Close sends everything written so far and then ends
 // the flow, so the peer reads io.EOF.
 type Conn struct {
-	h       *Host
-	dialer  bool
-	key     flowKey
-	service ServiceID
-	flowID  uint64
-	secret  [secretLen]byte // resume secret; zero when the peer sent none
-	peerKey resolve.Fingerprint
-	authed  bool
-	local   Addr
+	h        *Host
+	service  ServiceID
+	flowID   uint64
+	secret   [secretLen]byte // resume secret; zero when the peer sent none
+	peerKey  resolve.Fingerprint
+	localEnd netip.AddrPort // this Host's address when the flow opened
+	dialer   bool
+	authed   bool
 
-	ctx      context.Context // done at Close or loss
-	cancel   context.CancelCauseFunc
 	finished chan struct{} // closed when the flow is over and its state released
 	resumeMu sync.Mutex    // listener: serializes resumes of the flow
 
 	send sendHalf // the outgoing direction (halves.go)
 	recv recvHalf // the incoming direction
 
+	// Guarded by mu. (The fields are ordered for size: a server holds
+	// thousands of Conns.)
 	mu        sync.Mutex
-	changed   chan struct{} // closed and replaced on every change that may unblock Read or Write
-	state     flowState
+	ctx       context.Context // done at Close or loss; nil until Context is called
+	cancel    context.CancelCauseFunc
+	changed   chan struct{} // see changedLocked; nil while nobody waits
 	lostErr   error
-	car       *carrier // the stream carrying the flow; nil while suspended
-	remote    Addr
-	closed    bool               // Close was called: the user's handle is done, whatever the directions' states
+	car       *carrier           // the stream carrying the flow; nil while suspended
+	remoteEnd netip.AddrPort     // the peer's, as last seen (RemoteAddr asks the carrier)
 	share     *share             // the budget share of the connection carrying the flow (see budget)
 	charged   int                // memory taken from share for send.buf: its capacity, once settled
 	gen       uint64             // dialer: next resume generation; listener: lowest it accepts
-	resuming  bool               // dialer: a resume loop runs
 	moveTo    []resolve.Endpoint // dialer: where a watch said the service went; tried first
 	suspended time.Time          // when the flow last lost its carrier
 	resumeBy  time.Time          // while suspended: lost unless resumed by then
 	stats     FlowStats
+	state     flowState
+	closed    bool // Close was called: the user's handle is done, whatever the directions' states
+	resuming  bool // dialer: a resume loop runs
 	counted   bool // in acct's open flows (see countOpen)
 
 	acct *serviceCounters // the service's counters in the Host; set before the flow is shared
@@ -113,29 +114,21 @@ type FlowStats struct {
 	BytesRedundant uint64
 }
 
-func (h *Host) newConn(dialer bool, service ServiceID, flowID uint64, peerKey resolve.Fingerprint, authed bool, local, remote Addr) *Conn {
+func (h *Host) newConn(dialer bool, service ServiceID, flowID uint64, peerKey resolve.Fingerprint, authed bool, localEnd, remoteEnd netip.AddrPort) *Conn {
 	c := &Conn{
-		h:        h,
-		dialer:   dialer,
-		service:  service,
-		flowID:   flowID,
-		peerKey:  peerKey,
-		authed:   authed,
-		local:    local,
-		remote:   remote,
-		finished: make(chan struct{}),
-		send:     sendHalf{lock: make(chan struct{}, 1), dl: newDeadline()},
-		recv:     recvHalf{dl: newDeadline()},
-		changed:  make(chan struct{}),
-		state:    flowSuspended, // until install
-		acct:     h.counters(service),
+		h:         h,
+		dialer:    dialer,
+		service:   service,
+		flowID:    flowID,
+		peerKey:   peerKey,
+		authed:    authed,
+		localEnd:  localEnd,
+		remoteEnd: remoteEnd,
+		finished:  make(chan struct{}),
+		send:      sendHalf{lock: make(chan struct{}, 1)},
+		state:     flowSuspended, // until install
+		acct:      h.counters(service),
 	}
-	c.key = flowKey{id: flowID}
-	if !dialer {
-		c.key.peer = peerKey
-		c.key.listener = true
-	}
-	c.ctx, c.cancel = context.WithCancelCause(h.ctx)
 	return c
 }
 
@@ -240,7 +233,7 @@ func (c *Conn) readableLocked() (car *carrier, changed <-chan struct{}, err erro
 	if c.state == flowActive {
 		car = c.car
 	}
-	return car, c.changed, nil
+	return car, c.changedLocked(), nil
 }
 
 // discard drops the bytes the peer resent after a resume, which Read
@@ -287,7 +280,7 @@ func (c *Conn) Close() error {
 	c.broadcastLocked()
 	c.mu.Unlock()
 
-	c.cancel(net.ErrClosed)
+	c.endContext()
 	if car != nil {
 		car.s.CancelRead(streamClosed)
 		c.mu.Lock()
@@ -332,7 +325,12 @@ func (c *Conn) CloseRead() error {
 
 // LocalAddr returns this end's address: the service on the listening side,
 // the Host's key-only ID on the dialing side.
-func (c *Conn) LocalAddr() net.Addr { return c.local }
+func (c *Conn) LocalAddr() net.Addr {
+	if c.dialer {
+		return Addr{Service: c.h.selfID, Endpoint: c.localEnd}
+	}
+	return Addr{Service: c.service, Endpoint: c.localEnd}
+}
 
 // RemoteAddr returns the peer's address: the service on the dialing side,
 // the dialing Host's key-only ID on the listening side. Its Endpoint is
@@ -340,7 +338,10 @@ func (c *Conn) LocalAddr() net.Addr { return c.local }
 func (c *Conn) RemoteAddr() net.Addr {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	a := c.remote
+	a := Addr{Service: c.service, Endpoint: c.remoteEnd}
+	if !c.dialer {
+		a.Service = ServiceID{key: c.peerKey} // the dialer's key-only ID
+	}
 	if c.car != nil {
 		// The connection's view: it follows a peer's migration.
 		a.Endpoint = c.car.remoteAddr()
@@ -408,7 +409,30 @@ func (c *Conn) PeerKey() resolve.Fingerprint { return c.peerKey }
 func (c *Conn) Authenticated() bool { return c.authed }
 
 // Context returns a context that is done when the flow is closed or lost.
-func (c *Conn) Context() context.Context { return c.ctx }
+func (c *Conn) Context() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx == nil {
+		// Made on first use: most flows never ask, and a context costs
+		// several hundred bytes a flow.
+		c.ctx, c.cancel = context.WithCancelCause(c.h.ctx)
+		if c.closed || c.state == flowLost || c.state == flowDone {
+			c.cancel(c.endErrLocked())
+		}
+	}
+	return c.ctx
+}
+
+// endContext ends the flow's context, if it has one, with why the flow
+// can do no more I/O.
+func (c *Conn) endContext() {
+	c.mu.Lock()
+	cancel, err := c.cancel, c.endErrLocked()
+	c.mu.Unlock()
+	if cancel != nil {
+		cancel(err)
+	}
+}
 
 // Stats returns the flow's statistics.
 func (c *Conn) Stats() FlowStats {
@@ -439,9 +463,21 @@ func (c *Conn) current(car *carrier) bool {
 	return c.car == car && c.state == flowActive
 }
 
+// broadcastLocked wakes whoever waits for a change (changedLocked).
 func (c *Conn) broadcastLocked() {
-	close(c.changed)
-	c.changed = make(chan struct{})
+	if c.changed != nil {
+		close(c.changed)
+		c.changed = nil // the next waiter makes a fresh one
+	}
+}
+
+// changedLocked returns a channel that is closed at the next change that
+// may unblock Read or Write. It is made only when someone waits.
+func (c *Conn) changedLocked() <-chan struct{} {
+	if c.changed == nil {
+		c.changed = make(chan struct{})
+	}
+	return c.changed
 }
 
 func (c *Conn) opError(op string, err error) error {
@@ -457,6 +493,14 @@ func isDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) 
 var aLongTimeAgo = time.Unix(1, 0)
 
 var _ net.Conn = (*Conn)(nil)
+
+// key names the flow in its Host.
+func (c *Conn) key() flowKey {
+	if c.dialer {
+		return flowKey{id: c.flowID}
+	}
+	return flowKey{listener: true, peer: c.peerKey, id: c.flowID}
+}
 
 // remoteAddr is the peer's address as the carrier's connection sees it.
 // A connection this Host dialed has the peer's address fixed (p.addr):

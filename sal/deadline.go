@@ -9,13 +9,17 @@ import (
 // manner of net.Pipe's: wait returns a channel that is closed once the
 // deadline passes, and replaced whenever the deadline moves back into the
 // future, so a blocked operation sees every SetDeadline promptly.
+//
+// The zero deadline is ready to use, and makes its channel only when a
+// waiter or a deadline needs one, so that a flow nobody waits on holds no
+// channel.
 type deadline struct {
 	mu     sync.Mutex
 	timer  *time.Timer
-	expire chan struct{} // closed when the deadline passes
+	expire chan struct{} // closed when the deadline passes; nil until needed
 }
 
-func newDeadline() *deadline { return &deadline{expire: make(chan struct{})} }
+func newDeadline() *deadline { return new(deadline) }
 
 // set moves the deadline; the zero time means none.
 func (d *deadline) set(t time.Time) {
@@ -25,6 +29,9 @@ func (d *deadline) set(t time.Time) {
 		<-d.expire // the timer fired: wait until its close is visible
 	}
 	d.timer = nil
+	if d.expire == nil {
+		d.expire = make(chan struct{})
+	}
 
 	closed := isClosedChan(d.expire)
 	if t.IsZero() {
@@ -50,6 +57,9 @@ func (d *deadline) set(t time.Time) {
 func (d *deadline) wait() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.expire == nil {
+		d.expire = make(chan struct{})
+	}
 	return d.expire
 }
 

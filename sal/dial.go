@@ -219,7 +219,7 @@ func (h *Host) openFlow(ctx context.Context, p *peer, id ServiceID, authed, opti
 		}
 		return nil, limitFromClose(err)
 	}
-	c := h.newConn(true, id, flowID, p.key, authed, Addr{Service: h.selfID, Endpoint: h.LocalAddr()}, Addr{Service: id, Endpoint: p.addr})
+	c := h.newConn(true, id, flowID, p.key, authed, h.LocalAddr(), p.addr)
 	c.secret = secret
 	if !h.addFlow(c) {
 		s.CancelWrite(streamRejected)

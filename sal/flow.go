@@ -109,7 +109,7 @@ func (c *Conn) install(car *carrier) bool {
 	}
 	wasSuspended := c.state == flowSuspended && !c.suspended.IsZero()
 	c.state = flowActive
-	c.remote.Endpoint = car.remoteAddr()
+	c.remoteEnd = car.remoteAddr()
 	if wasSuspended {
 		car.replay = c.send.buf.end - min(car.sent, c.send.buf.end)
 		if car.ready == nil {
@@ -328,6 +328,10 @@ func (c *Conn) writeErr(err error) error {
 func (c *Conn) endErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.endErrLocked()
+}
+
+func (c *Conn) endErrLocked() error {
 	if c.state == flowLost {
 		return c.lostErr
 	}
@@ -380,7 +384,7 @@ func (c *Conn) suspend(car *carrier, cause error) {
 // (suspend) and a carrier that a resume replaces (serveResume). c.mu must
 // be held; dropDetached finishes the job once it is released.
 func (c *Conn) detachLocked(car *carrier, now, resumeBy time.Time) {
-	c.remote.Endpoint = car.remoteAddr()
+	c.remoteEnd = car.remoteAddr()
 	c.car = nil
 	c.state = flowSuspended
 	c.suspended = now
@@ -468,14 +472,11 @@ func (c *Conn) release() {
 	c.countEndLocked()
 	car := c.car
 	if car != nil {
-		c.remote.Endpoint = car.remoteAddr() // keep the last address seen
+		c.remoteEnd = car.remoteAddr() // keep the last address seen
 	}
 	c.car = nil
 	c.send.buf.release()
 	sh, freed := c.freedLocked()
-	if c.recv.ackTimer != nil {
-		c.recv.ackTimer.Stop()
-	}
 	c.broadcastLocked()
 	c.mu.Unlock()
 	c.h.budget.give(sh, freed)
@@ -506,7 +507,7 @@ func (c *Conn) release() {
 	default:
 		close(c.finished)
 	}
-	c.cancel(c.endErr())
+	c.endContext()
 }
 
 // ackEvery is how much a reader consumes before it acknowledges at once;
@@ -530,17 +531,19 @@ func (c *Conn) delivered(n int) {
 	// ackEvery bytes, and a resume would replay up to that much that the
 	// peer had already read (a 1 MiB replay stalled a 20 Mbit/s flow for
 	// up to 0.4 s after a server move).
-	if !due && !c.recv.ackArmed {
+	var later *session
+	if !due && !c.recv.ackArmed && c.car != nil {
+		// (Without a carrier there is nobody to tell; a resume carries
+		// the read offset.)
 		c.recv.ackArmed = true
-		if c.recv.ackTimer == nil {
-			c.recv.ackTimer = time.AfterFunc(ackDelay, c.sendAck)
-		} else {
-			c.recv.ackTimer.Reset(ackDelay)
-		}
+		later = c.car.sess
 	}
 	c.mu.Unlock()
-	if due {
+	switch {
+	case due:
 		c.sendAck()
+	case later != nil:
+		later.ackSoon(c)
 	}
 }
 

@@ -46,14 +46,14 @@ type sendHalf struct {
 	// lock serializes Writes, flushes and the FIN; a channel, so that
 	// waiting for it honours deadlines. It guards each carrier's sent.
 	lock chan struct{}
-	dl   *deadline // the write deadline Writes wait on
+	dl   deadline // the write deadline Writes wait on
 
 	// Guarded by Conn.mu:
-	state    sendState
 	err      error     // sendStopped: why writes fail
 	deadline time.Time // the user's write deadline, for carriers to come
 	buf      sendBuffer
 	ackedAt  time.Time // when the peer last acknowledged new data (see checkStall)
+	state    sendState
 	flush    flushState
 	// flusherOwnsDeadline: the background flush cleared the stream's write
 	// deadline to deliver data already accepted; SetWriteDeadline records
@@ -108,16 +108,15 @@ type recvHalf struct {
 	// a resume that needs the read offset waits until the bytes read are
 	// counted. It guards each carrier's skip.
 	mu sync.Mutex
-	dl *deadline // the read deadline Reads wait on
+	dl deadline // the read deadline Reads wait on
 
 	// Guarded by Conn.mu:
-	state    recvState
 	err      error     // recvReset: why reads fail
 	deadline time.Time // the user's read deadline, for carriers to come
 	off      uint64    // data bytes Read delivered
 	ackSent  uint64    // the read offset last acknowledged to the peer
-	ackTimer *time.Timer
-	ackArmed bool // ackTimer runs for reads already made
+	state    recvState
+	ackArmed bool // an Ack for reads already made is due (see Conn.delivered)
 }
 
 // stop records that this end reads no more.

@@ -355,18 +355,18 @@ func (h *Host) flow(k flowKey) *Conn {
 func (h *Host) addFlow(c *Conn) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed || h.flows[c.key] != nil {
+	if h.closed || h.flows[c.key()] != nil {
 		return false
 	}
-	h.flows[c.key] = c
+	h.flows[c.key()] = c
 	return true
 }
 
 func (h *Host) forgetFlow(c *Conn) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.flows[c.key] == c {
-		delete(h.flows, c.key)
+	if h.flows[c.key()] == c {
+		delete(h.flows, c.key())
 	}
 	h.flowsPeak = max(h.flowsPeak, len(h.flows)+1)
 	if len(h.flows) == 0 && h.flowsPeak > 1024 {

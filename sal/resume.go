@@ -145,7 +145,7 @@ func (c *Conn) tryResume(ctx context.Context, attempt int) error {
 	c.mu.Lock()
 	eps := c.moveTo
 	c.moveTo = nil
-	last := c.remote.Endpoint
+	last := c.remoteEnd
 	c.mu.Unlock()
 	var lookupErr error
 	if eps == nil {

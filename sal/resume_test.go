@@ -299,7 +299,7 @@ func TestResumeRefusals(t *testing.T) {
 	t.Run("closed flow", func(t *testing.T) {
 		c.Close()
 		sc.Close()
-		require.Eventually(t, func() bool { return server.flow(sc.key) == nil }, quick, time.Millisecond)
+		require.Eventually(t, func() bool { return server.flow(sc.key()) == nil }, quick, time.Millisecond)
 		require.Equal(t, wire.StatusNoFlow, rawResume(t, client.id, server.LocalAddr(), valid(usedGen+20)))
 	})
 }

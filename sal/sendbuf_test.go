@@ -19,7 +19,7 @@ func TestSendBufferModel(t *testing.T) {
 	for i := range 5000 {
 		switch op := rng.IntN(10); {
 		case op < 5:
-			n := rng.IntN(3 * chunkSize)
+			n := rng.IntN(3 * maxChunk)
 			p := src[rng.IntN(len(src)-n):][:n]
 			b.append(p)
 			model = append(model, p...)
@@ -51,10 +51,51 @@ func TestSendBufferModel(t *testing.T) {
 			o += uint64(len(s))
 		}
 		require.Equal(t, modelBase+uint64(len(model)), o, "step %d: all of it", i)
-		require.LessOrEqual(t, len(b.chunks), len(model)/chunkSize+2, "chunks must be given back")
+		require.LessOrEqual(t, b.capacity(), 2*len(model)+2*maxChunk, "step %d: chunks must be given back", i)
+		sum := 0
+		for j, c := range b.chunks {
+			sum += len(*c.p)
+			if j > 0 {
+				require.Equal(t, b.chunks[j-1].end(), c.off, "step %d: chunks follow one another", i)
+			}
+		}
+		require.Equal(t, sum, b.capacity(), "step %d", i)
 	}
 	require.Equal(t, len(model), b.release())
 	require.Nil(t, b.chunks)
+	require.Zero(t, b.capacity())
+}
+
+// TestSendBufferSizeClasses: a small message takes a small chunk, a bulk
+// flow grows to maxChunk chunks, and Write's grow stays within what the
+// budget granted.
+func TestSendBufferSizeClasses(t *testing.T) {
+	var b sendBuffer
+	require.Equal(t, minChunk, b.need(256))
+	b.append(make([]byte, 256))
+	require.Equal(t, minChunk, b.capacity(), "256 bytes unacknowledged hold 1 KiB, not a 64 KiB chunk")
+	require.Equal(t, minChunk-256, b.room())
+
+	b.append(make([]byte, 1000)) // past the first chunk: the next is twice its size
+	require.Len(t, b.chunks, 2)
+	require.Equal(t, 2*minChunk, len(*b.chunks[1].p))
+
+	for range 20 {
+		b.append(make([]byte, 32<<10))
+	}
+	require.Equal(t, maxChunk, len(*b.chunks[len(b.chunks)-1].p), "a bulk flow moves in maxChunk chunks")
+	b.ack(b.end)
+	require.Zero(t, b.capacity(), "all acknowledged: nothing held")
+
+	var g sendBuffer
+	require.Equal(t, 64<<10, g.need(40<<10), "the class that fits")
+	require.Equal(t, 40<<10, g.grow(40<<10, 40<<10), "within a 40 KiB grant: the largest classes that fit")
+	require.Len(t, g.chunks, 2)
+	require.Equal(t, 32<<10, len(*g.chunks[0].p))
+	require.Equal(t, 40<<10, g.room())
+	require.Zero(t, g.grow(4<<10, minChunk-1), "no class fits under minChunk")
+	g.append(make([]byte, 40<<10))
+	require.Equal(t, 40<<10, g.capacity(), "append used the room grown")
 }
 
 // A flow that sends a little now and then holds no chunk between its
@@ -78,7 +119,7 @@ func TestSendBufferIdleHoldsNoChunk(t *testing.T) {
 }
 
 func TestBudget(t *testing.T) {
-	const c = chunkSize
+	const c = maxChunk
 	b := newBudget(100*c, 100*c)
 	a := new(share)
 	n, _ := b.take(a, 60*c)
@@ -92,14 +133,14 @@ func TestBudget(t *testing.T) {
 		t.Fatal("give must wake waiters")
 	}
 	require.Equal(t, 10*c, b.inUse())
-	n, _ = b.take(a, c+c/2)
-	require.Equal(t, c, n, "memory is taken in whole chunks")
+	n, _ = b.take(a, c+minChunk/2)
+	require.Equal(t, c, n, "memory is taken in whole minChunks")
 }
 
 // TestBudgetIsFair checks the promise the budget makes to an honest
 // connection: whatever others took first, it finds its fair part.
 func TestBudgetIsFair(t *testing.T) {
-	const c = chunkSize
+	const c = maxChunk
 	b := newBudget(64*c, 64*c)
 	greedy := []*share{new(share), new(share), new(share)}
 	for { // the greedy take all they can, in turns

@@ -167,7 +167,7 @@ func (h *Host) serveStream(sess *session, s *quic.Stream, remote Addr) {
 		reject(wire.StatusNoListener, streamRejected)
 		return
 	}
-	c := h.newConn(false, id, open.FlowID, key, true, Addr{Service: id, Endpoint: h.LocalAddr()}, remote)
+	c := h.newConn(false, id, open.FlowID, key, true, h.LocalAddr(), remote.Endpoint)
 	if l.service != id {
 		c.acct = h.counters(l.service) // count under the name the Listener was opened with
 	}

@@ -45,6 +45,11 @@ type session struct {
 	used      bool       // inbound: the peer has opened a stream on it
 	addr      netip.Addr // inbound: the peer's address when it connected (see admitConn)
 
+	// delayed holds the flows whose reads are to be acknowledged when
+	// delayTimer fires (ackSoon); spare is the slice for the round after.
+	delayed, spare []*Conn
+	delayTimer     *time.Timer
+
 	heard heardClock // when the peer was last heard (see lastHeard)
 	// wrote counts the stream writes of flow data, which the peer must
 	// acknowledge (see watchPath).
@@ -297,6 +302,39 @@ func (sess *session) awaitsPeer() bool {
 		}
 	}
 	return false
+}
+
+// ackSoon has c acknowledge its reads within ackDelay. One timer per
+// connection serves all its flows, so that a flow keeps no timer of its
+// own. The caller does not hold c.mu.
+func (sess *session) ackSoon(c *Conn) {
+	sess.mu.Lock()
+	sess.delayed = append(sess.delayed, c)
+	if len(sess.delayed) == 1 {
+		if sess.delayTimer == nil {
+			sess.delayTimer = time.AfterFunc(ackDelay, sess.ackDelayed)
+		} else {
+			sess.delayTimer.Reset(ackDelay)
+		}
+	}
+	sess.mu.Unlock()
+}
+
+// ackDelayed sends the Acks ackSoon deferred.
+func (sess *session) ackDelayed() {
+	sess.mu.Lock()
+	due := sess.delayed
+	sess.delayed, sess.spare = sess.spare[:0], nil
+	sess.mu.Unlock()
+	for _, c := range due {
+		c.sendAck()
+	}
+	clear(due)
+	sess.mu.Lock()
+	if sess.spare == nil {
+		sess.spare = due[:0] // no allocation for the next round
+	}
+	sess.mu.Unlock()
 }
 
 // ack queues an acknowledgement for the peer.

@@ -34,11 +34,16 @@ func (c *Conn) Write(b []byte) (int, error) {
 		}
 		callStart := c.send.buf.end
 		var budgetWait <-chan struct{}
+		var unused *share
+		var unusedBytes int
 		if n := min(len(b), c.h.cfg.flowBuffer()-c.send.buf.buffered()); n > 0 {
 			if need := c.send.buf.need(n); need > 0 {
 				got, wait := c.h.budget.take(c.share, need)
 				c.charged += got
-				if n = min(n, c.send.buf.fits(got)); n == 0 {
+				c.send.buf.grow(n, got)
+				// What the grant held beyond whole chunks goes back at once.
+				unused, unusedBytes = c.freedLocked()
+				if n = min(n, c.send.buf.room()); n == 0 {
 					budgetWait = wait
 					c.h.limits.bufferWaits.Add(1)
 				}
@@ -55,9 +60,10 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if c.state == flowActive {
 			car = c.car
 		}
-		changed := c.changed
+		changed := c.changedLocked()
 		stallAt := c.send.ackedAt.Add(c.h.cfg.stallTimeout())
 		c.mu.Unlock()
+		c.h.budget.give(unused, unusedBytes)
 
 		if car != nil {
 			err := c.flush(car)
