@@ -17,7 +17,7 @@ import (
 // none of it for StallTimeout ends the wait with ErrStalled. Bytes Write
 // reports as written are delivered unless the flow is lost.
 func (c *Conn) Write(b []byte) (int, error) {
-	if err := c.lockWrite(c.send.dl.wait()); err != nil {
+	if err := c.lockWrite(&c.send.dl); err != nil {
 		return 0, c.opError("write", err)
 	}
 	defer c.unlockWrite()
@@ -160,13 +160,17 @@ func (c *Conn) writableLocked() error {
 	return nil
 }
 
-// lockWrite takes the write lock, giving up when expire closes or the flow
+// lockWrite takes the write lock, giving up when dl (if any) passes or the flow
 // ends.
-func (c *Conn) lockWrite(expire <-chan struct{}) error {
+func (c *Conn) lockWrite(dl *deadline) error {
 	select {
 	case c.send.lock <- struct{}{}:
 		return nil
 	default:
+	}
+	var expire <-chan struct{}
+	if dl != nil {
+		expire = dl.wait() // only now: an uncontended Write needs no channel
 	}
 	select {
 	case c.send.lock <- struct{}{}:
@@ -262,7 +266,7 @@ func (c *Conn) kick() {
 
 func (c *Conn) backgroundFlush() {
 	for {
-		if c.lockWrite(nil) != nil {
+		if c.lockWrite(nil) != nil { // no deadline: the flush runs until the flow ends
 			c.mu.Lock()
 			c.send.flush = flushIdle
 			c.mu.Unlock()
