@@ -53,6 +53,18 @@ func (d *deadline) set(t time.Time) {
 	}
 }
 
+// stop drops a pending timer, so that a flow that is over holds none:
+// a deadline a minute away would keep its timer, and what it closes over,
+// for that minute. Nobody may wait on the deadline afterwards.
+func (d *deadline) stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+}
+
 // wait returns a channel that is closed when the deadline passes.
 func (d *deadline) wait() <-chan struct{} {
 	d.mu.Lock()

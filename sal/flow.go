@@ -500,6 +500,8 @@ func (c *Conn) release() {
 			}
 		}
 	}
+	c.recv.dl.stop()
+	c.send.dl.stop()
 	c.h.forgetFlow(c)
 	c.h.unfollow(c)
 	select {
