@@ -278,7 +278,11 @@ func (c *Conn) Close() error {
 	}
 	car := c.car
 	c.broadcastLocked()
+	sess, off, ack := c.ackLocked() // readerGone; see ackLocked
 	c.mu.Unlock()
+	if testHookClosing != nil {
+		testHookClosing(c)
+	}
 
 	c.endContext()
 	if car != nil {
@@ -289,11 +293,17 @@ func (c *Conn) Close() error {
 		}
 		c.mu.Unlock()
 	}
-	c.sendAck() // readerGone
+	if ack {
+		sess.ack(c.flowID, off)
+	}
 	c.kick()
 	c.maybeFinish()
 	return nil
 }
+
+// testHookClosing, when set by a test, runs in Close just after the flow
+// is marked closed, before the peer is told.
+var testHookClosing func(*Conn)
 
 // CloseWrite half-closes the flow: the peer reads io.EOF after the data
 // written so far, while this end can still read.
@@ -314,11 +324,14 @@ func (c *Conn) CloseRead() error {
 	c.recv.stop()
 	car := c.car
 	c.broadcastLocked()
+	sess, off, ack := c.ackLocked() // readerGone; see ackLocked
 	c.mu.Unlock()
 	if car != nil {
 		car.s.CancelRead(streamClosed)
 	}
-	c.sendAck() // readerGone
+	if ack {
+		sess.ack(c.flowID, off)
+	}
 	c.maybeFinish()
 	return nil
 }

@@ -554,8 +554,11 @@ func (c *Conn) deliveredFin() {
 	c.mu.Lock()
 	c.recv.finRead()
 	c.broadcastLocked()
+	sess, off, ack := c.ackLocked()
 	c.mu.Unlock()
-	c.sendAck()
+	if ack {
+		sess.ack(c.flowID, off)
+	}
 	c.maybeFinish()
 }
 
@@ -567,22 +570,37 @@ const readerGone = ^uint64(0)
 // byte, so it can free what it keeps for replay.
 func (c *Conn) sendAck() {
 	c.mu.Lock()
+	sess, off, ok := c.ackLocked()
+	c.mu.Unlock()
+	if ok {
+		sess.ack(c.flowID, off)
+	}
+}
+
+// ackLocked decides the Ack that tells the peer how far this end has
+// read, and counts it sent: the caller sends it with sess.ack once c.mu is
+// released. ok is false when there is nothing new to say, or no carrier to
+// say it on.
+//
+// A transition that ends this end's reading (Close, CloseRead, Read's
+// io.EOF) decides its Ack under the same lock: the flow may finish, and
+// lose its carrier, the moment the lock is released (a peer's Ack that
+// completes the other direction, say), and the peer, never told, would
+// wait to hear it until ResumeTimeout.
+func (c *Conn) ackLocked() (sess *session, off uint64, ok bool) {
 	c.recv.ackArmed = false
-	off := c.recv.off
+	off = c.recv.off
 	switch c.recv.state {
 	case recvFinRead:
 		off++
 	case recvStopped:
 		off = readerGone
 	}
-	car := c.car
-	if off == c.recv.ackSent || car == nil {
-		c.mu.Unlock()
-		return
+	if off == c.recv.ackSent || c.car == nil {
+		return nil, 0, false
 	}
 	c.recv.ackSent = off
-	c.mu.Unlock()
-	car.sess.ack(c.flowID, off)
+	return c.car.sess, off, true
 }
 
 // acked handles the peer's acknowledgement that it read up to off.
