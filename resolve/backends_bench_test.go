@@ -11,6 +11,7 @@ import (
 	"github.com/roamnet/roam/resolve/dns"
 	"github.com/roamnet/roam/resolve/internal/dnstest"
 	"github.com/roamnet/roam/resolve/registry"
+	"github.com/roamnet/roam/resolve/resolvetest"
 	"github.com/roamnet/roam/sal"
 	"github.com/roamnet/roam/sal/saltest"
 )
@@ -56,7 +57,7 @@ func benchBackends(b *testing.B) []saltest.BenchBackend {
 			// A DNS keeps answers for their TTL; uncached, every call finds
 			// its answer expired and asks the server.
 			Uncached: func(*testing.B) resolve.Resolver {
-				clock := newFakeClock()
+				clock := resolvetest.NewClock()
 				return expiring{openDNS(dns.Config{Now: clock.Now}), clock}
 			},
 			Published: publish,
@@ -67,7 +68,7 @@ func benchBackends(b *testing.B) []saltest.BenchBackend {
 // expiring moves a DNS's clock past every answer's TTL before each lookup.
 type expiring struct {
 	d     *dns.Resolver
-	clock *fakeClock
+	clock *resolvetest.Clock
 }
 
 func (e expiring) Resolve(ctx context.Context, service string) ([]resolve.Endpoint, error) {

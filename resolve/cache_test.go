@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/resolvetest"
 )
 
 func newCache(t *testing.T, r resolve.Resolver, cfg resolve.CacheConfig) *resolve.Cache {
@@ -41,7 +42,7 @@ func TestCacheLifetime(t *testing.T) {
 				defer mustRegister(t, m, "web", e).Close()
 			}
 			b := &counting{r: m}
-			clock := newFakeClock()
+			clock := resolvetest.NewClock()
 			c := newCache(t, b, resolve.CacheConfig{TTL: tt.cfgTTL, Now: clock.Now})
 
 			got, err := c.Resolve(ctx, "web")
@@ -73,7 +74,7 @@ func TestCacheNegative(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
 			b := &counting{r: newMemory(t)}
-			clock := newFakeClock()
+			clock := resolvetest.NewClock()
 			c := newCache(t, b, resolve.CacheConfig{NegativeTTL: tt.negativeTTL, Now: clock.Now})
 
 			for range 2 {

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/resolvetest"
 )
 
 // zeroFP is the text of the all-zero fingerprint, which no key has.
@@ -70,8 +71,8 @@ func TestZeroKeyLabelIsInvalid(t *testing.T) {
 	require.ErrorIs(t, err, resolve.ErrInvalid)
 	require.ErrorIs(t, err, resolve.ErrZeroFingerprint)
 	require.False(t, pinned)
-	key := newKey(t)
-	require.ErrorIs(t, resolve.CheckOwner(zeroID, fingerprint(t, key), resolve.Fingerprint{}), resolve.ErrInvalid)
+	key := resolvetest.NewKey(t)
+	require.ErrorIs(t, resolve.CheckOwner(zeroID, resolvetest.Fingerprint(t, key), resolve.Fingerprint{}), resolve.ErrInvalid)
 	// A registry refuses it too: TestRegistryRefusesZeroKeyLabel in
 	// package registry.
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/roamnet/roam/resolve"
+	"github.com/roamnet/roam/resolve/resolvetest"
 )
 
 // Proofs verify for every key type a Host may hold, and for nothing else:
@@ -20,10 +21,10 @@ func TestProofs(t *testing.T) {
 	require.NoError(t, err)
 	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
 	require.NoError(t, err)
-	keys := map[string]crypto.Signer{"ed25519": newKey(t), "ecdsa": ecKey, "rsa": rsaKey}
+	keys := map[string]crypto.Signer{"ed25519": resolvetest.NewKey(t), "ecdsa": ecKey, "rsa": rsaKey}
 	for name, key := range keys {
 		t.Run(name, func(t *testing.T) {
-			ep := resolve.Endpoint{Addr: addr("192.0.2.1:443"), Key: fingerprint(t, key)}
+			ep := resolve.Endpoint{Addr: addr("192.0.2.1:443"), Key: resolvetest.Fingerprint(t, key)}
 			binding := []byte("channel")
 			p, err := resolve.Sign(key, "test v1", binding, "Svc.Demo", ep)
 			require.NoError(t, err)
@@ -36,7 +37,7 @@ func TestProofs(t *testing.T) {
 			require.ErrorIs(t, p.Verify("test v2", binding, "svc.demo", ep), resolve.ErrUnsigned)
 			require.ErrorIs(t, p.Verify("test v1", binding, "other.demo", ep), resolve.ErrUnsigned)
 			rogue := ep
-			rogue.Key = fingerprint(t, newKey(t))
+			rogue.Key = resolvetest.Fingerprint(t, resolvetest.NewKey(t))
 			require.ErrorIs(t, p.Verify("test v1", binding, "svc.demo", rogue), resolve.ErrUnsigned)
 
 			flipped := resolve.Proof{PublicKey: p.PublicKey, Signature: append([]byte(nil), p.Signature...)}
@@ -46,12 +47,12 @@ func TestProofs(t *testing.T) {
 		})
 	}
 	// Signing for an endpoint that pins another key is a caller's mistake.
-	_, err = resolve.Sign(newKey(t), "test v1", nil, "svc.demo", resolve.Endpoint{Addr: addr("192.0.2.1:443"), Key: fingerprint(t, rsaKey)})
+	_, err = resolve.Sign(resolvetest.NewKey(t), "test v1", nil, "svc.demo", resolve.Endpoint{Addr: addr("192.0.2.1:443"), Key: resolvetest.Fingerprint(t, rsaKey)})
 	require.ErrorIs(t, err, resolve.ErrInvalid)
 }
 
 func TestCheckOwner(t *testing.T) {
-	a, b := fingerprint(t, newKey(t)), fingerprint(t, newKey(t))
+	a, b := resolvetest.Fingerprint(t, resolvetest.NewKey(t)), resolvetest.Fingerprint(t, resolvetest.NewKey(t))
 	selfCert := "rk--" + a.String() + ".bank.demo"
 	require.NoError(t, resolve.CheckOwner("bank.demo", a, resolve.Fingerprint{}), "the first registrant binds a name")
 	require.NoError(t, resolve.CheckOwner("bank.demo", a, a))

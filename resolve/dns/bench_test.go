@@ -8,6 +8,7 @@ import (
 
 	"github.com/roamnet/roam/resolve/dns"
 	"github.com/roamnet/roam/resolve/internal/dnstest"
+	"github.com/roamnet/roam/resolve/resolvetest"
 )
 
 // freshDNS returns a DNS that holds a fresh answer for "web.example".
@@ -27,7 +28,7 @@ func freshDNS(tb testing.TB, cfg dns.Config, mode dnstest.Mode) (*dns.Resolver, 
 // A fresh answer is served from memory without allocating: the TTL it
 // carries changes (and a new slice is made) at most once a second.
 func TestDNSFreshDoesNotAllocate(t *testing.T) {
-	clock := newFakeClock()
+	clock := resolvetest.NewClock()
 	d, s := freshDNS(t, dns.Config{Now: clock.Now}, dnstest.Mode{})
 	asked := s.Queries()
 	ctx := context.Background()
@@ -55,7 +56,7 @@ func BenchmarkDNSLookup(b *testing.B) {
 		mode dnstest.Mode
 	}{{"glue", dnstest.Mode{}}, {"noglue", dnstest.Mode{NoGlue: true}}} {
 		b.Run(bb.name, func(b *testing.B) {
-			clock := newFakeClock()
+			clock := resolvetest.NewClock()
 			d, _ := freshDNS(b, dns.Config{Now: clock.Now}, bb.mode)
 			ctx := context.Background()
 			b.ReportAllocs()

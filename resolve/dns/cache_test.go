@@ -23,7 +23,7 @@ func TestDNSHonoursTTL(t *testing.T) {
 	s := dnstest.NewServer(t)
 	s.SetSRV(srvName("web.example"), time.Minute, dnstest.SRV{Port: 443, Target: "h.example"})
 	setAddrs(s, "h.example", 30*time.Second, "192.0.2.1") // the lowest TTL used
-	clock := newFakeClock()
+	clock := resolvetest.NewClock()
 	d := newDNS(t, dns.Config{Now: clock.Now}, s)
 	ctx := context.Background()
 
@@ -63,7 +63,7 @@ func TestDNSMinTTL(t *testing.T) {
 func TestDNSServesStale(t *testing.T) {
 	s := dnstest.NewServer(t)
 	publish(s, "web.example", 443, "192.0.2.1")
-	clock := newFakeClock()
+	clock := resolvetest.NewClock()
 	var log resolvetest.LogBuffer
 	cfg := patient
 	cfg.Now, cfg.MaxStale, cfg.Logger = clock.Now, 10*time.Minute, log.Logger()
@@ -132,7 +132,7 @@ func waitSRVQueries(t *testing.T, srvQueries func() int, want int, msg string) {
 func TestDNSNeverStale(t *testing.T) {
 	s := dnstest.NewServer(t)
 	publish(s, "web.example", 443, "192.0.2.1")
-	clock := newFakeClock()
+	clock := resolvetest.NewClock()
 	// SERVFAIL comes back at once: the default Timeout costs nothing.
 	d := newDNS(t, dns.Config{Now: clock.Now, MaxStale: -1}, s)
 	_, err := d.Resolve(context.Background(), "web.example")
@@ -148,7 +148,7 @@ func TestDNSNeverStale(t *testing.T) {
 func TestDNSNotFoundDropsAnswer(t *testing.T) {
 	s := dnstest.NewServer(t)
 	publish(s, "web.example", 443, "192.0.2.1")
-	clock := newFakeClock()
+	clock := resolvetest.NewClock()
 	cfg := patient
 	cfg.Now = clock.Now
 	d := newDNS(t, cfg, s)
@@ -188,7 +188,7 @@ func TestDNSCollapsesConcurrentLookups(t *testing.T) {
 	t.Run("refresh", func(t *testing.T) {
 		s := dnstest.NewServer(t)
 		publish(s, "web.example", 443, "192.0.2.1")
-		clock := newFakeClock()
+		clock := resolvetest.NewClock()
 		d := newDNS(t, dns.Config{Now: clock.Now}, s)
 		resolveAll(d)
 		require.Equal(t, 1, srvQueries(s))

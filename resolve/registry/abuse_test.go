@@ -18,6 +18,7 @@ import (
 
 	"github.com/roamnet/roam/resolve"
 	"github.com/roamnet/roam/resolve/registry"
+	"github.com/roamnet/roam/resolve/resolvetest"
 )
 
 // Attacks on the registry by one unauthenticated peer, each beside an
@@ -39,7 +40,7 @@ func honestRound(t *testing.T, r *registry.Server, service string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := registry.NewClient(r.Addr().String(), registry.ClientConfig{Key: r.Key(), Signer: newKey(t)})
+	c, err := registry.NewClient(r.Addr().String(), registry.ClientConfig{Key: r.Key(), Signer: resolvetest.NewKey(t)})
 	require.NoError(t, err)
 	defer c.Close()
 	reg, err := c.Register(ctx, service, resolve.Endpoint{Addr: addr("127.0.0.1:4000")})
@@ -64,7 +65,7 @@ func TestRegistryLimitsRefuseWithTypedErrors(t *testing.T) {
 	}
 	t.Run("leases per key", func(t *testing.T) {
 		r := startRegistry(t, registry.Config{MaxLeasesPerKey: 2})
-		key := newKey(t)
+		key := resolvetest.NewKey(t)
 		c := registryClient(t, r, key)
 		for i := range 2 {
 			_, err := c.Register(ctx, fmt.Sprintf("k%d.demo", i), ep(4000))
@@ -77,31 +78,31 @@ func TestRegistryLimitsRefuseWithTypedErrors(t *testing.T) {
 		require.Equal(t, 2, le.Max)
 		require.Equal(t, uint64(1), r.Stats().Limits.LeasesRefusedKey)
 		// Another key is not held back by this one.
-		_, err = registryClient(t, r, newKey(t)).Register(ctx, "other.demo", ep(4000))
+		_, err = registryClient(t, r, resolvetest.NewKey(t)).Register(ctx, "other.demo", ep(4000))
 		require.NoError(t, err)
 	})
 	t.Run("leases per connection", func(t *testing.T) {
 		r := startRegistry(t, registry.Config{MaxLeasesPerConn: 1})
 		c := registryClient(t, r, nil)
-		_, err := c.RegisterSigned(ctx, "a.demo", ep(4000), newKey(t))
+		_, err := c.RegisterSigned(ctx, "a.demo", ep(4000), resolvetest.NewKey(t))
 		require.NoError(t, err)
-		_, err = c.RegisterSigned(ctx, "b.demo", ep(4000), newKey(t))
+		_, err = c.RegisterSigned(ctx, "b.demo", ep(4000), resolvetest.NewKey(t))
 		requireLimit(t, err, resolve.LimitLeasesPerConn)
 		require.Equal(t, uint64(1), r.Stats().Limits.LeasesRefusedConn)
 	})
 	t.Run("leases", func(t *testing.T) {
 		r := startRegistry(t, registry.Config{MaxLeases: 2})
 		for i := range 2 {
-			_, err := registryClient(t, r, newKey(t)).Register(ctx, fmt.Sprintf("l%d.demo", i), ep(4000))
+			_, err := registryClient(t, r, resolvetest.NewKey(t)).Register(ctx, fmt.Sprintf("l%d.demo", i), ep(4000))
 			require.NoError(t, err)
 		}
-		_, err := registryClient(t, r, newKey(t)).Register(ctx, "l2.demo", ep(4000))
+		_, err := registryClient(t, r, resolvetest.NewKey(t)).Register(ctx, "l2.demo", ep(4000))
 		requireLimit(t, err, resolve.LimitLeases)
 		require.Equal(t, uint64(1), r.Stats().Limits.LeasesRefused)
 	})
 	t.Run("endpoints per service", func(t *testing.T) {
 		r := startRegistry(t, registry.Config{MaxEndpoints: 2})
-		c := registryClient(t, r, newKey(t))
+		c := registryClient(t, r, resolvetest.NewKey(t))
 		for i := range 2 {
 			_, err := c.Register(ctx, "e.demo", ep(4000+i))
 			require.NoError(t, err)
@@ -350,8 +351,8 @@ func TestRegistryLeaseFloodBounded(t *testing.T) {
 			require.NoError(t, err)
 			clients = append(clients, c)
 		}
-		key := newKey(t)
-		service := "rk--" + fingerprint(t, key).String() + ".flood"
+		key := resolvetest.NewKey(t)
+		service := "rk--" + resolvetest.Fingerprint(t, key).String() + ".flood"
 		_, err := c.RegisterSigned(ctx, service, resolve.Endpoint{Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(10000+i))}, key)
 		require.NoError(t, err)
 	}
@@ -412,10 +413,10 @@ func TestRegistryDeadRegistrationsDoNotStarveProbes(t *testing.T) {
 	const dead = 3000
 	for i := range dead {
 		ep := resolve.Endpoint{Addr: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 9, byte(i >> 8), byte(i)}), 4000)}
-		_, err := attacker.RegisterSigned(ctx, fmt.Sprintf("dead%d.demo", i), ep, newKey(t))
+		_, err := attacker.RegisterSigned(ctx, fmt.Sprintf("dead%d.demo", i), ep, resolvetest.NewKey(t))
 		require.NoError(t, err)
 	}
-	provider := registryClient(t, r, newKey(t))
+	provider := registryClient(t, r, resolvetest.NewKey(t))
 	_, err = provider.Register(ctx, "live.demo", resolve.Endpoint{Addr: live})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return liveProbes.Load() >= 2 }, 5*time.Second, 10*time.Millisecond,

@@ -9,6 +9,7 @@ import (
 
 	"github.com/roamnet/roam/resolve"
 	"github.com/roamnet/roam/resolve/registry"
+	"github.com/roamnet/roam/resolve/resolvetest"
 )
 
 // A registry's error answer reaches its client's caller saying each thing
@@ -18,7 +19,7 @@ func TestRegistryErrorText(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	r := startRegistry(t, registry.Config{})
-	c := registryClient(t, r, newKey(t))
+	c := registryClient(t, r, resolvetest.NewKey(t))
 	_, err := c.Resolve(ctx, "nope.demo")
 	require.ErrorIs(t, err, resolve.ErrNotFound)
 	var e *resolve.Error
@@ -28,7 +29,7 @@ func TestRegistryErrorText(t *testing.T) {
 	reg, err := c.Register(ctx, "taken.demo", resolve.Endpoint{Addr: addr("127.0.0.1:4000")})
 	require.NoError(t, err)
 	defer reg.Close()
-	rogue := registryClient(t, r, newKey(t))
+	rogue := registryClient(t, r, resolvetest.NewKey(t))
 	_, err = rogue.Register(ctx, "taken.demo", resolve.Endpoint{Addr: addr("127.0.0.1:4001")})
 	require.ErrorIs(t, err, resolve.ErrNotOwner)
 	require.Regexp(t, `^resolve register taken\.demo: service is bound to another key: [a-z2-7]{52} \(held by 1 live registration\(s\) under that key; serve it with that key, or pick another name\)$`, err.Error())

@@ -25,13 +25,13 @@ func TestRegistryLogsOnlyMalformedRequests(t *testing.T) {
 	r := startRegistry(t, registry.Config{
 		Logger: slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
-	owner := registryClient(t, r, newKey(t))
+	owner := registryClient(t, r, resolvetest.NewKey(t))
 	_, err := owner.Register(ctx, "owned.demo", resolve.Endpoint{Addr: addr("127.0.0.1:4000")})
 	require.NoError(t, err)
 	require.NoError(t, owner.Close())
 
 	for i, crash := range []bool{false, true} {
-		c, err := registry.NewClient(r.Addr().String(), registry.ClientConfig{Key: r.Key(), Signer: newKey(t)})
+		c, err := registry.NewClient(r.Addr().String(), registry.ClientConfig{Key: r.Key(), Signer: resolvetest.NewKey(t)})
 		require.NoError(t, err)
 		_, err = c.Resolve(ctx, "nobody.demo")
 		require.ErrorIs(t, err, resolve.ErrNotFound)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/roamnet/roam/resolve"
 	"github.com/roamnet/roam/resolve/registry"
+	"github.com/roamnet/roam/resolve/resolvetest"
 )
 
 // zeroFP is the text of the all-zero fingerprint, which no key has.
@@ -64,6 +65,6 @@ func TestRegistryRefusesZeroKeyLabel(t *testing.T) {
 	zeroID := "rk--" + zeroFP + ".bank.demo"
 	r := startRegistry(t, registry.Config{})
 	c := registryClient(t, r, nil)
-	_, err := c.RegisterSigned(context.Background(), zeroID, resolve.Endpoint{Addr: addr("127.0.0.1:4000")}, newKey(t))
+	_, err := c.RegisterSigned(context.Background(), zeroID, resolve.Endpoint{Addr: addr("127.0.0.1:4000")}, resolvetest.NewKey(t))
 	require.ErrorIs(t, err, resolve.ErrInvalid)
 }

@@ -3,8 +3,6 @@ package registry_test
 import (
 	"context"
 	"crypto"
-	"crypto/ed25519"
-	"crypto/rand"
 	"net"
 	"net/netip"
 	"testing"
@@ -18,18 +16,6 @@ import (
 	"github.com/roamnet/roam/sal"
 	"github.com/roamnet/roam/sal/saltest"
 )
-
-func newKey(t testing.TB) ed25519.PrivateKey {
-	_, k, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
-	return k
-}
-
-func fingerprint(t testing.TB, k crypto.Signer) resolve.Fingerprint {
-	fp, err := resolve.FingerprintOf(k.Public())
-	require.NoError(t, err)
-	return fp
-}
 
 // startRegistry serves a Server on a loopback port until the test ends.
 func startRegistry(t testing.TB, cfg registry.Config) *registry.Server {
@@ -65,17 +51,17 @@ func TestRegistryOpen(t *testing.T) {
 	_, ok = res.(resolve.Watcher)
 	require.True(t, ok, "a registry:// resolver watches")
 
-	key := newKey(t)
+	key := resolvetest.NewKey(t)
 	reg, err := res.(resolve.SignedRegistrar).RegisterSigned(context.Background(), "echo.demo", resolve.Endpoint{Addr: addr("127.0.0.1:4000")}, key)
 	require.NoError(t, err)
 	defer reg.Close()
 	eps, err := res.Resolve(context.Background(), "Echo.Demo")
 	require.NoError(t, err)
 	require.Len(t, eps, 1)
-	require.Equal(t, fingerprint(t, key), eps[0].Key, "the registry pins the registering key")
+	require.Equal(t, resolvetest.Fingerprint(t, key), eps[0].Key, "the registry pins the registering key")
 
 	// A wrong pin is refused in the handshake.
-	bad := "registry://" + r.Addr().String() + "?key=" + fingerprint(t, newKey(t)).String()
+	bad := "registry://" + r.Addr().String() + "?key=" + resolvetest.Fingerprint(t, resolvetest.NewKey(t)).String()
 	other, err := resolve.Open(context.Background(), bad)
 	require.NoError(t, err)
 	defer other.(interface{ Close() error }).Close()
@@ -87,7 +73,7 @@ func TestRegistryOpen(t *testing.T) {
 func TestRegistryOwnership(t *testing.T) {
 	ctx := context.Background()
 	r := startRegistry(t, registry.Config{})
-	owner, rogue := newKey(t), newKey(t)
+	owner, rogue := resolvetest.NewKey(t), resolvetest.NewKey(t)
 	c := registryClient(t, r, nil)
 
 	reg, err := c.RegisterSigned(ctx, "bank.demo", resolve.Endpoint{Addr: addr("127.0.0.1:4000")}, owner)
@@ -96,10 +82,10 @@ func TestRegistryOwnership(t *testing.T) {
 	// A rogue key cannot add an endpoint to a bound name...
 	_, err = c.RegisterSigned(ctx, "bank.demo", resolve.Endpoint{Addr: addr("127.0.0.1:6666")}, rogue)
 	require.ErrorIs(t, err, resolve.ErrNotOwner)
-	require.Contains(t, err.Error(), fingerprint(t, owner).String(), "the refusal names the key that holds the name")
+	require.Contains(t, err.Error(), resolvetest.Fingerprint(t, owner).String(), "the refusal names the key that holds the name")
 	require.Contains(t, err.Error(), "1 live registration")
 	// ...nor claim a self-certifying ID that names another key...
-	selfCert := "rk--" + fingerprint(t, owner).String() + ".bank.demo"
+	selfCert := "rk--" + resolvetest.Fingerprint(t, owner).String() + ".bank.demo"
 	_, err = c.RegisterSigned(ctx, selfCert, resolve.Endpoint{Addr: addr("127.0.0.1:6666")}, rogue)
 	require.ErrorIs(t, err, resolve.ErrNotOwner)
 	// ...nor register without a key at all.
@@ -117,7 +103,7 @@ func TestRegistryOwnership(t *testing.T) {
 	require.ErrorIs(t, err, resolve.ErrNotOwner)
 	// A provider restarted with a fresh key meets this refusal: it must say
 	// who holds the name, until when, and what to do.
-	require.Contains(t, err.Error(), fingerprint(t, owner).String())
+	require.Contains(t, err.Error(), resolvetest.Fingerprint(t, owner).String())
 	require.Regexp(t, `until 20\d\d-\d\d-\d\dT`, err.Error())
 	require.Contains(t, err.Error(), "sal.LoadKey")
 	eps, err := c.Resolve(ctx, "bank.demo")
@@ -136,7 +122,7 @@ func TestRegistryLeaseExpiry(t *testing.T) {
 
 	provider, err := registry.NewClient(r.Addr().String(), registry.ClientConfig{Key: r.Key()})
 	require.NoError(t, err)
-	_, err = provider.RegisterSigned(ctx, "crash.demo", resolve.Endpoint{Addr: addr("127.0.0.1:4000")}, newKey(t))
+	_, err = provider.RegisterSigned(ctx, "crash.demo", resolve.Endpoint{Addr: addr("127.0.0.1:4000")}, resolvetest.NewKey(t))
 	require.NoError(t, err)
 	require.Len(t, recv(t, ch), 1)
 	registry.CrashClient(provider) // no withdrawal, no renewal
@@ -162,7 +148,7 @@ func recv(t testing.TB, ch <-chan []resolve.Endpoint) []resolve.Endpoint {
 // within one lease.
 func TestRegistryRestart(t *testing.T) {
 	ctx := context.Background()
-	key := newKey(t) // a fixed registry key: clients keep their pin
+	key := resolvetest.NewKey(t) // a fixed registry key: clients keep their pin
 	const ttl = 2 * time.Second
 	// Answers that outlive the test: the cache can only learn of a change
 	// through its watch, never by an answer expiring and being looked up
@@ -176,7 +162,7 @@ func TestRegistryRestart(t *testing.T) {
 	t.Cleanup(func() { pc.Close() }) // after the registries'
 	r1 := serveRegistry(t, keptConn{pc}, cfg)
 
-	provider := registryClient(t, r1, newKey(t))
+	provider := registryClient(t, r1, resolvetest.NewKey(t))
 	reg, err := provider.Register(ctx, "svc.demo", resolve.Endpoint{Addr: addr("127.0.0.1:4000")})
 	require.NoError(t, err)
 	defer reg.Close()
@@ -241,7 +227,7 @@ func serveRegistry(t testing.TB, pc net.PacketConn, cfg registry.Config) *regist
 func TestRegistryLimits(t *testing.T) {
 	ctx := context.Background()
 	r := startRegistry(t, registry.Config{MaxLeasesPerConn: 2})
-	c := registryClient(t, r, newKey(t))
+	c := registryClient(t, r, resolvetest.NewKey(t))
 	for i := range 2 {
 		reg, err := c.Register(ctx, "many.demo", resolve.Endpoint{Addr: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(4000+i))})
 		require.NoError(t, err)
@@ -264,7 +250,7 @@ func TestRegistryLimits(t *testing.T) {
 func TestRegistryUnspecifiedAddr(t *testing.T) {
 	ctx := context.Background()
 	r := startRegistry(t, registry.Config{})
-	c := registryClient(t, r, newKey(t))
+	c := registryClient(t, r, resolvetest.NewKey(t))
 	reg, err := c.Register(ctx, "here.demo", resolve.Endpoint{Addr: addr("0.0.0.0:4000")})
 	require.NoError(t, err)
 	defer reg.Close()
@@ -279,7 +265,7 @@ func TestRegistryGarbage(t *testing.T) {
 	defer cancel()
 	r := startRegistry(t, registry.Config{})
 	require.NoError(t, registry.SendGarbage(ctx, r.Addr().(*net.UDPAddr), r.Key(), []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0x7f}))
-	c := registryClient(t, r, newKey(t))
+	c := registryClient(t, r, resolvetest.NewKey(t))
 	reg, err := c.Register(ctx, "ok.demo", resolve.Endpoint{Addr: addr("127.0.0.1:4000")})
 	require.NoError(t, err)
 	reg.Close()
@@ -312,7 +298,7 @@ func TestRegistryHealth(t *testing.T) {
 	r := startRegistry(t, registry.Config{Prober: prober, Health: health, LeaseTTL: time.Minute})
 	agent := registryClient(t, r, nil) // renews the leases, whatever becomes of the providers
 
-	key := newKey(t) // two replicas of one service share its key
+	key := resolvetest.NewKey(t) // two replicas of one service share its key
 	var hosts [2]*sal.Host
 	for i := range hosts {
 		h, err := sal.NewHost(sal.Config{Resolver: resolve.NewMemory(), ListenAddr: "127.0.0.1:0", Key: key})
