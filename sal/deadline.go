@@ -19,8 +19,6 @@ type deadline struct {
 	expire chan struct{} // closed when the deadline passes; nil until needed
 }
 
-func newDeadline() *deadline { return new(deadline) }
-
 // set moves the deadline; the zero time means none.
 func (d *deadline) set(t time.Time) {
 	d.mu.Lock()

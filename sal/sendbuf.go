@@ -122,25 +122,25 @@ func (b *sendBuffer) room() int {
 	return int(b.chunks[len(b.chunks)-1].end() - b.end)
 }
 
-// nextChunk is the size of the chunk to add for n more bytes: the class
-// that fits them, and at least twice the last chunk.
-func (b *sendBuffer) nextChunk(n int) int {
-	size := chunkClass(n)
-	if len(b.chunks) > 0 {
-		size = max(size, min(maxChunk, 2*len(*b.chunks[len(b.chunks)-1].p)))
+// chunkAfter is the size of the chunk to add for n more bytes after a
+// chunk of last bytes (0: none): the class that fits them, and at least
+// twice the last chunk.
+func chunkAfter(n, last int) int { return max(chunkClass(n), min(maxChunk, 2*last)) }
+
+// lastChunk is the size of the buffer's last chunk, 0 if it has none.
+func (b *sendBuffer) lastChunk() int {
+	if len(b.chunks) == 0 {
+		return 0
 	}
-	return size
+	return len(*b.chunks[len(b.chunks)-1].p)
 }
 
 // need returns the memory that appending n bytes would add in new chunks.
 func (b *sendBuffer) need(n int) int {
 	n -= b.room()
-	total, last := 0, 0
-	if len(b.chunks) > 0 {
-		last = len(*b.chunks[len(b.chunks)-1].p)
-	}
+	total, last := 0, b.lastChunk()
 	for n > 0 {
-		size := max(chunkClass(n), min(maxChunk, 2*last))
+		size := chunkAfter(n, last)
 		total, n, last = total+size, n-size, size
 	}
 	return total
@@ -154,7 +154,7 @@ func (b *sendBuffer) grow(n, allowance int) int {
 	n -= b.room()
 	added := 0
 	for n > 0 {
-		size := b.nextChunk(n)
+		size := chunkAfter(n, b.lastChunk())
 		if size > allowance-added {
 			if allowance-added < minChunk {
 				break

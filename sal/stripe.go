@@ -156,8 +156,8 @@ func (h *Host) newStriped(anchor *quic.Stream, sess *session, peerWin uint64, re
 	st := &striped{
 		h:       h,
 		window:  uint64(h.stripeWindow()),
-		rdl:     newDeadline(),
-		wdl:     newDeadline(),
+		rdl:     new(deadline),
+		wdl:     new(deadline),
 		changed: make(chan struct{}),
 		peerWin: peerWin,
 		chunks:  make(map[uint64][]byte),

@@ -163,7 +163,7 @@ func TestStripeRacingJoinWritesNothing(t *testing.T) {
 // window it announced and a second End elsewhere, and reads io.EOF only
 // once every byte up to the End is in.
 func TestStripedReorders(t *testing.T) {
-	st := &striped{window: 64, changed: make(chan struct{}), chunks: make(map[uint64][]byte), rdl: newDeadline()}
+	st := &striped{window: 64, changed: make(chan struct{}), chunks: make(map[uint64][]byte), rdl: new(deadline)}
 	put := func(off uint64, s string) {
 		t.Helper()
 		require.NoError(t, st.admit(off, len(s)))
