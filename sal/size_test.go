@@ -53,3 +53,37 @@ func hasTimer(c *Conn) bool {
 	c.send.dl.mu.Unlock()
 	return r || s
 }
+
+// TestAckAllocatesNothing holds the promise that Acks cost no allocation:
+// a flow's read offset is coalesced per connection (session.ack), and a
+// delayed Ack joins the connection's one timer (ackSoon) in a reused
+// slice.
+func TestAckAllocatesNothing(t *testing.T) {
+	_, client, l := pair(t, "acks.demo")
+	acc := accept(t, l)
+	c, err := client.Dial(testCtx(t), "acks.demo")
+	require.NoError(t, err)
+	_, err = c.Write([]byte("x"))
+	require.NoError(t, err)
+	sc := <-acc
+	require.NotNil(t, sc)
+	sc.mu.Lock()
+	sess := sc.car.sess
+	sc.mu.Unlock()
+
+	sess.ack(sc.flowID, 1) // the first entry may grow the map
+	off := uint64(1)
+	require.Zero(t, testing.AllocsPerRun(1000, func() {
+		off++
+		sess.ack(sc.flowID, off)
+	}), "session.ack")
+
+	sess.ackSoon(sc)
+	time.Sleep(4 * ackDelay) // the first round made the slices
+	require.Zero(t, testing.AllocsPerRun(100, func() {
+		sess.mu.Lock()
+		sess.delayed = append(sess.delayed, sc)
+		sess.mu.Unlock()
+		sess.ackDelayed()
+	}), "a round of delayed Acks")
+}
